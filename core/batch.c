@@ -1,0 +1,170 @@
+/*
+ * update and delete. One flow is one request; a filter streams a dump and
+ * sends the requests for its matches in pipelined batches: up to BATCH_MAX
+ * messages in one datagram, then their ACKs, counted one by one. Nothing
+ * is in flight while Lua runs (the filter's predicate), so an error raised
+ * there leaves the handle's socket in step.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#include "ct.h"
+
+#include <errno.h>
+#include <linux/netfilter/nfnetlink_conntrack.h>
+
+/* 64 ACKs take about 50 KiB of the receive buffer, well inside the
+ * default 208 KiB, so no ACK is dropped even without SO_RCVBUFFORCE. */
+#define BATCH_MAX 64
+#define BATCH_ROOM 512	/* more than the largest request we build */
+
+struct ct_batch {
+	struct ct_socket *sock;
+	char buf[BATCH_MAX * BATCH_ROOM];
+	size_t len;
+	unsigned int pending;
+	lua_Integer done;
+	int err;		/* the first failure */
+	bool skip_vanished;	/* ENOENT: deleted by someone else meanwhile */
+};
+
+static void batch_init(struct ct_batch *b, struct ct_socket *sock, bool skip_vanished)
+{
+	b->sock = sock;
+	b->len = 0;
+	b->pending = 0;
+	b->done = 0;
+	b->err = 0;
+	b->skip_vanished = skip_vanished;
+}
+
+static void batch_fail(struct ct_batch *b, int err)
+{
+	if (!b->err)
+		b->err = err;
+}
+
+/* Send the queued requests and count their ACKs. */
+static void batch_send(struct ct_batch *b)
+{
+	unsigned int last = b->sock->seq, first = last - b->pending + 1;
+
+	if (!b->pending)
+		return;
+	if (mnl_socket_sendto(b->sock->nl, b->buf, b->len) < 0) {
+		batch_fail(b, errno);
+		b->pending = 0;
+	}
+	while (b->pending) {
+		char ack[MNL_SOCKET_BUFFER_SIZE];
+		const struct nlmsghdr *nlh = (const struct nlmsghdr *)ack;
+		size_t len;
+		int err = ct_socket_recv(b->sock, ack, sizeof(ack), &len);
+
+		if (err) {
+			batch_fail(b, err);
+			break;
+		}
+		if (len < sizeof(*nlh) || nlh->nlmsg_seq < first || nlh->nlmsg_seq > last)
+			continue;	/* a late reply to an abandoned request */
+		b->pending--;
+		if (mnl_cb_run(ack, len, 0, b->sock->portid, NULL, NULL) >= 0)
+			b->done++;
+		else if (!(errno == ENOENT && b->skip_vanished))
+			batch_fail(b, errno);
+	}
+	b->len = 0;
+	b->pending = 0;
+}
+
+/*
+ * Queue the request that deletes old (no changes) or applies changes to
+ * it. The entry is named by its original tuple and zone; a delete also
+ * names its id, so an entry recreated meanwhile with the same tuple stays.
+ */
+static void batch_add(struct ct_batch *b, const struct nf_conntrack *old,
+		      const struct ct_change *changes, size_t nchanges)
+{
+	struct nf_conntrack *req = nfct_new();
+	struct nlmsghdr *nlh;
+	static const int identity[] = { ATTR_ZONE, ATTR_ORIG_ZONE, ATTR_ID };
+
+	if (!req) {
+		batch_fail(b, ENOMEM);
+		return;
+	}
+	nfct_copy(req, old, NFCT_CP_ORIG);
+	for (size_t i = 0; i < sizeof(identity) / sizeof(identity[0]); i++)
+		if ((identity[i] != ATTR_ID || !nchanges) && nfct_attr_is_set(old, identity[i]))
+			nfct_copy_attr(req, old, identity[i]);
+	for (size_t i = 0; i < nchanges; i++) {
+		int err = ct_field_store(changes[i].field, &changes[i].value, req, old);
+
+		if (err) {
+			batch_fail(b, err);
+			nfct_destroy(req);
+			return;
+		}
+	}
+	if (b->len + BATCH_ROOM > sizeof(b->buf) || b->pending == BATCH_MAX)
+		batch_send(b);
+	nlh = ct_request_header(b->buf + b->len, nchanges ? IPCTNL_MSG_CT_NEW : IPCTNL_MSG_CT_DELETE,
+				NLM_F_ACK, nfct_get_attr_u8(old, ATTR_ORIG_L3PROTO), ++b->sock->seq);
+	nfct_nlmsg_build(nlh, req);
+	nfct_destroy(req);
+	b->len += NLMSG_ALIGN(nlh->nlmsg_len);
+	b->pending++;
+}
+
+/* Shared by update and delete: the target is at 2, the changes (if any) given. */
+static int mutate(lua_State *L, const char *op, const struct ct_change *changes, size_t n)
+{
+	struct ct_handle *h = ct_handle_check(L, 1);
+	struct ct_flow *flow = luaL_testudata(L, 2, CT_FLOW_TYPE);
+	struct ct_batch b;
+	int err;
+
+	if (flow) {
+		batch_init(&b, &h->sock, false);
+		batch_add(&b, ct_flow_check(L, 2)->ct, changes, n);
+	} else {
+		int dump = lua_gettop(L) + 1;
+
+		batch_init(&b, &h->sock, true);
+		err = ct_dump_push(L, 1, 2, 2, op, IPCTNL_MSG_CT_GET);
+		if (err)
+			return ct_fail(L, op, err);
+		while (ct_dump_next_flow(L, dump)) {
+			batch_add(&b, ((struct ct_flow *)lua_touserdata(L, -1))->ct, changes, n);
+			lua_pop(L, 1);
+		}
+	}
+	batch_send(&b);
+	if (b.err)
+		return ct_fail(L, op, b.err);
+	lua_pushinteger(L, b.done);
+	return 1;
+}
+
+/* h:delete(flow | filter) -> count | nil, message, errno */
+int ct_handle_delete(lua_State *L)
+{
+	lua_settop(L, 2);
+	if (lua_isnil(L, 2))
+		luaL_argerror(L, 2, "a flow or a filter is required (use flush to empty the table)");
+	return mutate(L, "delete", NULL, 0);
+}
+
+/* h:update(flow | filter, changes) -> count | nil, message, errno */
+int ct_handle_update(lua_State *L)
+{
+	struct ct_change changes[64];
+	struct ct_arg a = { L, 3, 4, false };
+	size_t n;
+
+	ct_handle_check(L, 1);
+	lua_settop(L, 3);
+	lua_getiuservalue(L, 1, 1);
+	ct_spec_changes(&a, 3, changes, &n);
+	lua_settop(L, 2);
+	return mutate(L, "update", changes, n);
+}

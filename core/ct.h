@@ -1,0 +1,205 @@
+/*
+ * Private declarations shared by the files of core/. Nothing here is global
+ * state: every object lives in a Lua userdata and is reached through it.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#ifndef CT_H
+#define CT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <netinet/in.h>
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <libmnl/libmnl.h>
+#include <libnetfilter_conntrack/libnetfilter_conntrack.h>
+
+/* Metatable names; luaL_checkudata reports them in type errors. */
+#define CT_HANDLE_TYPE   "conntrack.handle"
+#define CT_FLOW_TYPE     "conntrack.flow"
+#define CT_DUMP_TYPE     "conntrack.dump"
+#define CT_LABELMAP_TYPE "conntrack.labelmap"
+#define CT_ERROR_TYPE    "conntrack.error"
+/* Registry key of the name -> field index table built by ct_fields_open. */
+#define CT_FIELD_INDEX   "conntrack.fields"
+
+#define CT_VERSION "0.1.0"
+
+/* ---- fields.c: the one table of flow attributes ------------------------ */
+
+enum ct_kind {
+	K_FAMILY,	/* "ipv4" | "ipv6" */
+	K_PROTO,	/* "tcp" ... or a protocol number */
+	K_ADDR,		/* address, CIDR when filtering */
+	K_PORT,		/* u16 kept in network order by libnetfilter_conntrack */
+	K_U8,
+	K_U16,
+	K_U32,		/* with "V/M" masks when filtering or changing */
+	K_U64,
+	K_STRING,
+	K_STATE,	/* tcp/sctp/dccp state name; attribute chosen by proto */
+	K_STATUS,	/* set of IPS_* flag names */
+	K_LABELS,	/* set of label names or bit numbers */
+	K_NAT,		/* read-only boolean from nfct_getobjopt */
+	K_ICMP_REPLY_TYPE,	/* derived: the kernel inverts the query type */
+};
+
+/* Which protocols a field applies to; a flow of another protocol reads nil. */
+enum ct_scope { S_ANY, S_PORTS, S_GRE, S_ICMP, S_SCTP };
+
+enum ct_field_flag {
+	F_READ   = 1 << 0,	/* readable from a flow */
+	F_FILTER = 1 << 1,	/* usable as a filter key */
+	F_TUPLE  = 1 << 2,	/* identifies an entry (get, create) */
+	F_CREATE = 1 << 3,	/* may be given to create */
+	F_CHANGE = 1 << 4,	/* may be changed by update */
+	F_REPLY  = 1 << 5,	/* part of the reply tuple */
+	F_ZERO   = 1 << 6,	/* absent means 0 (zones) */
+};
+
+struct ct_field {
+	const char *name;
+	enum ct_kind kind;
+	enum ct_scope scope;
+	int attr;		/* libnetfilter_conntrack attribute (IPv4 for K_ADDR) */
+	int attr6;		/* IPv6 attribute for K_ADDR, else unused */
+	unsigned flags;
+	const char *doc;
+};
+
+/* A parsed value: what a filter compares with, or what a write stores. */
+struct ct_value {
+	union {
+		uint64_t num;
+		struct in6_addr addr;	/* IPv4 in the first 4 bytes */
+		uint8_t bits[16];	/* label bits */
+	} v, mask;
+	uint8_t family;		/* of an address value */
+	bool has_mask;
+	char str[128];
+};
+
+extern const struct ct_field ct_fields[];
+extern const size_t ct_nfields;
+
+/* Where a parse error is reported: bad argument #arg to the current function. */
+struct ct_arg {
+	lua_State *L;
+	int arg;
+	int labelmap;			/* stack index of a conntrack.labelmap, or 0 */
+	bool filtering;			/* CIDR prefixes allowed */
+};
+
+void ct_fields_open(lua_State *L);
+const struct ct_field *ct_field_lookup(lua_State *L, int name_idx);
+const struct ct_field *ct_field_check(const struct ct_arg *a, int name_idx, unsigned need);
+void ct_field_parse(const struct ct_arg *a, const struct ct_field *f, int idx, struct ct_value *out);
+bool ct_field_applies(const struct ct_field *f, const struct nf_conntrack *ct);
+bool ct_field_present(const struct ct_field *f, const struct nf_conntrack *ct);
+void ct_field_push(lua_State *L, const struct ct_field *f, const struct nf_conntrack *ct,
+		   struct nfct_labelmap *labelmap);
+bool ct_field_match(const struct ct_field *f, const struct ct_value *want,
+		    const struct nf_conntrack *ct);
+int ct_field_store(const struct ct_field *f, const struct ct_value *val,
+		   struct nf_conntrack *ct, const struct nf_conntrack *old);
+int ct_proto_number(const char *name);
+
+/* ---- spec.c: a Lua table of fields applied to a conntrack object --------- */
+
+struct ct_change {
+	const struct ct_field *field;
+	struct ct_value value;
+};
+
+void ct_spec_build(const struct ct_arg *a, int idx, unsigned need, struct nf_conntrack *ct);
+void ct_spec_changes(const struct ct_arg *a, int idx, struct ct_change *changes, size_t *n);
+
+/* ---- filter.c: a filter spec compiled for the kernel and for C ---------- */
+
+struct ct_filter {
+	uint8_t family;		/* AF_UNSPEC when both */
+	size_t nterms;
+	struct {
+		const struct ct_field *field;
+		struct ct_value want;
+	} terms[64];
+	bool has_predicate;	/* a Lua function: the caller keeps it */
+};
+
+void ct_filter_compile(const struct ct_arg *a, int idx, struct ct_filter *filter);
+void ct_filter_push_predicate(lua_State *L, int idx);
+bool ct_filter_match(const struct ct_filter *filter, const struct nf_conntrack *ct);
+void ct_filter_to_request(const struct ct_filter *filter, struct nlmsghdr *nlh);
+bool ct_filter_kernel_only(const struct ct_filter *filter);
+
+/* ---- labelmap.c: connlabel.conf, loaded on first use -------------------- */
+
+void ct_labelmap_open(lua_State *L);
+void ct_labelmap_new(lua_State *L, const char *path);
+struct nfct_labelmap *ct_labelmap_get(lua_State *L, int idx);
+
+/* ---- nl.c: netlink sockets and request/acknowledge ---------------------- */
+
+struct ct_socket {
+	struct mnl_socket *nl;	/* NULL when closed */
+	unsigned int portid;
+	unsigned int seq;
+};
+
+int ct_socket_open(struct ct_socket *s);
+void ct_socket_close(struct ct_socket *s);
+struct nlmsghdr *ct_request_header(void *buf, uint16_t type, uint16_t flags,
+				   uint8_t family, unsigned int seq);
+int ct_parse_cb(const struct nlmsghdr *nlh, void *data);
+int ct_socket_recv(struct ct_socket *s, void *buf, size_t size, size_t *len);
+int ct_socket_talk(struct ct_socket *s, struct nlmsghdr *nlh, void *buf, size_t bufsize,
+		   mnl_cb_t cb, void *data);
+
+/* ---- error.c: the three error tiers ------------------------------------- */
+
+int ct_fail(lua_State *L, const char *op, int err);
+int ct_raise(lua_State *L, const char *op, int err);
+void ct_error_open(lua_State *L);
+
+/* ---- flow.c: conntrack.flow --------------------------------------------- */
+
+struct ct_flow {
+	struct nf_conntrack *ct;	/* NULL until filled; owned */
+};
+
+struct ct_flow *ct_flow_new(lua_State *L, int labelmap_idx);
+struct nf_conntrack *ct_flow_alloc(lua_State *L);
+struct ct_flow *ct_flow_check(lua_State *L, int idx);
+void ct_flow_open(lua_State *L);
+
+/* ---- handle.c, dump.c, batch.c ------------------------------------------ */
+
+struct ct_handle {
+	struct ct_socket sock;
+};
+
+struct ct_handle *ct_handle_check(lua_State *L, int idx);
+void ct_handle_open(lua_State *L);
+struct ct_dump {
+	struct ct_socket sock;		/* its own: the loop body may use the handle */
+	const char *op;			/* the method, for error messages */
+	char *buf;			/* one receive buffer */
+	size_t len, off;		/* of the datagram in buf */
+	unsigned int seq;
+	struct nf_conntrack *pending;	/* parsed, not yet owned by a flow */
+	struct ct_filter filter;
+};
+
+void ct_dump_open(lua_State *L);
+int ct_dump_push(lua_State *L, int handle_idx, int filter_idx, int arg, const char *op,
+		 uint16_t type);
+bool ct_dump_next_flow(lua_State *L, int idx);
+int ct_dump_iter(lua_State *L);
+
+int ct_handle_update(lua_State *L);
+int ct_handle_delete(lua_State *L);
+
+#endif

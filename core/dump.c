@@ -1,0 +1,195 @@
+/*
+ * conntrack.dump: a streaming table dump. Each dump has its own socket, so
+ * the loop body may call get, update or delete on the handle, and holds one
+ * receive buffer, so memory does not grow with the table. It is the generic
+ * for's closing value: break, an error or the end of the table frees all.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#include "ct.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <linux/netfilter/nfnetlink_conntrack.h>
+
+enum { UV_LABELMAP = 1, UV_PREDICATE, UV_COUNT = UV_PREDICATE };
+
+/* The kernel fills dump datagrams up to 32 KiB (libmnl 1.0.5's DUMP_BUFFER_SIZE). */
+#define DUMP_BUFFER_SIZE 32768
+
+static void dump_release(struct ct_dump *d)
+{
+	ct_socket_close(&d->sock);
+	free(d->buf);
+	d->buf = NULL;
+	if (d->pending) {
+		nfct_destroy(d->pending);
+		d->pending = NULL;
+	}
+}
+
+static struct ct_dump *check_dump(lua_State *L, int idx)
+{
+	struct ct_dump *d = luaL_checkudata(L, idx, CT_DUMP_TYPE);
+
+	if (!d->sock.nl)
+		luaL_error(L, "attempt to use a closed " CT_DUMP_TYPE);
+	return d;
+}
+
+static int dump_close(lua_State *L)
+{
+	dump_release(luaL_checkudata(L, 1, CT_DUMP_TYPE));
+	return 0;
+}
+
+static int dump_tostring(lua_State *L)
+{
+	struct ct_dump *d = luaL_checkudata(L, 1, CT_DUMP_TYPE);
+
+	if (d->sock.nl)
+		lua_pushfstring(L, CT_DUMP_TYPE " (%p)", (void *)d);
+	else
+		lua_pushliteral(L, CT_DUMP_TYPE " (closed)");
+	return 1;
+}
+
+/*
+ * Parse the next message into d->pending. Returns 1 with an entry, 0 at the
+ * end of the dump, or -errno. No Lua is called here.
+ */
+static int next_entry(struct ct_dump *d)
+{
+	for (;;) {
+		struct nlmsghdr *nlh;
+		int ret;
+
+		if (d->off >= d->len) {
+			int err = ct_socket_recv(&d->sock, d->buf, DUMP_BUFFER_SIZE, &d->len);
+
+			if (err)
+				return -err;
+			d->off = 0;
+			continue;
+		}
+		nlh = (struct nlmsghdr *)(d->buf + d->off);
+		if (!mnl_nlmsg_ok(nlh, (int)(d->len - d->off)))
+			return -EPROTO;
+		d->off += NLMSG_ALIGN(nlh->nlmsg_len);
+		d->pending = nfct_new();
+		if (!d->pending)
+			return -ENOMEM;
+		ret = mnl_cb_run(nlh, nlh->nlmsg_len, d->seq, d->sock.portid, ct_parse_cb, d->pending);
+		if (ret == MNL_CB_OK && ct_filter_match(&d->filter, d->pending))
+			return 1;
+		nfct_destroy(d->pending);
+		d->pending = NULL;
+		if (ret == MNL_CB_STOP)
+			return 0;
+		if (ret < 0)
+			return -errno;
+	}
+}
+
+/*
+ * Push the next entry that passes the filter (C terms, then the Lua
+ * predicate) as a flow and return true, or return false at the end, when
+ * the dump releases its socket. Kernel errors are raised: a for loop has no
+ * other way to say that the listing is incomplete.
+ */
+bool ct_dump_next_flow(lua_State *L, int idx)
+{
+	struct ct_dump *d = check_dump(L, idx);
+
+	idx = lua_absindex(L, idx);
+	for (;;) {
+		int ret = next_entry(d);
+		struct ct_flow *flow;
+
+		if (ret <= 0) {
+			dump_release(d);
+			if (ret < 0)
+				ct_raise(L, d->op, -ret);
+			return false;
+		}
+		lua_getiuservalue(L, idx, UV_LABELMAP);
+		flow = ct_flow_new(L, -1);
+		lua_remove(L, -2);
+		flow->ct = d->pending;
+		d->pending = NULL;
+		if (lua_getiuservalue(L, idx, UV_PREDICATE) == LUA_TNIL) {
+			lua_pop(L, 1);
+			return true;
+		}
+		lua_pushvalue(L, -2);
+		lua_call(L, 1, 1);
+		if (lua_toboolean(L, -1)) {
+			lua_pop(L, 1);
+			return true;
+		}
+		lua_pop(L, 2);
+	}
+}
+
+/* The generic for's iterator: (dump, _) -> flow | nothing. */
+int ct_dump_iter(lua_State *L)
+{
+	return ct_dump_next_flow(L, 1) ? 1 : 0;
+}
+
+/*
+ * Push a dump of the table of the handle at handle_idx with the filter at
+ * filter_idx (argument number arg for error messages). type is a CT_GET
+ * variant (plain, dying, unconfirmed, or CTRZERO to zero the counters).
+ * Returns 0 or an errno value, with the dump (closed on error) pushed.
+ */
+int ct_dump_push(lua_State *L, int handle_idx, int filter_idx, int arg, const char *op,
+		 uint16_t type)
+{
+	struct ct_dump *d = lua_newuserdatauv(L, sizeof(*d), UV_COUNT);
+	char req[MNL_SOCKET_BUFFER_SIZE];
+	struct nlmsghdr *nlh;
+	struct ct_arg a = { L, arg, 0, true };
+	int err;
+
+	memset(d, 0, sizeof(*d));
+	d->op = op;
+	luaL_setmetatable(L, CT_DUMP_TYPE);
+	lua_getiuservalue(L, handle_idx, 1);
+	a.labelmap = lua_gettop(L);
+	ct_filter_compile(&a, filter_idx, &d->filter);
+	lua_setiuservalue(L, -2, UV_LABELMAP);
+	ct_filter_push_predicate(L, filter_idx);
+	lua_setiuservalue(L, -2, UV_PREDICATE);
+
+	d->buf = malloc(DUMP_BUFFER_SIZE);
+	if (!d->buf)
+		return ENOMEM;
+	err = ct_socket_open(&d->sock);
+	if (err)
+		return err;
+	d->seq = ++d->sock.seq;
+	nlh = ct_request_header(req, type, NLM_F_DUMP, d->filter.family, d->seq);
+	ct_filter_to_request(&d->filter, nlh);
+	if (mnl_socket_sendto(d->sock.nl, nlh, nlh->nlmsg_len) < 0) {
+		err = errno;
+		dump_release(d);
+		return err;
+	}
+	return 0;
+}
+
+void ct_dump_open(lua_State *L)
+{
+	static const luaL_Reg meta[] = {
+		{ "__gc", dump_close },
+		{ "__close", dump_close },
+		{ "__tostring", dump_tostring },
+		{ NULL, NULL }
+	};
+
+	luaL_newmetatable(L, CT_DUMP_TYPE);
+	luaL_setfuncs(L, meta, 0);
+	lua_pop(L, 1);
+}

@@ -1,0 +1,66 @@
+/*
+ * The two error tiers that reach Lua from the kernel: a refusal returned
+ * as nil, message, errno (ct_fail), and, where a return value cannot carry
+ * it (inside a for loop), a raised conntrack.error object (ct_raise).
+ * Callers save errno before any Lua call and pass it here.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#include "ct.h"
+
+#include <errno.h>
+#include <string.h>
+
+static void push_message(lua_State *L, const char *op, int err)
+{
+	switch (err) {
+	case EPERM:
+		lua_pushfstring(L, "conntrack.%s: %s (CAP_NET_ADMIN is needed; "
+				"`unshare -rn` gives a private table without root)", op, strerror(err));
+		break;
+	case EINTR:
+		/* libmnl's report of NLM_F_DUMP_INTR; interrupted syscalls are retried */
+		lua_pushfstring(L, "conntrack.%s: the table changed during the dump "
+				"(NLM_F_DUMP_INTR); retry", op);
+		break;
+	default:
+		lua_pushfstring(L, "conntrack.%s: %s", op, strerror(err));
+		break;
+	}
+}
+
+int ct_fail(lua_State *L, const char *op, int err)
+{
+	lua_pushnil(L);
+	push_message(L, op, err);
+	lua_pushinteger(L, err);
+	return 3;
+}
+
+/* Raises { op = op, errno = err, message = "..." } whose tostring is the message. */
+int ct_raise(lua_State *L, const char *op, int err)
+{
+	lua_createtable(L, 0, 3);
+	lua_pushstring(L, op);
+	lua_setfield(L, -2, "op");
+	lua_pushinteger(L, err);
+	lua_setfield(L, -2, "errno");
+	push_message(L, op, err);
+	lua_setfield(L, -2, "message");
+	luaL_setmetatable(L, CT_ERROR_TYPE);
+	return lua_error(L);
+}
+
+static int error_tostring(lua_State *L)
+{
+	lua_getfield(L, 1, "message");
+	return 1;
+}
+
+void ct_error_open(lua_State *L)
+{
+	luaL_newmetatable(L, CT_ERROR_TYPE);
+	lua_pushcfunction(L, error_tostring);
+	lua_setfield(L, -2, "__tostring");
+	lua_pop(L, 1);
+}

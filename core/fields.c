@@ -1,0 +1,886 @@
+/*
+ * The one table of flow attributes. Reading a flow, building a request,
+ * validating a filter and listing the filter keys all walk ct_fields[], so
+ * a field added here is readable, writable and filterable at once.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#include "ct.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#define R  F_READ
+#define FI F_FILTER
+#define T  F_TUPLE
+#define C  F_CREATE
+#define CH F_CHANGE
+#define RP F_REPLY
+
+const struct ct_field ct_fields[] = {
+	{ "family", K_FAMILY, S_ANY, ATTR_ORIG_L3PROTO, 0, R | FI | T | C,
+	  "address family: \"ipv4\" or \"ipv6\"" },
+	{ "proto", K_PROTO, S_ANY, ATTR_ORIG_L4PROTO, 0, R | FI | T | C,
+	  "layer-4 protocol: tcp, udp, udplite, sctp, dccp, gre, icmp, icmpv6, or a number" },
+	{ "src", K_ADDR, S_ANY, ATTR_ORIG_IPV4_SRC, ATTR_ORIG_IPV6_SRC, R | FI | T | C,
+	  "original source address (a CIDR prefix when filtering)" },
+	{ "dst", K_ADDR, S_ANY, ATTR_ORIG_IPV4_DST, ATTR_ORIG_IPV6_DST, R | FI | T | C,
+	  "original destination address" },
+	{ "sport", K_PORT, S_PORTS, ATTR_ORIG_PORT_SRC, 0, R | FI | T | C,
+	  "original source port (tcp, udp, udplite, sctp, dccp)" },
+	{ "dport", K_PORT, S_PORTS, ATTR_ORIG_PORT_DST, 0, R | FI | T | C,
+	  "original destination port" },
+	{ "srckey", K_PORT, S_GRE, ATTR_ORIG_PORT_SRC, 0, R | FI | T | C,
+	  "original GRE source key" },
+	{ "dstkey", K_PORT, S_GRE, ATTR_ORIG_PORT_DST, 0, R | FI | T | C,
+	  "original GRE destination key" },
+	{ "icmp_type", K_U8, S_ICMP, ATTR_ICMP_TYPE, 0, R | FI | T | C,
+	  "ICMP or ICMPv6 type of the original direction" },
+	{ "icmp_code", K_U8, S_ICMP, ATTR_ICMP_CODE, 0, R | FI | T | C,
+	  "ICMP or ICMPv6 code" },
+	{ "icmp_id", K_PORT, S_ICMP, ATTR_ICMP_ID, 0, R | FI | T | C,
+	  "ICMP or ICMPv6 query id" },
+	{ "reply_src", K_ADDR, S_ANY, ATTR_REPL_IPV4_SRC, ATTR_REPL_IPV6_SRC, R | FI | T | C | RP,
+	  "reply source address (differs from dst when destination-NATed)" },
+	{ "reply_dst", K_ADDR, S_ANY, ATTR_REPL_IPV4_DST, ATTR_REPL_IPV6_DST, R | FI | T | C | RP,
+	  "reply destination address (differs from src when source-NATed)" },
+	{ "reply_sport", K_PORT, S_PORTS, ATTR_REPL_PORT_SRC, 0, R | FI | T | C | RP,
+	  "reply source port" },
+	{ "reply_dport", K_PORT, S_PORTS, ATTR_REPL_PORT_DST, 0, R | FI | T | C | RP,
+	  "reply destination port" },
+	{ "reply_srckey", K_PORT, S_GRE, ATTR_REPL_PORT_SRC, 0, R | FI | T | C | RP,
+	  "reply GRE source key" },
+	{ "reply_dstkey", K_PORT, S_GRE, ATTR_REPL_PORT_DST, 0, R | FI | T | C | RP,
+	  "reply GRE destination key" },
+	{ "reply_icmp_type", K_ICMP_REPLY_TYPE, S_ICMP, ATTR_ICMP_TYPE, 0, R,
+	  "ICMP type of the reply direction (the kernel's inverse of icmp_type)" },
+	{ "reply_icmp_code", K_U8, S_ICMP, ATTR_ICMP_CODE, 0, R,
+	  "ICMP code of the reply direction (always icmp_code)" },
+	{ "reply_icmp_id", K_PORT, S_ICMP, ATTR_ICMP_ID, 0, R,
+	  "ICMP id of the reply direction (always icmp_id)" },
+	{ "state", K_STATE, S_ANY, ATTR_TCP_STATE, 0, R | FI | C | CH,
+	  "protocol state name (tcp, sctp, dccp), e.g. \"ESTABLISHED\"" },
+	{ "timeout", K_U32, S_ANY, ATTR_TIMEOUT, 0, R | FI | C | CH,
+	  "seconds until the entry expires" },
+	{ "mark", K_U32, S_ANY, ATTR_MARK, 0, R | FI | C | CH,
+	  "connection mark; \"V/M\" matches or changes only the bits of M" },
+	{ "secmark", K_U32, S_ANY, ATTR_SECMARK, 0, R | FI,
+	  "security mark" },
+	{ "zone", K_U16, S_ANY, ATTR_ZONE, 0, R | FI | T | C | F_ZERO,
+	  "conntrack zone of both directions (0 when none)" },
+	{ "orig_zone", K_U16, S_ANY, ATTR_ORIG_ZONE, 0, R | FI | T | C | F_ZERO,
+	  "zone of the original direction only" },
+	{ "reply_zone", K_U16, S_ANY, ATTR_REPL_ZONE, 0, R | FI | T | C | RP | F_ZERO,
+	  "zone of the reply direction only" },
+	{ "status", K_STATUS, S_ANY, ATTR_STATUS, 0, R | FI | C | CH,
+	  "status flags as a set, e.g. { ASSURED = true, SEEN_REPLY = true }" },
+	{ "labels", K_LABELS, S_ANY, ATTR_CONNLABELS, 0, R | FI | C | CH,
+	  "connection labels as a set of names (connlabel.conf) or bit numbers" },
+	{ "packets", K_U64, S_ANY, ATTR_ORIG_COUNTER_PACKETS, 0, R | FI,
+	  "packets seen in the original direction (nf_conntrack_acct)" },
+	{ "bytes", K_U64, S_ANY, ATTR_ORIG_COUNTER_BYTES, 0, R | FI,
+	  "bytes seen in the original direction" },
+	{ "reply_packets", K_U64, S_ANY, ATTR_REPL_COUNTER_PACKETS, 0, R | FI,
+	  "packets seen in the reply direction" },
+	{ "reply_bytes", K_U64, S_ANY, ATTR_REPL_COUNTER_BYTES, 0, R | FI,
+	  "bytes seen in the reply direction" },
+	{ "start", K_U64, S_ANY, ATTR_TIMESTAMP_START, 0, R,
+	  "creation time, nanoseconds since the epoch (nf_conntrack_timestamp)" },
+	{ "stop", K_U64, S_ANY, ATTR_TIMESTAMP_STOP, 0, R,
+	  "destruction time, nanoseconds since the epoch (destroy events only)" },
+	{ "id", K_U32, S_ANY, ATTR_ID, 0, R | FI,
+	  "the kernel's id of the entry" },
+	{ "use", K_U32, S_ANY, ATTR_USE, 0, R,
+	  "reference count" },
+	{ "helper", K_STRING, S_ANY, ATTR_HELPER_NAME, 0, R | FI | C | CH,
+	  "name of the attached helper, e.g. \"ftp\"" },
+	{ "secctx", K_STRING, S_ANY, ATTR_SECCTX, 0, R | FI,
+	  "security context" },
+	{ "snat", K_NAT, S_ANY, NFCT_GOPT_IS_SNAT, 0, R | FI,
+	  "true when the entry is source-NATed" },
+	{ "dnat", K_NAT, S_ANY, NFCT_GOPT_IS_DNAT, 0, R | FI,
+	  "true when the entry is destination-NATed" },
+	{ "vtag", K_U32, S_SCTP, ATTR_SCTP_VTAG_ORIG, 0, R | FI | C,
+	  "SCTP verification tag of the original direction" },
+	{ "reply_vtag", K_U32, S_SCTP, ATTR_SCTP_VTAG_REPL, 0, R | FI | C | RP,
+	  "SCTP verification tag of the reply direction" },
+};
+const size_t ct_nfields = sizeof(ct_fields) / sizeof(ct_fields[0]);
+
+#undef R
+#undef FI
+#undef T
+#undef C
+#undef CH
+#undef RP
+
+/* ---- names ------------------------------------------------------------- */
+
+static const struct {
+	const char *name;
+	uint8_t num;
+} protocols[] = {
+	{ "tcp", IPPROTO_TCP }, { "udp", IPPROTO_UDP }, { "udplite", IPPROTO_UDPLITE },
+	{ "sctp", IPPROTO_SCTP }, { "dccp", IPPROTO_DCCP }, { "gre", IPPROTO_GRE },
+	{ "icmp", IPPROTO_ICMP }, { "icmpv6", IPPROTO_ICMPV6 },
+};
+
+static const char *const tcp_states[] = {
+	"NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT",
+	"LAST_ACK", "TIME_WAIT", "CLOSE", "SYN_SENT2", NULL
+};
+static const char *const sctp_states[] = {
+	"NONE", "CLOSED", "COOKIE_WAIT", "COOKIE_ECHOED", "ESTABLISHED", "SHUTDOWN_SENT",
+	"SHUTDOWN_RECD", "SHUTDOWN_ACK_SENT", "HEARTBEAT_SENT", "HEARTBEAT_ACKED", NULL
+};
+static const char *const dccp_states[] = {
+	"NONE", "REQUEST", "RESPOND", "PARTOPEN", "OPEN", "CLOSEREQ", "CLOSING",
+	"TIMEWAIT", "IGNORE", "INVALID", NULL
+};
+
+/* Bit n of the status word is named status_names[n] (linux/netfilter/nf_conntrack_common.h). */
+static const char *const status_names[] = {
+	"EXPECTED", "SEEN_REPLY", "ASSURED", "CONFIRMED", "SRC_NAT", "DST_NAT",
+	"SEQ_ADJUST", "SRC_NAT_DONE", "DST_NAT_DONE", "DYING", "FIXED_TIMEOUT",
+	"TEMPLATE", "UNTRACKED", "HELPER", "OFFLOAD", "HW_OFFLOAD", NULL
+};
+
+#define LABEL_BITS 128	/* the kernel's label storage: 16 bytes */
+
+int ct_proto_number(const char *name)
+{
+	for (size_t i = 0; i < sizeof(protocols) / sizeof(protocols[0]); i++)
+		if (strcmp(protocols[i].name, name) == 0)
+			return protocols[i].num;
+	return -1;
+}
+
+static const char *proto_name(uint8_t num)
+{
+	for (size_t i = 0; i < sizeof(protocols) / sizeof(protocols[0]); i++)
+		if (protocols[i].num == num)
+			return protocols[i].name;
+	return NULL;
+}
+
+static const char *const *state_table(uint8_t proto, int *attr)
+{
+	switch (proto) {
+	case IPPROTO_TCP:  *attr = ATTR_TCP_STATE;  return tcp_states;
+	case IPPROTO_SCTP: *attr = ATTR_SCTP_STATE; return sctp_states;
+	case IPPROTO_DCCP: *attr = ATTR_DCCP_STATE; return dccp_states;
+	default: return NULL;
+	}
+}
+
+static int name_index(const char *const *names, const char *name)
+{
+	for (int i = 0; names[i]; i++)
+		if (strcmp(names[i], name) == 0)
+			return i;
+	return -1;
+}
+
+/* The kernel's ICMP/ICMPv6 query pairs (nf_conntrack_proto_icmp*.c invert maps). */
+static int icmp_reply_type(uint8_t family, uint8_t type)
+{
+	static const uint8_t v4[][2] = { { 8, 0 }, { 0, 8 }, { 13, 14 }, { 14, 13 },
+					 { 15, 16 }, { 16, 15 }, { 17, 18 }, { 18, 17 } };
+	static const uint8_t v6[][2] = { { 128, 129 }, { 129, 128 }, { 139, 140 },
+					 { 140, 139 } };
+	const uint8_t (*map)[2] = family == AF_INET6 ? v6 : v4;
+	size_t n = family == AF_INET6 ? sizeof(v6) / sizeof(v6[0]) : sizeof(v4) / sizeof(v4[0]);
+
+	for (size_t i = 0; i < n; i++)
+		if (map[i][0] == type)
+			return map[i][1];
+	return type;
+}
+
+/* ---- field lookup ------------------------------------------------------- */
+
+void ct_fields_open(lua_State *L)
+{
+	lua_createtable(L, 0, (int)ct_nfields);
+	for (size_t i = 0; i < ct_nfields; i++) {
+		lua_pushinteger(L, (lua_Integer)i);
+		lua_setfield(L, -2, ct_fields[i].name);
+	}
+	lua_setfield(L, LUA_REGISTRYINDEX, CT_FIELD_INDEX);
+}
+
+const struct ct_field *ct_field_lookup(lua_State *L, int name_idx)
+{
+	const struct ct_field *f = NULL;
+
+	if (lua_type(L, name_idx) != LUA_TSTRING)
+		return NULL;
+	name_idx = lua_absindex(L, name_idx);
+	lua_getfield(L, LUA_REGISTRYINDEX, CT_FIELD_INDEX);
+	lua_pushvalue(L, name_idx);
+	if (lua_rawget(L, -2) == LUA_TNUMBER)
+		f = &ct_fields[lua_tointeger(L, -1)];
+	lua_pop(L, 2);
+	return f;
+}
+
+static int arg_error(const struct ct_arg *a, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	lua_pushvfstring(a->L, fmt, ap);
+	va_end(ap);
+	return luaL_argerror(a->L, a->arg, lua_tostring(a->L, -1));
+}
+
+const struct ct_field *ct_field_check(const struct ct_arg *a, int name_idx, unsigned need)
+{
+	const struct ct_field *f = ct_field_lookup(a->L, name_idx);
+
+	if (!f) {
+		if (lua_type(a->L, name_idx) != LUA_TSTRING)
+			arg_error(a, "field names must be strings, got %s", luaL_typename(a->L, name_idx));
+		arg_error(a, "unknown field '%s'", lua_tostring(a->L, name_idx));
+	}
+	if (!(f->flags & need))
+		arg_error(a, "field '%s' cannot be used here", f->name);
+	return f;
+}
+
+/* ---- parsing Lua values ------------------------------------------------- */
+
+static uint64_t parse_number(const struct ct_arg *a, const struct ct_field *f, int idx,
+			     const char *text, uint64_t max)
+{
+	lua_State *L = a->L;
+	int isnum = 0;
+	lua_Integer n;
+
+	if (text) {
+		/* lua_stringtonumber accepts decimal and 0x hex, as users write marks */
+		if (lua_stringtonumber(L, text) == 0)
+			arg_error(a, "field '%s' expects a number, got '%s'", f->name, text);
+		n = lua_tointegerx(L, -1, &isnum);
+		lua_pop(L, 1);
+	} else {
+		n = lua_tointegerx(L, idx, &isnum);
+	}
+	if (!isnum)
+		arg_error(a, "field '%s' expects an integer, got %s", f->name,
+			  text ? text : luaL_typename(L, idx));
+	if (n < 0 || (uint64_t)n > max)
+		arg_error(a, "field '%s' is out of range (0..%I)", f->name, (lua_Integer)max);
+	return (uint64_t)n;
+}
+
+/* "V" or "V/M" for a masked u32 (marks), or a plain integer. */
+static void parse_masked(const struct ct_arg *a, const struct ct_field *f, int idx,
+			 uint64_t max, struct ct_value *out)
+{
+	const char *s, *slash;
+	char head[64];
+
+	if (lua_type(a->L, idx) != LUA_TSTRING) {
+		out->v.num = parse_number(a, f, idx, NULL, max);
+		return;
+	}
+	s = lua_tostring(a->L, idx);
+	slash = strchr(s, '/');
+	if (!slash) {
+		out->v.num = parse_number(a, f, idx, s, max);
+		return;
+	}
+	if ((size_t)(slash - s) >= sizeof(head))
+		arg_error(a, "field '%s': value too long", f->name);
+	memcpy(head, s, (size_t)(slash - s));
+	head[slash - s] = '\0';
+	out->v.num = parse_number(a, f, idx, head, max);
+	out->mask.num = parse_number(a, f, idx, slash + 1, max);
+	out->has_mask = true;
+}
+
+static void set_prefix(struct ct_value *out, unsigned bits)
+{
+	memset(&out->mask, 0, sizeof(out->mask));
+	for (unsigned i = 0; i < bits; i++)
+		out->mask.bits[i / 8] |= (uint8_t)(0x80u >> (i % 8));
+	out->has_mask = true;
+}
+
+static void parse_addr(const struct ct_arg *a, const struct ct_field *f, int idx, bool cidr,
+		       struct ct_value *out)
+{
+	const char *s = lua_tostring(a->L, idx);
+	const char *slash;
+	char text[INET6_ADDRSTRLEN];
+	size_t len;
+	unsigned maxbits;
+
+	if (lua_type(a->L, idx) != LUA_TSTRING)
+		arg_error(a, "field '%s' expects an address string, got %s", f->name,
+			  luaL_typename(a->L, idx));
+	slash = strchr(s, '/');
+	len = slash ? (size_t)(slash - s) : strlen(s);
+	if (len >= sizeof(text))
+		arg_error(a, "field '%s': invalid address '%s'", f->name, s);
+	memcpy(text, s, len);
+	text[len] = '\0';
+	if (inet_pton(AF_INET, text, &out->v.addr) == 1) {
+		out->family = AF_INET;
+		maxbits = 32;
+	} else if (inet_pton(AF_INET6, text, &out->v.addr) == 1) {
+		out->family = AF_INET6;
+		maxbits = 128;
+	} else {
+		arg_error(a, "field '%s': invalid address '%s'", f->name, s);
+		return;
+	}
+	if (!slash) {
+		set_prefix(out, maxbits);
+		return;
+	}
+	if (!cidr)
+		arg_error(a, "field '%s': a prefix length is only allowed in filters", f->name);
+	{
+		char *end;
+		unsigned long bits = strtoul(slash + 1, &end, 10);
+
+		if (slash[1] == '\0' || *end != '\0' || bits > maxbits)
+			arg_error(a, "field '%s': invalid prefix length in '%s'", f->name, s);
+		set_prefix(out, (unsigned)bits);
+	}
+}
+
+/* One word of a status list: "ASSURED" sets the bit, "!ASSURED" requires it clear. */
+static void status_word(const struct ct_arg *a, const struct ct_field *f, const char *word,
+			size_t len, struct ct_value *out)
+{
+	bool negate = len > 0 && word[0] == '!';
+
+	if (negate) {
+		word++;
+		len--;
+	}
+	for (int bit = 0; status_names[bit]; bit++) {
+		if (strlen(status_names[bit]) == len && strncmp(status_names[bit], word, len) == 0) {
+			out->mask.num |= 1u << bit;
+			if (!negate)
+				out->v.num |= 1u << bit;
+			return;
+		}
+	}
+	arg_error(a, "field '%s': unknown status flag '%s'", f->name,
+		  lua_pushlstring(a->L, word, len));
+}
+
+static void label_word(const struct ct_arg *a, const struct ct_field *f, int idx,
+		       struct ct_value *out)
+{
+	int bit;
+
+	if (lua_type(a->L, idx) == LUA_TNUMBER) {
+		bit = (int)parse_number(a, f, idx, NULL, LABEL_BITS - 1);
+	} else {
+		const char *name = luaL_tolstring(a->L, idx, NULL);
+
+		struct nfct_labelmap *map = a->labelmap ? ct_labelmap_get(a->L, a->labelmap) : NULL;
+
+		bit = map ? nfct_labelmap_get_bit(map, name) : -1;
+		if (bit < 0 || bit >= LABEL_BITS)
+			arg_error(a, "field '%s': unknown label '%s'%s", f->name, name,
+				  map ? "" : " (no connlabel.conf loaded)");
+		lua_pop(a->L, 1);
+	}
+	out->v.bits[bit / 8] |= (uint8_t)(1u << (bit % 8));
+}
+
+/*
+ * Status and labels are sets. Accepted: "A,B,!C"; { "A", "!C" };
+ * { A = true, C = false }; and for status a raw integer.
+ */
+static void parse_set(const struct ct_arg *a, const struct ct_field *f, int idx,
+		      struct ct_value *out)
+{
+	lua_State *L = a->L;
+	bool status = f->kind == K_STATUS;
+
+	idx = lua_absindex(L, idx);
+	if (status && lua_type(L, idx) == LUA_TNUMBER) {
+		out->v.num = out->mask.num = parse_number(a, f, idx, NULL, UINT32_MAX);
+		return;
+	}
+	if (lua_type(L, idx) == LUA_TSTRING) {
+		const char *s = lua_tostring(L, idx);
+
+		while (*s) {
+			size_t len = strcspn(s, ",");
+
+			if (len == 0)
+				arg_error(a, "field '%s': empty name in '%s'", f->name, lua_tostring(L, idx));
+			if (status) {
+				status_word(a, f, s, len, out);
+			} else {
+				lua_pushlstring(L, s, len);
+				label_word(a, f, -1, out);
+				lua_pop(L, 1);
+			}
+			s += len;
+			if (*s == ',' && *++s == '\0')
+				arg_error(a, "field '%s': empty name in '%s'", f->name, lua_tostring(L, idx));
+		}
+		return;
+	}
+	if (lua_type(L, idx) != LUA_TTABLE)
+		arg_error(a, "field '%s' expects a string or a table, got %s", f->name,
+			  luaL_typename(L, idx));
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		/* array items name members; keyed items say whether the member is wanted */
+		bool keyed = lua_type(L, -1) == LUA_TBOOLEAN;
+		int name = keyed ? -2 : -1;
+		struct ct_value one = { 0 };
+
+		if (status) {
+			size_t len;
+			const char *word;
+
+			if (lua_type(L, name) != LUA_TSTRING)
+				arg_error(a, "field '%s': flag names must be strings", f->name);
+			word = lua_tolstring(L, name, &len);
+			status_word(a, f, word, len, &one);
+			out->mask.num |= one.mask.num;
+			if (!keyed || lua_toboolean(L, -1))
+				out->v.num |= one.v.num;
+			else
+				out->v.num &= ~one.mask.num;
+		} else {
+			lua_pushvalue(L, name);
+			label_word(a, f, -1, &one);
+			lua_pop(L, 1);
+			for (size_t i = 0; i < sizeof(one.v.bits); i++) {
+				out->mask.bits[i] |= one.v.bits[i];
+				if (!keyed || lua_toboolean(L, -1))
+					out->v.bits[i] |= one.v.bits[i];
+			}
+		}
+		lua_pop(L, 1);
+	}
+	out->has_mask = true;
+}
+
+void ct_field_parse(const struct ct_arg *a, const struct ct_field *f, int idx,
+		    struct ct_value *out)
+{
+	lua_State *L = a->L;
+
+	memset(out, 0, sizeof(*out));
+	switch (f->kind) {
+	case K_FAMILY: {
+		const char *s = luaL_tolstring(L, idx, NULL);
+
+		if (strcmp(s, "ipv4") == 0)
+			out->v.num = AF_INET;
+		else if (strcmp(s, "ipv6") == 0)
+			out->v.num = AF_INET6;
+		else
+			arg_error(a, "field 'family' expects \"ipv4\" or \"ipv6\", got '%s'", s);
+		lua_pop(L, 1);
+		break;
+	}
+	case K_PROTO: {
+		const char *s = lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx) : NULL;
+		int num = s ? ct_proto_number(s) : -1;
+
+		if (num >= 0)
+			out->v.num = (uint64_t)num;
+		else if (s && lua_stringtonumber(L, s) == 0)
+			arg_error(a, "field 'proto': unknown protocol '%s'", s);
+		else {
+			if (s)
+				lua_pop(L, 1);	/* the number lua_stringtonumber pushed */
+			out->v.num = parse_number(a, f, idx, s, UINT8_MAX);
+		}
+		break;
+	}
+	case K_ADDR:
+		parse_addr(a, f, idx, a->filtering, out);
+		break;
+	case K_PORT:
+	case K_U16:
+		out->v.num = parse_number(a, f, idx, NULL, UINT16_MAX);
+		break;
+	case K_U8:
+		out->v.num = parse_number(a, f, idx, NULL, UINT8_MAX);
+		break;
+	case K_U32:
+		parse_masked(a, f, idx, UINT32_MAX, out);
+		break;
+	case K_U64:
+		out->v.num = parse_number(a, f, idx, NULL, INT64_MAX);
+		break;
+	case K_STRING: {
+		size_t len;
+		const char *s;
+
+		if (lua_type(L, idx) != LUA_TSTRING)
+			arg_error(a, "field '%s' expects a string, got %s", f->name, luaL_typename(L, idx));
+		s = lua_tolstring(L, idx, &len);
+		if (len >= sizeof(out->str))
+			arg_error(a, "field '%s' is too long", f->name);
+		memcpy(out->str, s, len + 1);
+		break;
+	}
+	case K_STATE: {
+		const char *s = lua_tostring(L, idx);
+
+		if (lua_type(L, idx) != LUA_TSTRING ||
+		    (name_index(tcp_states, s) < 0 && name_index(sctp_states, s) < 0 &&
+		     name_index(dccp_states, s) < 0))
+			arg_error(a, "field 'state': unknown state '%s'", luaL_tolstring(L, idx, NULL));
+		strcpy(out->str, s);	/* every state name is far shorter than str */
+		break;
+	}
+	case K_STATUS:
+	case K_LABELS:
+		parse_set(a, f, idx, out);
+		break;
+	case K_NAT:
+		if (lua_type(L, idx) != LUA_TBOOLEAN)
+			arg_error(a, "field '%s' expects a boolean, got %s", f->name, luaL_typename(L, idx));
+		out->v.num = (uint64_t)lua_toboolean(L, idx);
+		break;
+	case K_ICMP_REPLY_TYPE:
+		arg_error(a, "field '%s' cannot be used here", f->name);
+		break;
+	}
+}
+
+/* ---- reading a conntrack object ----------------------------------------- */
+
+static uint8_t ct_proto(const struct nf_conntrack *ct)
+{
+	return nfct_get_attr_u8(ct, ATTR_ORIG_L4PROTO);
+}
+
+static uint8_t ct_family(const struct nf_conntrack *ct)
+{
+	return nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO);
+}
+
+bool ct_field_applies(const struct ct_field *f, const struct nf_conntrack *ct)
+{
+	uint8_t p = ct_proto(ct);
+
+	switch (f->scope) {
+	case S_ANY:   return true;
+	case S_GRE:   return p == IPPROTO_GRE;
+	case S_ICMP:  return p == IPPROTO_ICMP || p == IPPROTO_ICMPV6;
+	case S_SCTP:  return p == IPPROTO_SCTP;
+	case S_PORTS: return p == IPPROTO_TCP || p == IPPROTO_UDP || p == IPPROTO_UDPLITE ||
+			     p == IPPROTO_SCTP || p == IPPROTO_DCCP;
+	}
+	return false;
+}
+
+/* The attribute that holds field f in ct (addresses and states depend on ct). */
+static int attr_of(const struct ct_field *f, const struct nf_conntrack *ct)
+{
+	int attr = f->attr;
+
+	if (f->kind == K_ADDR && ct_family(ct) == AF_INET6)
+		return f->attr6;
+	if (f->kind == K_STATE && !state_table(ct_proto(ct), &attr))
+		return -1;
+	return attr;
+}
+
+bool ct_field_present(const struct ct_field *f, const struct nf_conntrack *ct)
+{
+	int attr;
+
+	if (!ct_field_applies(f, ct))
+		return false;
+	if (f->flags & F_ZERO)
+		return true;
+	if (f->kind == K_NAT)
+		return nfct_attr_is_set(ct, ATTR_REPL_L3PROTO) > 0;
+	attr = attr_of(f, ct);
+	return attr >= 0 && nfct_attr_is_set(ct, (enum nf_conntrack_attr)attr) > 0;
+}
+
+static uint64_t get_number(const struct ct_field *f, const struct nf_conntrack *ct)
+{
+	enum nf_conntrack_attr attr = (enum nf_conntrack_attr)f->attr;
+
+	if (!nfct_attr_is_set(ct, attr))
+		return 0;
+	switch (f->kind) {
+	case K_PORT: return ntohs(nfct_get_attr_u16(ct, attr));
+	case K_U8:   return nfct_get_attr_u8(ct, attr);
+	case K_U16:  return nfct_get_attr_u16(ct, attr);
+	case K_U64:  return nfct_get_attr_u64(ct, attr);
+	default:     return nfct_get_attr_u32(ct, attr);
+	}
+}
+
+static const char *state_name(const struct nf_conntrack *ct)
+{
+	int attr;
+	const char *const *names = state_table(ct_proto(ct), &attr);
+	uint8_t state;
+
+	if (!names)
+		return NULL;
+	state = nfct_get_attr_u8(ct, (enum nf_conntrack_attr)attr);
+	for (int i = 0; names[i]; i++)
+		if (i == state)
+			return names[i];
+	return "UNKNOWN";
+}
+
+static void push_labels(lua_State *L, const struct nf_conntrack *ct, struct nfct_labelmap *map)
+{
+	const struct nfct_bitmask *b = nfct_get_attr(ct, ATTR_CONNLABELS);
+	unsigned max = nfct_bitmask_maxbit(b);
+
+	lua_newtable(L);
+	for (unsigned bit = 0; bit <= max; bit++) {
+		const char *name;
+
+		if (!nfct_bitmask_test_bit(b, bit))
+			continue;
+		name = map ? nfct_labelmap_get_name(map, bit) : NULL;
+		if (name && *name)
+			lua_pushstring(L, name);
+		else
+			lua_pushinteger(L, bit);
+		lua_pushboolean(L, 1);
+		lua_rawset(L, -3);
+	}
+}
+
+void ct_field_push(lua_State *L, const struct ct_field *f, const struct nf_conntrack *ct,
+		   struct nfct_labelmap *labelmap)
+{
+	if (!ct_field_present(f, ct)) {
+		lua_pushnil(L);
+		return;
+	}
+	switch (f->kind) {
+	case K_FAMILY:
+		lua_pushstring(L, ct_family(ct) == AF_INET6 ? "ipv6" : "ipv4");
+		break;
+	case K_PROTO: {
+		const char *name = proto_name(ct_proto(ct));
+
+		if (name)
+			lua_pushstring(L, name);
+		else
+			lua_pushinteger(L, ct_proto(ct));
+		break;
+	}
+	case K_ADDR: {
+		char text[INET6_ADDRSTRLEN];
+		int family = ct_family(ct) == AF_INET6 ? AF_INET6 : AF_INET;
+
+		inet_ntop(family, nfct_get_attr(ct, (enum nf_conntrack_attr)attr_of(f, ct)), text,
+			  sizeof(text));
+		lua_pushstring(L, text);
+		break;
+	}
+	case K_STRING:
+		lua_pushstring(L, nfct_get_attr(ct, (enum nf_conntrack_attr)f->attr));
+		break;
+	case K_STATE:
+		lua_pushstring(L, state_name(ct));
+		break;
+	case K_STATUS: {
+		uint32_t status = nfct_get_attr_u32(ct, ATTR_STATUS);
+
+		lua_newtable(L);
+		for (int bit = 0; status_names[bit]; bit++) {
+			if (status & (1u << bit)) {
+				lua_pushboolean(L, 1);
+				lua_setfield(L, -2, status_names[bit]);
+			}
+		}
+		break;
+	}
+	case K_LABELS:
+		push_labels(L, ct, labelmap);
+		break;
+	case K_NAT:
+		lua_pushboolean(L, nfct_getobjopt(ct, (unsigned)f->attr) > 0);
+		break;
+	case K_ICMP_REPLY_TYPE:
+		lua_pushinteger(L, icmp_reply_type(ct_family(ct), nfct_get_attr_u8(ct, ATTR_ICMP_TYPE)));
+		break;
+	default:
+		lua_pushinteger(L, (lua_Integer)get_number(f, ct));
+		break;
+	}
+}
+
+/* ---- matching ------------------------------------------------------------ */
+
+static bool bytes_match(const uint8_t *have, const struct ct_value *want, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if ((have[i] & want->mask.bits[i]) != (want->v.bits[i] & want->mask.bits[i]))
+			return false;
+	return true;
+}
+
+bool ct_field_match(const struct ct_field *f, const struct ct_value *want,
+		    const struct nf_conntrack *ct)
+{
+	if (!ct_field_present(f, ct))
+		return false;
+	switch (f->kind) {
+	case K_FAMILY:
+		return ct_family(ct) == want->v.num;
+	case K_PROTO:
+		return ct_proto(ct) == want->v.num;
+	case K_ADDR:
+		if (ct_family(ct) != want->family)
+			return false;
+		return bytes_match(nfct_get_attr(ct, (enum nf_conntrack_attr)attr_of(f, ct)), want,
+				   want->family == AF_INET6 ? 16 : 4);
+	case K_STRING:
+		return strcmp(nfct_get_attr(ct, (enum nf_conntrack_attr)f->attr), want->str) == 0;
+	case K_STATE:
+		return strcmp(state_name(ct), want->str) == 0;
+	case K_STATUS:
+		return (nfct_get_attr_u32(ct, ATTR_STATUS) & want->mask.num) == want->v.num;
+	case K_LABELS: {
+		const struct nfct_bitmask *b = nfct_get_attr(ct, ATTR_CONNLABELS);
+
+		for (unsigned bit = 0; bit < LABEL_BITS; bit++) {
+			bool wanted = want->mask.bits[bit / 8] & (1u << (bit % 8));
+			bool set = want->v.bits[bit / 8] & (1u << (bit % 8));
+
+			if (wanted && set != (bit <= nfct_bitmask_maxbit(b) &&
+					      nfct_bitmask_test_bit(b, bit)))
+				return false;
+		}
+		return true;
+	}
+	case K_NAT:
+		return (nfct_getobjopt(ct, (unsigned)f->attr) > 0) == (want->v.num != 0);
+	default: {
+		uint64_t have = get_number(f, ct);
+
+		if (want->has_mask)
+			return (have & want->mask.num) == want->v.num;
+		return have == want->v.num;
+	}
+	}
+}
+
+/* ---- writing a conntrack object ------------------------------------------ */
+
+static struct nfct_bitmask *label_bitmask(const uint8_t *bits)
+{
+	struct nfct_bitmask *b = nfct_bitmask_new(LABEL_BITS - 1);
+
+	if (!b)
+		return NULL;
+	for (unsigned bit = 0; bit < LABEL_BITS; bit++)
+		if (bits[bit / 8] & (1u << (bit % 8)))
+			nfct_bitmask_set_bit(b, bit);
+	return b;
+}
+
+/*
+ * Store val into ct. old, when given, is the current entry: masked marks
+ * and status keep its other bits (the kernel refuses to clear most status
+ * bits, so an update always sends old | new). Returns 0, or an errno value
+ * (EINVAL: a state name that the protocol does not have; ENOMEM).
+ */
+int ct_field_store(const struct ct_field *f, const struct ct_value *val,
+		   struct nf_conntrack *ct, const struct nf_conntrack *old)
+{
+	enum nf_conntrack_attr attr = (enum nf_conntrack_attr)f->attr;
+
+	switch (f->kind) {
+	case K_FAMILY:
+	case K_PROTO:
+	case K_U8:
+		nfct_set_attr_u8(ct, attr, (uint8_t)val->v.num);
+		if (f->kind != K_U8)	/* the reply tuple repeats the protocol numbers */
+			nfct_set_attr_u8(ct, f->kind == K_FAMILY ? ATTR_REPL_L3PROTO : ATTR_REPL_L4PROTO,
+					 (uint8_t)val->v.num);
+		return 0;
+	case K_ADDR:
+		nfct_set_attr_u8(ct, ATTR_ORIG_L3PROTO, val->family);
+		nfct_set_attr_u8(ct, ATTR_REPL_L3PROTO, val->family);
+		nfct_set_attr(ct, (enum nf_conntrack_attr)(val->family == AF_INET6 ? f->attr6 : f->attr),
+			      &val->v.addr);
+		return 0;
+	case K_PORT:
+		nfct_set_attr_u16(ct, attr, htons((uint16_t)val->v.num));
+		return 0;
+	case K_U16:
+		nfct_set_attr_u16(ct, attr, (uint16_t)val->v.num);
+		return 0;
+	case K_U32: {
+		uint32_t v = (uint32_t)val->v.num;
+
+		if (val->has_mask)
+			v = ((old ? nfct_get_attr_u32(old, attr) : 0) & ~(uint32_t)val->mask.num) |
+			    (v & (uint32_t)val->mask.num);
+		nfct_set_attr_u32(ct, attr, v);
+		return 0;
+	}
+	case K_U64:
+		nfct_set_attr_u64(ct, attr, val->v.num);
+		return 0;
+	case K_STRING:
+		nfct_set_attr(ct, attr, val->str);
+		return 0;
+	case K_STATE: {
+		int state_attr;
+		const char *const *names = state_table(ct_proto(old ? old : ct), &state_attr);
+		int state = names ? name_index(names, val->str) : -1;
+
+		if (state < 0)
+			return EINVAL;
+		nfct_set_attr_u8(ct, (enum nf_conntrack_attr)state_attr, (uint8_t)state);
+		return 0;
+	}
+	case K_STATUS: {
+		uint32_t status = (uint32_t)val->v.num;
+
+		if (old)
+			status |= nfct_get_attr_u32(old, ATTR_STATUS) & ~(uint32_t)val->mask.num;
+		nfct_set_attr_u32(ct, ATTR_STATUS, status);
+		return 0;
+	}
+	case K_LABELS: {
+		/* the whole set is replaced: the mask covers every bit */
+		static const uint8_t all[LABEL_BITS / 8] = {
+			0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+			0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
+		struct nfct_bitmask *labels = label_bitmask(val->v.bits);
+		struct nfct_bitmask *mask = label_bitmask(all);
+
+		if (!labels || !mask) {
+			nfct_bitmask_destroy(labels);
+			nfct_bitmask_destroy(mask);
+			return ENOMEM;
+		}
+		nfct_set_attr(ct, ATTR_CONNLABELS, labels);	/* ct takes ownership */
+		nfct_set_attr(ct, ATTR_CONNLABELS_MASK, mask);
+		return 0;
+	}
+	case K_NAT:
+	case K_ICMP_REPLY_TYPE:
+		break;
+	}
+	return EINVAL;
+}

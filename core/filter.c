@@ -1,0 +1,120 @@
+/*
+ * A filter is a partial flow: field = value, with masks and CIDR where they
+ * mean something, plus optionally a Lua predicate at [1] (or the filter is
+ * just a function). What the kernel can do goes into the dump request; C
+ * re-checks every term on each entry, so results never depend on what the
+ * running kernel supports.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#include "ct.h"
+
+#include <arpa/inet.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <linux/netfilter/nfnetlink_conntrack.h>
+
+static void family_check(const struct ct_arg *a, struct ct_filter *filter, uint8_t family,
+			 const char *name)
+{
+	if (filter->family != AF_UNSPEC && filter->family != family)
+		luaL_argerror(a->L, a->arg,
+			      lua_pushfstring(a->L, "field '%s' mixes IPv4 and IPv6", name));
+	filter->family = family;
+}
+
+void ct_filter_compile(const struct ct_arg *a, int idx, struct ct_filter *filter)
+{
+	lua_State *L = a->L;
+
+	memset(filter, 0, sizeof(*filter));
+	filter->family = AF_UNSPEC;
+	idx = lua_absindex(L, idx);
+	switch (lua_type(L, idx)) {
+	case LUA_TNONE:
+	case LUA_TNIL:
+		return;
+	case LUA_TFUNCTION:
+		filter->has_predicate = true;
+		return;
+	case LUA_TTABLE:
+		break;
+	default:
+		luaL_typeerror(L, a->arg, "table, function or nil");
+	}
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		const struct ct_field *f;
+		struct ct_value *want;
+
+		if (lua_isinteger(L, -2) && lua_tointeger(L, -2) == 1 &&
+		    lua_type(L, -1) == LUA_TFUNCTION) {
+			filter->has_predicate = true;
+			lua_pop(L, 1);
+			continue;
+		}
+		f = ct_field_check(a, -2, F_FILTER);
+		want = &filter->terms[filter->nterms].want;
+		filter->terms[filter->nterms++].field = f;
+		ct_field_parse(a, f, -1, want);
+		if (f->kind == K_FAMILY)
+			family_check(a, filter, (uint8_t)want->v.num, f->name);
+		else if (f->kind == K_ADDR)
+			family_check(a, filter, want->family, f->name);
+		lua_pop(L, 1);
+	}
+}
+
+/* Pushes the predicate of the filter at idx (or nil). */
+void ct_filter_push_predicate(lua_State *L, int idx)
+{
+	if (lua_type(L, idx) == LUA_TFUNCTION)
+		lua_pushvalue(L, idx);
+	else if (lua_type(L, idx) == LUA_TTABLE)
+		lua_geti(L, idx, 1);
+	else
+		lua_pushnil(L);
+}
+
+bool ct_filter_match(const struct ct_filter *filter, const struct nf_conntrack *ct)
+{
+	for (size_t i = 0; i < filter->nterms; i++)
+		if (!ct_field_match(filter->terms[i].field, &filter->terms[i].want, ct))
+			return false;
+	return true;
+}
+
+static const struct ct_value *find_term(const struct ct_filter *filter, enum ct_kind kind, int attr)
+{
+	for (size_t i = 0; i < filter->nterms; i++)
+		if (filter->terms[i].field->kind == kind && filter->terms[i].field->attr == attr)
+			return &filter->terms[i].want;
+	return NULL;
+}
+
+/*
+ * Add what the kernel filters itself to a dump or flush request: the mark
+ * (CTA_MARK with CTA_MARK_MASK). The family travels in the nfgenmsg header.
+ */
+void ct_filter_to_request(const struct ct_filter *filter, struct nlmsghdr *nlh)
+{
+	const struct ct_value *mark = find_term(filter, K_U32, ATTR_MARK);
+
+	if (mark) {
+		mnl_attr_put_u32(nlh, CTA_MARK, htonl((uint32_t)mark->v.num));
+		mnl_attr_put_u32(nlh, CTA_MARK_MASK,
+				 htonl(mark->has_mask ? (uint32_t)mark->mask.num : UINT32_MAX));
+	}
+}
+
+/* True when the kernel alone can apply the filter (family and mark only). */
+bool ct_filter_kernel_only(const struct ct_filter *filter)
+{
+	for (size_t i = 0; i < filter->nterms; i++) {
+		const struct ct_field *f = filter->terms[i].field;
+
+		if (f->kind != K_FAMILY && !(f->kind == K_U32 && f->attr == ATTR_MARK))
+			return false;
+	}
+	return !filter->has_predicate;
+}

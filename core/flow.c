@@ -1,0 +1,157 @@
+/*
+ * conntrack.flow: one table entry, read through ct_fields[]. tostring(flow)
+ * is the line `conntrack -L` prints for it; pairs(flow) and flow:totable()
+ * give every field that is present. Flows are read-only: changes go through
+ * the handle, which is where the kernel is.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#include "ct.h"
+
+#include <string.h>
+
+enum { UV_LABELMAP = 1 };
+
+/* Pushes an empty flow that will share the labelmap at labelmap_idx (may be nil). */
+struct ct_flow *ct_flow_new(lua_State *L, int labelmap_idx)
+{
+	struct ct_flow *flow;
+
+	labelmap_idx = lua_absindex(L, labelmap_idx);
+	flow = lua_newuserdatauv(L, sizeof(*flow), 1);
+	flow->ct = NULL;
+	luaL_setmetatable(L, CT_FLOW_TYPE);
+	lua_pushvalue(L, labelmap_idx);
+	lua_setiuservalue(L, -2, UV_LABELMAP);
+	return flow;
+}
+
+/* Pushes a flow owning a new empty conntrack object and returns the object. */
+struct nf_conntrack *ct_flow_alloc(lua_State *L)
+{
+	struct ct_flow *flow;
+
+	lua_pushnil(L);
+	flow = ct_flow_new(L, -1);
+	lua_remove(L, -2);
+	flow->ct = nfct_new();
+	if (!flow->ct)
+		luaL_error(L, "not enough memory");
+	return flow->ct;
+}
+
+struct ct_flow *ct_flow_check(lua_State *L, int idx)
+{
+	struct ct_flow *flow = luaL_checkudata(L, idx, CT_FLOW_TYPE);
+
+	if (!flow->ct)
+		luaL_argerror(L, idx, "empty " CT_FLOW_TYPE);
+	return flow;
+}
+
+static struct nfct_labelmap *flow_labelmap(lua_State *L, int idx)
+{
+	struct nfct_labelmap *map;
+
+	lua_getiuservalue(L, idx, UV_LABELMAP);
+	map = ct_labelmap_get(L, -1);
+	lua_pop(L, 1);
+	return map;
+}
+
+static int flow_totable(lua_State *L)
+{
+	struct ct_flow *flow = ct_flow_check(L, 1);
+	struct nfct_labelmap *map = flow_labelmap(L, 1);
+
+	lua_createtable(L, 0, 24);
+	for (size_t i = 0; i < ct_nfields; i++) {
+		const struct ct_field *f = &ct_fields[i];
+
+		if (!(f->flags & F_READ) || !ct_field_present(f, flow->ct))
+			continue;
+		ct_field_push(L, f, flow->ct, f->kind == K_LABELS ? map : NULL);
+		lua_setfield(L, -2, f->name);
+	}
+	return 1;
+}
+
+static int flow_index(lua_State *L)
+{
+	struct ct_flow *flow = ct_flow_check(L, 1);
+	const struct ct_field *f = ct_field_lookup(L, 2);
+
+	if (f && (f->flags & F_READ)) {
+		ct_field_push(L, f, flow->ct, f->kind == K_LABELS ? flow_labelmap(L, 1) : NULL);
+		return 1;
+	}
+	/* methods live in the first upvalue */
+	lua_pushvalue(L, 2);
+	if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
+		return 1;
+	return luaL_error(L, CT_FLOW_TYPE " has no field '%s'", luaL_tolstring(L, 2, NULL));
+}
+
+static int flow_newindex(lua_State *L)
+{
+	return luaL_error(L, CT_FLOW_TYPE " is read-only (field '%s'); use handle:update(flow, changes)",
+			  luaL_tolstring(L, 2, NULL));
+}
+
+static int flow_pairs(lua_State *L)
+{
+	lua_getglobal(L, "next");
+	lua_pushcfunction(L, flow_totable);
+	lua_pushvalue(L, 1);
+	lua_call(L, 1, 1);
+	lua_pushnil(L);
+	return 3;
+}
+
+static int flow_tostring(lua_State *L)
+{
+	struct ct_flow *flow = luaL_checkudata(L, 1, CT_FLOW_TYPE);
+	char buf[4096];
+
+	if (!flow->ct) {
+		lua_pushliteral(L, CT_FLOW_TYPE " (empty)");
+		return 1;
+	}
+	/* the exact call `conntrack -L` makes for its default output */
+	nfct_snprintf(buf, sizeof(buf), flow->ct, NFCT_T_UNKNOWN, NFCT_O_DEFAULT, 0);
+	lua_pushstring(L, buf);
+	return 1;
+}
+
+static int flow_gc(lua_State *L)
+{
+	struct ct_flow *flow = luaL_checkudata(L, 1, CT_FLOW_TYPE);
+
+	if (flow->ct) {
+		nfct_destroy(flow->ct);
+		flow->ct = NULL;
+	}
+	return 0;
+}
+
+void ct_flow_open(lua_State *L)
+{
+	static const luaL_Reg meta[] = {
+		{ "__newindex", flow_newindex },
+		{ "__pairs", flow_pairs },
+		{ "__tostring", flow_tostring },
+		{ "__gc", flow_gc },
+		{ NULL, NULL }
+	};
+	static const luaL_Reg methods[] = {
+		{ "totable", flow_totable },
+		{ NULL, NULL }
+	};
+
+	luaL_newmetatable(L, CT_FLOW_TYPE);
+	luaL_setfuncs(L, meta, 0);
+	luaL_newlib(L, methods);
+	lua_pushcclosure(L, flow_index, 1);
+	lua_setfield(L, -2, "__index");
+	lua_pop(L, 1);
+}

@@ -1,0 +1,244 @@
+/*
+ * conntrack.handle: one netlink socket for requests (get, create, count,
+ * flush, and the batches of update and delete); dumps open their own.
+ * The userdata exists, closed, before its socket does, and __gc, __close
+ * and close() share one idempotent close.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#include "ct.h"
+
+#include <errno.h>
+#include <string.h>
+#include <linux/netfilter/nfnetlink_conntrack.h>
+
+enum { UV_LABELMAP = 1 };
+
+struct ct_handle *ct_handle_check(lua_State *L, int idx)
+{
+	struct ct_handle *h = luaL_checkudata(L, idx, CT_HANDLE_TYPE);
+
+	if (!h->sock.nl)
+		luaL_error(L, "attempt to use a closed " CT_HANDLE_TYPE);
+	return h;
+}
+
+static int handle_close(lua_State *L)
+{
+	ct_socket_close(&((struct ct_handle *)luaL_checkudata(L, 1, CT_HANDLE_TYPE))->sock);
+	return 0;
+}
+
+static int handle_tostring(lua_State *L)
+{
+	struct ct_handle *h = luaL_checkudata(L, 1, CT_HANDLE_TYPE);
+
+	if (h->sock.nl)
+		lua_pushfstring(L, CT_HANDLE_TYPE " (%p)", (void *)h);
+	else
+		lua_pushliteral(L, CT_HANDLE_TYPE " (closed)");
+	return 1;
+}
+
+/* conntrack.open([{ labelmap = PATH }]) -> handle | nil, message, errno */
+static int ct_open(lua_State *L)
+{
+	const char *labelmap = NULL;
+	struct ct_handle *h;
+	int err;
+
+	if (!lua_isnoneornil(L, 1)) {
+		luaL_checktype(L, 1, LUA_TTABLE);
+		lua_pushnil(L);
+		while (lua_next(L, 1)) {
+			const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+
+			if (strcmp(key, "labelmap") != 0)
+				luaL_argerror(L, 1, lua_pushfstring(L, "unknown option '%s'", key));
+			labelmap = luaL_checkstring(L, -1);
+			lua_pop(L, 1);
+		}
+	}
+	h = lua_newuserdatauv(L, sizeof(*h), 1);
+	h->sock.nl = NULL;
+	luaL_setmetatable(L, CT_HANDLE_TYPE);
+	ct_labelmap_new(L, labelmap);
+	lua_setiuservalue(L, -2, UV_LABELMAP);
+	err = ct_socket_open(&h->sock);
+	if (err)
+		return ct_fail(L, "open", err);
+	return 1;
+}
+
+static int handle_dump(lua_State *L)
+{
+	int err;
+
+	ct_handle_check(L, 1);
+	lua_settop(L, 2);
+	lua_pushcfunction(L, ct_dump_iter);
+	err = ct_dump_push(L, 1, 2, 2, "dump", IPCTNL_MSG_CT_GET);
+	if (err)
+		return ct_raise(L, "dump", err);
+	lua_pushnil(L);
+	lua_pushvalue(L, -2);	/* the dump is also the loop's closing value */
+	return 4;
+}
+
+static uint8_t family_of(const struct nf_conntrack *ct)
+{
+	return nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO);
+}
+
+/* h:get(tuple) -> flow | nil, message, errno */
+static int handle_get(lua_State *L)
+{
+	struct ct_handle *h = ct_handle_check(L, 1);
+	struct ct_arg a = { L, 2, 3, false };
+	char buf[MNL_SOCKET_BUFFER_SIZE];
+	struct nf_conntrack *tuple;
+	struct ct_flow *flow;
+	struct nlmsghdr *nlh;
+	int err;
+
+	lua_settop(L, 2);
+	lua_getiuservalue(L, 1, UV_LABELMAP);
+	tuple = ct_flow_alloc(L);
+	ct_spec_build(&a, 2, F_TUPLE, tuple);
+	flow = ct_flow_new(L, 3);
+	flow->ct = nfct_new();
+	if (!flow->ct)
+		return ct_fail(L, "get", ENOMEM);
+	nlh = ct_request_header(buf, IPCTNL_MSG_CT_GET, NLM_F_ACK, family_of(tuple), ++h->sock.seq);
+	nfct_nlmsg_build(nlh, tuple);
+	err = ct_socket_talk(&h->sock, nlh, buf, sizeof(buf), ct_parse_cb, flow->ct);
+	if (err)
+		return ct_fail(L, "get", err);
+	return 1;
+}
+
+/* h:create(spec) -> true | nil, message, errno */
+static int handle_create(lua_State *L)
+{
+	struct ct_handle *h = ct_handle_check(L, 1);
+	struct ct_arg a = { L, 2, 3, false };
+	char buf[MNL_SOCKET_BUFFER_SIZE];
+	struct nf_conntrack *entry;
+	struct nlmsghdr *nlh;
+	int err;
+
+	lua_settop(L, 2);
+	lua_getiuservalue(L, 1, UV_LABELMAP);
+	entry = ct_flow_alloc(L);
+	ct_spec_build(&a, 2, F_CREATE, entry);
+	nlh = ct_request_header(buf, IPCTNL_MSG_CT_NEW, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK,
+				family_of(entry), ++h->sock.seq);
+	nfct_nlmsg_build(nlh, entry);
+	err = ct_socket_talk(&h->sock, nlh, buf, sizeof(buf), NULL, NULL);
+	if (err)
+		return ct_fail(L, "create", err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+struct table_size {
+	uint32_t entries, max;
+};
+
+static int stats_attr(const struct nlattr *attr, void *data)
+{
+	struct table_size *size = data;
+
+	if (mnl_attr_validate(attr, MNL_TYPE_U32) < 0)
+		return MNL_CB_OK;	/* not a counter we know */
+	if (mnl_attr_get_type(attr) == CTA_STATS_GLOBAL_ENTRIES)
+		size->entries = ntohl(mnl_attr_get_u32(attr));
+	else if (mnl_attr_get_type(attr) == CTA_STATS_GLOBAL_MAX_ENTRIES)
+		size->max = ntohl(mnl_attr_get_u32(attr));
+	return MNL_CB_OK;
+}
+
+static int stats_cb(const struct nlmsghdr *nlh, void *data)
+{
+	return mnl_attr_parse(nlh, sizeof(struct nfgenmsg), stats_attr, data);
+}
+
+/* h:count() -> entries, max | nil, message, errno: the kernel's counter, no dump */
+static int handle_count(lua_State *L)
+{
+	struct ct_handle *h = ct_handle_check(L, 1);
+	char buf[MNL_SOCKET_BUFFER_SIZE];
+	struct table_size size = { 0, 0 };
+	struct nlmsghdr *nlh;
+	int err;
+
+	nlh = ct_request_header(buf, IPCTNL_MSG_CT_GET_STATS, NLM_F_ACK, AF_UNSPEC, ++h->sock.seq);
+	err = ct_socket_talk(&h->sock, nlh, buf, sizeof(buf), stats_cb, &size);
+	if (err)
+		return ct_fail(L, "count", err);
+	lua_pushinteger(L, size.entries);
+	lua_pushinteger(L, size.max);
+	return 2;
+}
+
+/*
+ * h:flush([filter]) -> true | nil, message, errno. The kernel flushes by
+ * family and mark itself; any other filter deletes the matching entries.
+ */
+static int handle_flush(lua_State *L)
+{
+	struct ct_handle *h = ct_handle_check(L, 1);
+	struct ct_arg a = { L, 2, 3, true };
+	char buf[MNL_SOCKET_BUFFER_SIZE];
+	struct ct_filter filter;
+	struct nlmsghdr *nlh;
+	int err;
+
+	lua_settop(L, 2);
+	lua_getiuservalue(L, 1, UV_LABELMAP);
+	ct_filter_compile(&a, 2, &filter);
+	if (!ct_filter_kernel_only(&filter)) {
+		lua_settop(L, 2);
+		if (ct_handle_delete(L) != 1)
+			return 3;	/* nil, message, errno */
+		lua_pushboolean(L, 1);
+		return 1;
+	}
+	nlh = ct_request_header(buf, IPCTNL_MSG_CT_DELETE, NLM_F_ACK, filter.family, ++h->sock.seq);
+	ct_filter_to_request(&filter, nlh);
+	err = ct_socket_talk(&h->sock, nlh, buf, sizeof(buf), NULL, NULL);
+	if (err)
+		return ct_fail(L, "flush", err);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static const luaL_Reg handle_methods[] = {
+	{ "dump", handle_dump },
+	{ "get", handle_get },
+	{ "create", handle_create },
+	{ "update", ct_handle_update },
+	{ "delete", ct_handle_delete },
+	{ "flush", handle_flush },
+	{ "count", handle_count },
+	{ "close", handle_close },
+	{ NULL, NULL }
+};
+
+void ct_handle_open(lua_State *L)
+{
+	static const luaL_Reg meta[] = {
+		{ "__gc", handle_close },
+		{ "__close", handle_close },
+		{ "__tostring", handle_tostring },
+		{ NULL, NULL }
+	};
+
+	luaL_newmetatable(L, CT_HANDLE_TYPE);
+	luaL_setfuncs(L, meta, 0);
+	luaL_newlib(L, handle_methods);
+	lua_setfield(L, -2, "__index");
+	lua_pop(L, 1);
+	lua_pushcfunction(L, ct_open);
+	lua_setfield(L, -2, "open");
+}

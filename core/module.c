@@ -1,0 +1,50 @@
+/*
+ * luaopen_conntrack_core: registers the metatables and returns the module
+ * table: open(), the list of fields (from ct_fields[]) and the version.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#include "ct.h"
+#include "module.h"
+
+/* fields = { { name =, doc =, filter =, create =, change =, tuple = }, ... } */
+static void push_field_list(lua_State *L)
+{
+	static const struct {
+		const char *key;
+		unsigned flag;
+	} uses[] = {
+		{ "filter", F_FILTER }, { "tuple", F_TUPLE }, { "create", F_CREATE },
+		{ "change", F_CHANGE },
+	};
+
+	lua_createtable(L, (int)ct_nfields, 0);
+	for (size_t i = 0; i < ct_nfields; i++) {
+		lua_createtable(L, 0, 6);
+		lua_pushstring(L, ct_fields[i].name);
+		lua_setfield(L, -2, "name");
+		lua_pushstring(L, ct_fields[i].doc);
+		lua_setfield(L, -2, "doc");
+		for (size_t u = 0; u < sizeof(uses) / sizeof(uses[0]); u++) {
+			lua_pushboolean(L, (ct_fields[i].flags & uses[u].flag) != 0);
+			lua_setfield(L, -2, uses[u].key);
+		}
+		lua_rawseti(L, -2, (lua_Integer)i + 1);
+	}
+}
+
+int luaopen_conntrack_core(lua_State *L)
+{
+	ct_error_open(L);
+	ct_fields_open(L);
+	ct_labelmap_open(L);
+	ct_flow_open(L);
+	ct_dump_open(L);
+	lua_newtable(L);
+	ct_handle_open(L);
+	push_field_list(L);
+	lua_setfield(L, -2, "fields");
+	lua_pushliteral(L, CT_VERSION);
+	lua_setfield(L, -2, "version");
+	return 1;
+}

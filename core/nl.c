@@ -1,0 +1,104 @@
+/*
+ * Netlink sockets: libmnl owns the socket and the receive loop; we only
+ * frame requests and hand each datagram to mnl_cb_run, which checks the
+ * sequence number and port id and turns NLMSG_ERROR into errno.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#include "ct.h"
+
+#include <errno.h>
+#include <linux/netfilter/nfnetlink.h>
+
+int ct_socket_open(struct ct_socket *s)
+{
+	int on = 1;
+
+	s->nl = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
+	if (!s->nl)
+		return errno;
+	if (mnl_socket_bind(s->nl, 0, MNL_SOCKET_AUTOPID) < 0) {
+		int err = errno;
+
+		ct_socket_close(s);
+		return err;
+	}
+	/* error ACKs then carry only the header of the failed request, which
+	 * keeps the ACKs of a pipelined batch small in the receive buffer */
+	mnl_socket_setsockopt(s->nl, NETLINK_CAP_ACK, &on, sizeof(on));
+	s->portid = mnl_socket_get_portid(s->nl);
+	s->seq = 0;
+	return 0;
+}
+
+void ct_socket_close(struct ct_socket *s)
+{
+	if (s->nl) {
+		mnl_socket_close(s->nl);
+		s->nl = NULL;
+	}
+}
+
+struct nlmsghdr *ct_request_header(void *buf, uint16_t type, uint16_t flags,
+				   uint8_t family, unsigned int seq)
+{
+	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+	struct nfgenmsg *nfh;
+
+	nlh->nlmsg_type = (uint16_t)((NFNL_SUBSYS_CTNETLINK << 8) | type);
+	nlh->nlmsg_flags = (uint16_t)(NLM_F_REQUEST | flags);
+	nlh->nlmsg_seq = seq;
+	nfh = mnl_nlmsg_put_extra_header(nlh, sizeof(*nfh));
+	nfh->nfgen_family = family;
+	nfh->version = NFNETLINK_V0;
+	nfh->res_id = 0;
+	return nlh;
+}
+
+int ct_socket_recv(struct ct_socket *s, void *buf, size_t size, size_t *len)
+{
+	for (;;) {
+		ssize_t n = mnl_socket_recvfrom(s->nl, buf, size);
+
+		if (n >= 0) {
+			*len = (size_t)n;
+			return 0;
+		}
+		if (errno != EINTR)
+			return errno;
+	}
+}
+
+/* mnl callback: parse a conntrack message into the nf_conntrack at data. */
+int ct_parse_cb(const struct nlmsghdr *nlh, void *data)
+{
+	return nfct_nlmsg_parse(nlh, data) < 0 ? MNL_CB_ERROR : MNL_CB_OK;
+}
+
+/*
+ * Send one request and run cb on each reply until the kernel's ACK (or the
+ * end of a dump). Returns 0 or an errno value. cb must not call Lua.
+ */
+int ct_socket_talk(struct ct_socket *s, struct nlmsghdr *nlh, void *buf, size_t bufsize,
+		   mnl_cb_t cb, void *data)
+{
+	unsigned int seq = nlh->nlmsg_seq;
+
+	if (mnl_socket_sendto(s->nl, nlh, nlh->nlmsg_len) < 0)
+		return errno;
+	for (;;) {
+		size_t len;
+		int err = ct_socket_recv(s, buf, bufsize, &len);
+		int ret;
+
+		if (err)
+			return err;
+		if (len >= sizeof(*nlh) && ((struct nlmsghdr *)buf)->nlmsg_seq != seq)
+			continue;	/* a late reply to an abandoned request */
+		ret = mnl_cb_run(buf, len, seq, s->portid, cb, data);
+		if (ret < 0)
+			return errno;
+		if (ret == MNL_CB_STOP)
+			return 0;
+	}
+}
