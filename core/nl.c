@@ -87,7 +87,7 @@ int ct_socket_talk(struct ct_socket *s, struct nlmsghdr *nlh, void *buf, size_t 
 	if (mnl_socket_sendto(s->nl, nlh, nlh->nlmsg_len) < 0)
 		return errno;
 	for (;;) {
-		size_t len;
+		size_t len = 0;
 		int err = ct_socket_recv(s, buf, bufsize, &len);
 		int ret;
 

@@ -1,0 +1,203 @@
+--- Test helpers: shell commands, the conntrack oracle, traffic through a
+-- peer namespace. Every spec file already runs in its own private network
+-- namespace (tests/run), as root of a user namespace.
+local H = {}
+
+H.CONNTRACK = "/usr/sbin/conntrack"
+
+function H.quote(s)
+  return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
+end
+
+--- Runs a shell command; returns stdout, the exit status and stderr.
+function H.run(cmd)
+  local errfile = os.tmpname()
+  local p = assert(io.popen(cmd .. " 2>" .. errfile))
+  local out = p:read("a")
+  local _, _, status = p:close()
+  local f = assert(io.open(errfile))
+  local err = f:read("a")
+  f:close()
+  os.remove(errfile)
+  return out, status, err
+end
+
+--- Runs a shell command that must succeed; returns its stdout.
+function H.must(cmd)
+  local out, status, err = H.run(cmd)
+  if status ~= 0 then
+    error(string.format("command failed (%d): %s\n%s", status, cmd, err), 2)
+  end
+  return out
+end
+
+function H.lines(text)
+  local t = {}
+  for line in text:gmatch("[^\n]+") do t[#t + 1] = line end
+  return t
+end
+
+--- Runs /usr/sbin/conntrack ARGS; returns its stdout lines, exit status, stderr.
+function H.conntrack(args)
+  local out, status, err = H.run(H.CONNTRACK .. " " .. args)
+  return H.lines(out), status, err
+end
+
+--- Opens a handle on this namespace's table, failing the test if it cannot.
+function H.open(opts)
+  local conntrack = require "conntrack"
+  return assert(conntrack.open(opts))
+end
+
+--- Empties the table and removes every nft rule of this namespace.
+function H.reset()
+  H.must("nft flush ruleset")
+  H.run(H.CONNTRACK .. " -F")
+end
+
+function H.sysctl(name, value)
+  local f = assert(io.open("/proc/sys/net/netfilter/" .. name, "w"))
+  f:write(tostring(value), "\n")
+  f:close()
+end
+
+--- Loads an nft ruleset given as text.
+function H.nft(ruleset)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write(ruleset, "\n")
+  f:close()
+  local _, status, err = H.run("nft -f " .. path)
+  os.remove(path)
+  assert(status == 0, err)
+end
+
+--- Makes the namespace track traffic (a ct expression registers the
+-- conntrack hooks) and turns on counters and timestamps.
+function H.track_traffic()
+  H.sysctl("nf_conntrack_acct", 1)
+  H.sysctl("nf_conntrack_timestamp", 1)
+  H.nft([[
+table inet ct_lua_test {
+  chain out {
+    type filter hook output priority 0;
+    ct state new counter
+  }
+  chain inp {
+    type filter hook input priority 0;
+    ct state new counter
+  }
+}]])
+end
+
+--- Replaces volatile parts of a conntrack line: the countdown timeout,
+-- delta-time and the reference count, which change between two reads.
+function H.normalize(line)
+  line = line:gsub("^(%s*%S+%s+%d+%s+)%d+", "%1T", 1)  -- "tcp      6 99" (default)
+  line = line:gsub("^(ipv%d%s+%d+%s+%S+%s+%d+%s+)%d+", "%1T", 1)  -- extended
+  line = line:gsub("delta%-time=%d+", "delta-time=D")
+  line = line:gsub("use=%d+", "use=U")
+  return line
+end
+
+--- Sorted, normalised lines: tables listed in hash order compare equal.
+function H.sorted(lines)
+  local t = {}
+  for i, line in ipairs(lines) do t[i] = H.normalize(line) end
+  table.sort(t)
+  return t
+end
+
+--- tostring() of every flow a dump returns.
+function H.dump_lines(h, filter)
+  local t = {}
+  for f in h:dump(filter) do t[#t + 1] = tostring(f) end
+  return t
+end
+
+--- A second network namespace joined to this one by a veth pair:
+-- 10.7.0.1 / fd07::1 here, 10.7.0.2 / fd07::2 there.
+-- peer:exec(cmd) runs a shell command inside it; peer:close() ends it.
+function H.peer()
+  local pid = H.must("unshare -n sleep 600 >/dev/null 2>&1 & echo $!"):match("%d+")
+  local peer = { pid = pid, addr = "10.7.0.2", addr6 = "fd07::2", local_addr = "10.7.0.1",
+                 local_addr6 = "fd07::1" }
+  function peer:exec(cmd)
+    return H.must("nsenter -t " .. pid .. " -n sh -c " .. H.quote(cmd))
+  end
+  function peer:spawn(cmd)
+    return H.must("nsenter -t " .. pid .. " -n sh -c " .. H.quote(cmd) ..
+                  " >/dev/null 2>&1 & echo $!"):match("%d+")
+  end
+  function peer:close()
+    H.run("kill " .. pid)
+  end
+  -- the namespace exists once the forked unshare has entered it
+  for _ = 1, 100 do
+    if H.run("readlink /proc/" .. pid .. "/ns/net"):match("net") and
+       H.run("readlink /proc/" .. pid .. "/ns/net") ~= H.run("readlink /proc/self/ns/net") then
+      break
+    end
+    H.run("sleep 0.02")
+  end
+  H.must("ip link add ctl0 type veth peer name ctl1 netns /proc/" .. pid .. "/ns/net")
+  H.must("ip link set lo up && ip addr add 10.7.0.1/24 dev ctl0 && " ..
+         "ip addr add fd07::1/64 dev ctl0 nodad && ip link set ctl0 up")
+  peer:exec("ip link set lo up && ip addr add 10.7.0.2/24 dev ctl1 && " ..
+            "ip addr add fd07::2/64 dev ctl1 nodad && ip link set ctl1 up")
+  return peer
+end
+
+--- One TCP connection from here to the peer: the client sends a line and
+-- reads the server's answer. Returns the answer.
+function H.tcp_exchange(peer, port, addr)
+  addr = addr or peer.addr
+  local server = peer:spawn("socat -T5 TCP6-LISTEN:" .. port .. ",reuseaddr,ipv6only=0 " ..
+                            "SYSTEM:'read line; echo pong'")
+  local target = addr:find(":") and ("[" .. addr .. "]") or addr
+  local answer
+  for _ = 1, 50 do  -- until the server listens
+    local out, status = H.run("echo ping | socat -T5 - TCP:" .. target .. ":" .. port)
+    if status == 0 and out ~= "" then answer = out break end
+    H.run("sleep 0.05")
+  end
+  H.run("kill " .. server)
+  return answer
+end
+
+--- One UDP request and answer between here and the peer. Returns the answer.
+function H.udp_exchange(peer, port, addr)
+  addr = addr or peer.addr
+  local server = peer:spawn("socat -T2 UDP6-RECVFROM:" .. port .. ",reuseaddr,ipv6only=0 " ..
+                            "SYSTEM:'read line; echo pong'")
+  local target = addr:find(":") and ("[" .. addr .. "]") or addr
+  local answer
+  for _ = 1, 50 do
+    local out = H.run("echo ping | socat -T1 - UDP:" .. target .. ":" .. port)
+    if out ~= "" then answer = out break end
+  end
+  H.run("kill " .. server)
+  return answer
+end
+
+--- Open file descriptors of this process.
+function H.fd_count()
+  return #H.lines(H.must("ls /proc/" .. H.pid() .. "/fd"))
+end
+
+--- Resident set size of this process in KiB.
+function H.rss_kib()
+  for line in io.lines("/proc/self/status") do
+    local kib = line:match("^VmRSS:%s+(%d+)")
+    if kib then return tonumber(kib) end
+  end
+end
+
+function H.pid()
+  local f = assert(io.open("/proc/self/stat"))
+  local pid = f:read("l"):match("^%d+")
+  f:close()
+  return pid
+end
+
+return H
