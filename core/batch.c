@@ -76,6 +76,21 @@ static void batch_send(struct ct_batch *b)
 	b->pending = 0;
 }
 
+/* Queue one request built from req, sending the queue first when it is full. */
+static void batch_queue(struct ct_batch *b, uint16_t type, uint16_t flags,
+			const struct nf_conntrack *req)
+{
+	struct nlmsghdr *nlh;
+
+	if (b->len + BATCH_ROOM > sizeof(b->buf) || b->pending == BATCH_MAX)
+		batch_send(b);
+	nlh = ct_request_header(b->buf + b->len, type, NLM_F_ACK | flags,
+				nfct_get_attr_u8(req, ATTR_ORIG_L3PROTO), ++b->sock->seq);
+	nfct_nlmsg_build(nlh, req);
+	b->len += NLMSG_ALIGN(nlh->nlmsg_len);
+	b->pending++;
+}
+
 /*
  * Queue the request that deletes old (no changes) or applies changes to
  * it. The entry is named by its original tuple and zone; a delete also
@@ -84,9 +99,8 @@ static void batch_send(struct ct_batch *b)
 static void batch_add(struct ct_batch *b, const struct nf_conntrack *old,
 		      const struct ct_change *changes, size_t nchanges)
 {
-	struct nf_conntrack *req = nfct_new();
-	struct nlmsghdr *nlh;
 	static const int identity[] = { ATTR_ZONE, ATTR_ORIG_ZONE, ATTR_ID };
+	struct nf_conntrack *req = nfct_new();
 
 	if (!req) {
 		batch_fail(b, ENOMEM);
@@ -105,14 +119,8 @@ static void batch_add(struct ct_batch *b, const struct nf_conntrack *old,
 			return;
 		}
 	}
-	if (b->len + BATCH_ROOM > sizeof(b->buf) || b->pending == BATCH_MAX)
-		batch_send(b);
-	nlh = ct_request_header(b->buf + b->len, nchanges ? IPCTNL_MSG_CT_NEW : IPCTNL_MSG_CT_DELETE,
-				NLM_F_ACK, nfct_get_attr_u8(old, ATTR_ORIG_L3PROTO), ++b->sock->seq);
-	nfct_nlmsg_build(nlh, req);
+	batch_queue(b, nchanges ? IPCTNL_MSG_CT_NEW : IPCTNL_MSG_CT_DELETE, 0, req);
 	nfct_destroy(req);
-	b->len += NLMSG_ALIGN(nlh->nlmsg_len);
-	b->pending++;
 }
 
 /* Shared by update and delete: the target is at 2, the changes (if any) given. */
@@ -141,6 +149,43 @@ static int mutate(lua_State *L, const char *op, const struct ct_change *changes,
 	batch_send(&b);
 	if (b.err)
 		return ct_fail(L, op, b.err);
+	lua_pushinteger(L, b.done);
+	return 1;
+}
+
+/*
+ * h:create{ spec, spec, ... } -> count | nil, message, errno: many entries
+ * in pipelined batches. Every spec is checked before the first is sent.
+ */
+int ct_handle_create_many(lua_State *L)
+{
+	struct ct_handle *h = ct_handle_check(L, 1);
+	struct ct_arg a = { L, 2, 3, false };
+	lua_Integer n = luaL_len(L, 2);
+	struct ct_batch b;
+
+	lua_settop(L, 2);
+	lua_getiuservalue(L, 1, 1);
+	lua_createtable(L, (int)n, 0);	/* 4: the built entries, owned by Lua */
+	for (lua_Integer i = 1; i <= n; i++) {
+		struct nf_conntrack *entry;
+
+		lua_geti(L, 2, i);	/* 5: the spec */
+		entry = ct_flow_alloc(L);
+		ct_spec_build(&a, 5, F_CREATE, entry);
+		lua_rawseti(L, 4, i);
+		lua_pop(L, 1);
+	}
+	batch_init(&b, &h->sock, false);
+	for (lua_Integer i = 1; i <= n; i++) {
+		lua_rawgeti(L, 4, i);
+		batch_queue(&b, IPCTNL_MSG_CT_NEW, NLM_F_CREATE | NLM_F_EXCL,
+			    ((struct ct_flow *)lua_touserdata(L, -1))->ct);
+		lua_pop(L, 1);
+	}
+	batch_send(&b);
+	if (b.err)
+		return ct_fail(L, "create", b.err);
 	lua_pushinteger(L, b.done);
 	return 1;
 }

@@ -199,6 +199,7 @@ int ct_dump_push(lua_State *L, int handle_idx, int filter_idx, int arg, const ch
 bool ct_dump_next_flow(lua_State *L, int idx);
 int ct_dump_iter(lua_State *L);
 
+int ct_handle_create_many(lua_State *L);
 int ct_handle_update(lua_State *L);
 int ct_handle_delete(lua_State *L);
 

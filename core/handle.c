@@ -117,7 +117,7 @@ static int handle_get(lua_State *L)
 	return 1;
 }
 
-/* h:create(spec) -> true | nil, message, errno */
+/* h:create(spec) -> true | nil, message, errno; h:create{ spec, ... } -> count */
 static int handle_create(lua_State *L)
 {
 	struct ct_handle *h = ct_handle_check(L, 1);
@@ -127,6 +127,9 @@ static int handle_create(lua_State *L)
 	struct nlmsghdr *nlh;
 	int err;
 
+	lua_settop(L, 2);
+	if (lua_type(L, 2) == LUA_TTABLE && lua_rawgeti(L, 2, 1) == LUA_TTABLE)
+		return ct_handle_create_many(L);
 	lua_settop(L, 2);
 	lua_getiuservalue(L, 1, UV_LABELMAP);
 	entry = ct_flow_alloc(L);
