@@ -61,7 +61,7 @@ test: deps all
 	tests/run
 
 demo: deps all
-	tests/demo.sh
+	tools/demo.sh
 
 clean:
 	rm -rf build conntrack ct-lua

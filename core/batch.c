@@ -99,17 +99,13 @@ static void batch_queue(struct ct_batch *b, uint16_t type, uint16_t flags,
 static void batch_add(struct ct_batch *b, const struct nf_conntrack *old,
 		      const struct ct_change *changes, size_t nchanges)
 {
-	static const int identity[] = { ATTR_ZONE, ATTR_ORIG_ZONE, ATTR_ID };
 	struct nf_conntrack *req = nfct_new();
 
 	if (!req) {
 		batch_fail(b, ENOMEM);
 		return;
 	}
-	nfct_copy(req, old, NFCT_CP_ORIG);
-	for (size_t i = 0; i < sizeof(identity) / sizeof(identity[0]); i++)
-		if ((identity[i] != ATTR_ID || !nchanges) && nfct_attr_is_set(old, identity[i]))
-			nfct_copy_attr(req, old, identity[i]);
+	ct_spec_identity(req, old, nchanges == 0);
 	for (size_t i = 0; i < nchanges; i++) {
 		int err = ct_field_store(changes[i].field, &changes[i].value, req, old);
 
@@ -135,16 +131,18 @@ static int mutate(lua_State *L, const char *op, const struct ct_change *changes,
 		batch_init(&b, &h->sock, false);
 		batch_add(&b, ct_flow_check(L, 2)->ct, changes, n);
 	} else {
-		int dump = lua_gettop(L) + 1;
+		int dump = lua_gettop(L) + 1, ret;
 
 		batch_init(&b, &h->sock, true);
 		err = ct_dump_push(L, 1, 2, 2, op, IPCTNL_MSG_CT_GET);
 		if (err)
 			return ct_fail(L, op, err);
-		while (ct_dump_next_flow(L, dump)) {
+		while ((ret = ct_dump_next_flow(L, dump)) > 0) {
 			batch_add(&b, ((struct ct_flow *)lua_touserdata(L, -1))->ct, changes, n);
 			lua_pop(L, 1);
 		}
+		if (ret < 0)
+			batch_fail(&b, -ret);
 	}
 	batch_send(&b);
 	if (b.err)
@@ -190,12 +188,17 @@ int ct_handle_create_many(lua_State *L)
 	return 1;
 }
 
+static void check_target(lua_State *L)
+{
+	if (lua_isnoneornil(L, 2))
+		luaL_argerror(L, 2, "a flow or a filter is required ({} matches every entry)");
+}
+
 /* h:delete(flow | filter) -> count | nil, message, errno */
 int ct_handle_delete(lua_State *L)
 {
 	lua_settop(L, 2);
-	if (lua_isnil(L, 2))
-		luaL_argerror(L, 2, "a flow or a filter is required (use flush to empty the table)");
+	check_target(L);
 	return mutate(L, "delete", NULL, 0);
 }
 
@@ -207,6 +210,7 @@ int ct_handle_update(lua_State *L)
 	size_t n;
 
 	ct_handle_check(L, 1);
+	check_target(L);
 	lua_settop(L, 3);
 	lua_getiuservalue(L, 1, 1);
 	ct_spec_changes(&a, 3, changes, &n);

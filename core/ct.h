@@ -115,6 +115,7 @@ struct ct_change {
 };
 
 void ct_spec_build(const struct ct_arg *a, int idx, unsigned need, struct nf_conntrack *ct);
+void ct_spec_identity(struct nf_conntrack *req, const struct nf_conntrack *entry, bool with_id);
 void ct_spec_changes(const struct ct_arg *a, int idx, struct ct_change *changes, size_t *n);
 
 /* ---- filter.c: a filter spec compiled for the kernel and for C ---------- */
@@ -190,13 +191,14 @@ struct ct_dump {
 	size_t len, off;		/* of the datagram in buf */
 	unsigned int seq;
 	struct nf_conntrack *pending;	/* parsed, not yet owned by a flow */
+	size_t external;		/* bytes of flows not yet told to the GC */
 	struct ct_filter filter;
 };
 
 void ct_dump_open(lua_State *L);
 int ct_dump_push(lua_State *L, int handle_idx, int filter_idx, int arg, const char *op,
 		 uint16_t type);
-bool ct_dump_next_flow(lua_State *L, int idx);
+int ct_dump_next_flow(lua_State *L, int idx);
 int ct_dump_iter(lua_State *L);
 
 int ct_handle_create_many(lua_State *L);

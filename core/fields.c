@@ -378,8 +378,9 @@ static void status_word(const struct ct_arg *a, const struct ct_field *f, const 
 		  lua_pushlstring(a->L, word, len));
 }
 
+/* One label: its bit joins the mask, and the value too when it is wanted. */
 static void label_word(const struct ct_arg *a, const struct ct_field *f, int idx,
-		       struct ct_value *out)
+		       bool wanted, struct ct_value *out)
 {
 	int bit;
 
@@ -396,7 +397,9 @@ static void label_word(const struct ct_arg *a, const struct ct_field *f, int idx
 				  map ? "" : " (no connlabel.conf loaded)");
 		lua_pop(a->L, 1);
 	}
-	out->v.bits[bit / 8] |= (uint8_t)(1u << (bit % 8));
+	out->mask.bits[bit / 8] |= (uint8_t)(1u << (bit % 8));
+	if (wanted)
+		out->v.bits[bit / 8] |= (uint8_t)(1u << (bit % 8));
 }
 
 /*
@@ -426,7 +429,7 @@ static void parse_set(const struct ct_arg *a, const struct ct_field *f, int idx,
 				status_word(a, f, s, len, out);
 			} else {
 				lua_pushlstring(L, s, len);
-				label_word(a, f, -1, out);
+				label_word(a, f, -1, true, out);
 				lua_pop(L, 1);
 			}
 			s += len;
@@ -459,14 +462,11 @@ static void parse_set(const struct ct_arg *a, const struct ct_field *f, int idx,
 			else
 				out->v.num &= ~one.mask.num;
 		} else {
+			bool wanted = !keyed || lua_toboolean(L, -1);
+
 			lua_pushvalue(L, name);
-			label_word(a, f, -1, &one);
+			label_word(a, f, -1, wanted, out);
 			lua_pop(L, 1);
-			for (size_t i = 0; i < sizeof(one.v.bits); i++) {
-				out->mask.bits[i] |= one.v.bits[i];
-				if (!keyed || lua_toboolean(L, -1))
-					out->v.bits[i] |= one.v.bits[i];
-			}
 		}
 		lua_pop(L, 1);
 	}

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
 
 enum { UV_LABELMAP = 1 };
@@ -90,7 +91,7 @@ static uint8_t family_of(const struct nf_conntrack *ct)
 	return nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO);
 }
 
-/* h:get(tuple) -> flow | nil, message, errno */
+/* h:get(tuple | flow) -> flow | nil, message, errno: the entry as it is now */
 static int handle_get(lua_State *L)
 {
 	struct ct_handle *h = ct_handle_check(L, 1);
@@ -104,7 +105,10 @@ static int handle_get(lua_State *L)
 	lua_settop(L, 2);
 	lua_getiuservalue(L, 1, UV_LABELMAP);
 	tuple = ct_flow_alloc(L);
-	ct_spec_build(&a, 2, F_TUPLE, tuple);
+	if (luaL_testudata(L, 2, CT_FLOW_TYPE))
+		ct_spec_identity(tuple, ct_flow_check(L, 2)->ct, false);
+	else
+		ct_spec_build(&a, 2, F_TUPLE, tuple);
 	flow = ct_flow_new(L, 3);
 	flow->ct = nfct_new();
 	if (!flow->ct)
@@ -208,6 +212,9 @@ static int handle_flush(lua_State *L)
 		return 1;
 	}
 	nlh = ct_request_header(buf, IPCTNL_MSG_CT_DELETE, NLM_F_ACK, filter.family, ++h->sock.seq);
+	/* the kernel applies a flush's family only to version 1 messages:
+	 * older tools sent AF_INET while meaning "everything" */
+	((struct nfgenmsg *)mnl_nlmsg_get_payload(nlh))->version = 1;
 	ct_filter_to_request(&filter, nlh);
 	err = ct_socket_talk(&h->sock, nlh, buf, sizeof(buf), NULL, NULL);
 	if (err)

@@ -53,6 +53,8 @@ static void apply(const struct ct_arg *a, int idx, unsigned need, bool reply,
 				spec_error(a, "field '%s' mixes IPv4 and IPv6", f->name);
 			*family = fam;
 		}
+		if (!nfct_attr_is_set(ct, ATTR_ORIG_L4PROTO) && f->scope != S_ANY)
+			spec_error(a, "field 'proto' is required with field '%s'", f->name);
 		if (!ct_field_applies(f, ct))
 			spec_error(a, "field '%s' does not apply to this protocol", f->name);
 		if (ct_field_store(f, &val, ct, NULL) != 0)
@@ -76,9 +78,37 @@ static const char *missing_tuple_field(const struct nf_conntrack *ct, bool reply
 }
 
 /*
- * Fill ct from the table at idx. For create (F_CREATE) the reply tuple is
- * the inverse of the original one unless the spec overrides parts of it,
- * as for a NAT entry. For get (F_TUPLE) one complete direction is enough.
+ * Look an entry up by its reply tuple. libnetfilter_conntrack always sends
+ * an original tuple, and the kernel hashes both directions of an entry, so
+ * the reply values go in the original tuple's place (reply_zone becoming
+ * the zone of the lookup).
+ */
+static void lookup_by_reply(struct nf_conntrack *ct)
+{
+	static const int moves[][2] = {
+		{ ATTR_REPL_IPV4_SRC, ATTR_ORIG_IPV4_SRC }, { ATTR_REPL_IPV4_DST, ATTR_ORIG_IPV4_DST },
+		{ ATTR_REPL_IPV6_SRC, ATTR_ORIG_IPV6_SRC }, { ATTR_REPL_IPV6_DST, ATTR_ORIG_IPV6_DST },
+		{ ATTR_REPL_PORT_SRC, ATTR_ORIG_PORT_SRC }, { ATTR_REPL_PORT_DST, ATTR_ORIG_PORT_DST },
+		{ ATTR_REPL_ZONE, ATTR_ZONE },
+	};
+
+	for (size_t i = 0; i < sizeof(moves) / sizeof(moves[0]); i++) {
+		enum nf_conntrack_attr from = (enum nf_conntrack_attr)moves[i][0];
+		enum nf_conntrack_attr to = (enum nf_conntrack_attr)moves[i][1];
+
+		nfct_attr_unset(ct, to);
+		if (nfct_attr_is_set(ct, from)) {
+			nfct_set_attr(ct, to, nfct_get_attr(ct, from));
+			nfct_attr_unset(ct, from);
+		}
+	}
+}
+
+/*
+ * Fill ct from the table at idx. For create (F_CREATE) the original tuple
+ * must be complete and the reply tuple is its inverse unless the spec
+ * overrides parts of it, as for a NAT entry. For get (F_TUPLE) one
+ * complete direction is enough.
  */
 void ct_spec_build(const struct ct_arg *a, int idx, unsigned need, struct nf_conntrack *ct)
 {
@@ -89,17 +119,35 @@ void ct_spec_build(const struct ct_arg *a, int idx, unsigned need, struct nf_con
 	luaL_checktype(a->L, a->arg, LUA_TTABLE);
 	check_keys(a, idx, need);
 	apply(a, idx, need, false, ct, &family);
+	missing = missing_tuple_field(ct, false);
 	if (need & F_CREATE) {
-		if (!nfct_attr_is_set(ct, ATTR_ORIG_L4PROTO))
-			spec_error(a, "field '%s' is required", "proto");
+		if (missing)
+			spec_error(a, "field '%s' is required", missing);
 		if (!nfct_attr_is_set(ct, ATTR_TIMEOUT))
 			spec_error(a, "field '%s' is required", "timeout");
 		nfct_setobjopt(ct, NFCT_SOPT_SETUP_REPLY);
 	}
 	apply(a, idx, need, true, ct, &family);
-	missing = missing_tuple_field(ct, false);
-	if (missing && (need & F_CREATE || missing_tuple_field(ct, true)))
-		spec_error(a, "field '%s' is required", missing);
+	if (!(need & F_CREATE) && missing) {
+		if (missing_tuple_field(ct, true))
+			spec_error(a, "field '%s' is required", missing);
+		lookup_by_reply(ct);
+	}
+}
+
+/*
+ * Copy what names entry in a request: its original tuple and zones, and
+ * for a delete its id, so that an entry recreated meanwhile with the same
+ * tuple is not the one deleted.
+ */
+void ct_spec_identity(struct nf_conntrack *req, const struct nf_conntrack *entry, bool with_id)
+{
+	static const int identity[] = { ATTR_ZONE, ATTR_ORIG_ZONE, ATTR_ID };
+
+	nfct_copy(req, entry, NFCT_CP_ORIG);
+	for (size_t i = 0; i < sizeof(identity) / sizeof(identity[0]); i++)
+		if ((identity[i] != ATTR_ID || with_id) && nfct_attr_is_set(entry, identity[i]))
+			nfct_copy_attr(req, entry, identity[i]);
 }
 
 /* Parse the changes of update into vals[]/fields[]; *n receives their number. */

@@ -149,15 +149,18 @@ function H.peer()
 end
 
 --- One TCP connection from here to the peer: the client sends a line and
--- reads the server's answer. Returns the answer.
-function H.tcp_exchange(peer, port, addr)
+-- reads the server's answer. Returns the answer. The server listens on
+-- port; the client connects to addr:to_port (default peer.addr:port), so
+-- a DNAT rule can map one onto the other.
+function H.tcp_exchange(peer, port, addr, to_port)
   addr = addr or peer.addr
+  to_port = to_port or port
   local server = peer:spawn("socat -T5 TCP6-LISTEN:" .. port .. ",reuseaddr,ipv6only=0 " ..
                             "SYSTEM:'read line; echo pong'")
   local target = addr:find(":") and ("[" .. addr .. "]") or addr
   local answer
   for _ = 1, 50 do  -- until the server listens
-    local out, status = H.run("echo ping | socat -T5 - TCP:" .. target .. ":" .. port)
+    local out, status = H.run("echo ping | socat -T5 - TCP:" .. target .. ":" .. to_port)
     if status == 0 and out ~= "" then answer = out break end
     H.run("sleep 0.05")
   end
@@ -166,23 +169,30 @@ function H.tcp_exchange(peer, port, addr)
 end
 
 --- One UDP request and answer between here and the peer. Returns the answer.
-function H.udp_exchange(peer, port, addr)
+-- port, addr and to_port as for H.tcp_exchange.
+function H.udp_exchange(peer, port, addr, to_port)
   addr = addr or peer.addr
+  to_port = to_port or port
   local server = peer:spawn("socat -T2 UDP6-RECVFROM:" .. port .. ",reuseaddr,ipv6only=0 " ..
                             "SYSTEM:'read line; echo pong'")
   local target = addr:find(":") and ("[" .. addr .. "]") or addr
   local answer
   for _ = 1, 50 do
-    local out = H.run("echo ping | socat -T1 - UDP:" .. target .. ":" .. port)
+    local out = H.run("echo ping | socat -T1 - UDP:" .. target .. ":" .. to_port)
     if out ~= "" then answer = out break end
   end
   H.run("kill " .. server)
   return answer
 end
 
---- Open file descriptors of this process.
+--- Open file descriptors of this process. ls runs from popen, whose pipe
+-- may not yet be closed on our side when ls looks: take the least of a few.
 function H.fd_count()
-  return #H.lines(H.must("ls /proc/" .. H.pid() .. "/fd"))
+  local least = math.huge
+  for _ = 1, 3 do
+    least = math.min(least, #H.lines(H.must("ls /proc/" .. H.pid() .. "/fd")))
+  end
+  return least
 end
 
 --- Resident set size of this process in KiB.
