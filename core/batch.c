@@ -15,11 +15,10 @@
 /* 64 ACKs take about 50 KiB of the receive buffer, well inside the
  * default 208 KiB, so no ACK is dropped even without SO_RCVBUFFORCE. */
 #define BATCH_MAX 64
-#define BATCH_ROOM 512	/* more than the largest request we build */
 
 struct ct_batch {
 	struct ct_socket *sock;
-	char buf[BATCH_MAX * BATCH_ROOM];
+	char buf[BATCH_MAX * CT_REQUEST_MAX];
 	size_t len;
 	unsigned int pending;
 	lua_Integer done;
@@ -82,7 +81,7 @@ static void batch_queue(struct ct_batch *b, uint16_t type, uint16_t flags,
 {
 	struct nlmsghdr *nlh;
 
-	if (b->len + BATCH_ROOM > sizeof(b->buf) || b->pending == BATCH_MAX)
+	if (b->len + CT_REQUEST_MAX > sizeof(b->buf) || b->pending == BATCH_MAX)
 		batch_send(b);
 	nlh = ct_request_header(b->buf + b->len, type, NLM_F_ACK | flags,
 				nfct_get_attr_u8(req, ATTR_ORIG_L3PROTO), ++b->sock->seq);

@@ -152,6 +152,9 @@ struct ct_socket {
 
 int ct_socket_open(struct ct_socket *s);
 void ct_socket_close(struct ct_socket *s);
+/* Room for any request we build (a tuple, a few attributes, 16 bytes of labels). */
+#define CT_REQUEST_MAX 512
+
 struct nlmsghdr *ct_request_header(void *buf, uint16_t type, uint16_t flags,
 				   uint8_t family, unsigned int seq);
 int ct_parse_cb(const struct nlmsghdr *nlh, void *data);

@@ -8,6 +8,7 @@
 #include "ct.h"
 
 #include <errno.h>
+#include <string.h>
 #include <linux/netfilter/nfnetlink.h>
 
 int ct_socket_open(struct ct_socket *s)
@@ -39,11 +40,19 @@ void ct_socket_close(struct ct_socket *s)
 	}
 }
 
+/*
+ * Start a request in buf, which has CT_REQUEST_MAX bytes. They are zeroed
+ * first: libmnl 1.0.4 leaves attribute padding as it finds it, and the
+ * kernel should not be sent stale bytes.
+ */
 struct nlmsghdr *ct_request_header(void *buf, uint16_t type, uint16_t flags,
 				   uint8_t family, unsigned int seq)
 {
-	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+	struct nlmsghdr *nlh;
 	struct nfgenmsg *nfh;
+
+	memset(buf, 0, CT_REQUEST_MAX);
+	nlh = mnl_nlmsg_put_header(buf);
 
 	nlh->nlmsg_type = (uint16_t)((NFNL_SUBSYS_CTNETLINK << 8) | type);
 	nlh->nlmsg_flags = (uint16_t)(NLM_F_REQUEST | flags);
