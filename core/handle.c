@@ -86,36 +86,51 @@ static int handle_dump(lua_State *L)
 	return 4;
 }
 
-static uint8_t family_of(const struct nf_conntrack *ct)
+/*
+ * The entry named by argument 2, a flow or a table of fields with the need
+ * flags, as a conntrack object owned by a flow pushed at index 4 (3 holds
+ * the labelmap).
+ */
+static struct nf_conntrack *entry_arg(lua_State *L, unsigned need)
 {
-	return nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO);
+	struct ct_arg a = { L, 2, 3, false };
+	struct nf_conntrack *entry;
+
+	lua_settop(L, 2);
+	lua_getiuservalue(L, 1, UV_LABELMAP);
+	entry = ct_flow_alloc(L);
+	if (need == F_TUPLE && luaL_testudata(L, 2, CT_FLOW_TYPE))
+		ct_spec_identity(entry, ct_flow_check(L, 2)->ct, false);
+	else
+		ct_spec_build(&a, 2, need, entry);
+	return entry;
+}
+
+/* One request about entry, answered by cb's messages (or none) and an ACK. */
+static int entry_request(struct ct_handle *h, uint16_t type, uint16_t flags,
+			 const struct nf_conntrack *entry, mnl_cb_t cb, void *data)
+{
+	char buf[MNL_SOCKET_BUFFER_SIZE];
+	struct nlmsghdr *nlh;
+
+	nlh = ct_request_header(buf, type, NLM_F_ACK | flags,
+				nfct_get_attr_u8(entry, ATTR_ORIG_L3PROTO), ++h->sock.seq);
+	nfct_nlmsg_build(nlh, entry);
+	return ct_socket_talk(&h->sock, nlh, buf, sizeof(buf), cb, data);
 }
 
 /* h:get(tuple | flow) -> flow | nil, message, errno: the entry as it is now */
 static int handle_get(lua_State *L)
 {
 	struct ct_handle *h = ct_handle_check(L, 1);
-	struct ct_arg a = { L, 2, 3, false };
-	char buf[MNL_SOCKET_BUFFER_SIZE];
-	struct nf_conntrack *tuple;
-	struct ct_flow *flow;
-	struct nlmsghdr *nlh;
+	struct nf_conntrack *tuple = entry_arg(L, F_TUPLE);
+	struct ct_flow *flow = ct_flow_new(L, 3);
 	int err;
 
-	lua_settop(L, 2);
-	lua_getiuservalue(L, 1, UV_LABELMAP);
-	tuple = ct_flow_alloc(L);
-	if (luaL_testudata(L, 2, CT_FLOW_TYPE))
-		ct_spec_identity(tuple, ct_flow_check(L, 2)->ct, false);
-	else
-		ct_spec_build(&a, 2, F_TUPLE, tuple);
-	flow = ct_flow_new(L, 3);
 	flow->ct = nfct_new();
 	if (!flow->ct)
 		return ct_fail(L, "get", ENOMEM);
-	nlh = ct_request_header(buf, IPCTNL_MSG_CT_GET, NLM_F_ACK, family_of(tuple), ++h->sock.seq);
-	nfct_nlmsg_build(nlh, tuple);
-	err = ct_socket_talk(&h->sock, nlh, buf, sizeof(buf), ct_parse_cb, flow->ct);
+	err = entry_request(h, IPCTNL_MSG_CT_GET, 0, tuple, ct_parse_cb, flow->ct);
 	if (err)
 		return ct_fail(L, "get", err);
 	return 1;
@@ -125,23 +140,12 @@ static int handle_get(lua_State *L)
 static int handle_create(lua_State *L)
 {
 	struct ct_handle *h = ct_handle_check(L, 1);
-	struct ct_arg a = { L, 2, 3, false };
-	char buf[MNL_SOCKET_BUFFER_SIZE];
-	struct nf_conntrack *entry;
-	struct nlmsghdr *nlh;
 	int err;
 
-	lua_settop(L, 2);
 	if (lua_type(L, 2) == LUA_TTABLE && lua_rawgeti(L, 2, 1) == LUA_TTABLE)
 		return ct_handle_create_many(L);
-	lua_settop(L, 2);
-	lua_getiuservalue(L, 1, UV_LABELMAP);
-	entry = ct_flow_alloc(L);
-	ct_spec_build(&a, 2, F_CREATE, entry);
-	nlh = ct_request_header(buf, IPCTNL_MSG_CT_NEW, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK,
-				family_of(entry), ++h->sock.seq);
-	nfct_nlmsg_build(nlh, entry);
-	err = ct_socket_talk(&h->sock, nlh, buf, sizeof(buf), NULL, NULL);
+	err = entry_request(h, IPCTNL_MSG_CT_NEW, NLM_F_CREATE | NLM_F_EXCL,
+			    entry_arg(L, F_CREATE), NULL, NULL);
 	if (err)
 		return ct_fail(L, "create", err);
 	lua_pushboolean(L, 1);

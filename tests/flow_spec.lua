@@ -108,11 +108,7 @@ local function keys_of(t)
   return keys
 end
 
-local function flows_by_id(h, filter)
-  local by_id = {}
-  for f in h:dump(filter) do by_id[f.id] = f end
-  return by_id
-end
+local flows_by_id = H.flows_by_id
 
 --- The one entry that the filter selects, read live: its id.
 local function only_id(h, filter)
@@ -140,11 +136,7 @@ local function tmpdir()
   return (H.must("mktemp -d"):gsub("%s+$", ""))
 end
 
-local function write_file(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
+local write_file = H.write_file
 
 --- The error message of fn(...), which must raise.
 local function error_of(fn, ...)

@@ -39,7 +39,7 @@ end
 --- The set of ids our dump with filter returns.
 local function our_ids(h, filter)
   local ids = {}
-  for f in h:dump(filter) do ids[f.id] = true end
+  for id in pairs(H.flows_by_id(h, filter)) do ids[id] = true end
   return ids
 end
 

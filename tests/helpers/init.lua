@@ -64,9 +64,7 @@ end
 --- Loads an nft ruleset given as text.
 function H.nft(ruleset)
   local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(ruleset, "\n")
-  f:close()
+  H.write_file(path, ruleset .. "\n")
   local _, status, err = H.run("nft -f " .. path)
   os.remove(path)
   assert(status == 0, err)
@@ -148,19 +146,27 @@ function H.peer()
   return peer
 end
 
---- One TCP connection from here to the peer: the client sends a line and
--- reads the server's answer. Returns the answer. The server listens on
--- port; the client connects to addr:to_port (default peer.addr:port), so
--- a DNAT rule can map one onto the other.
-function H.tcp_exchange(peer, port, addr, to_port)
+-- How each protocol's exchange is made: the peer's one-shot server and
+-- the client (socat) that sends "ping" and reads the answer.
+local EXCHANGE = {
+  tcp = { server = "socat -T5 TCP6-LISTEN:%d,reuseaddr,ipv6only=0 SYSTEM:'read line; echo pong'",
+          client = "echo ping | socat -T5 - TCP:%s:%d" },
+  udp = { server = "socat -T2 UDP6-RECVFROM:%d,reuseaddr,ipv6only=0 SYSTEM:'read line; echo pong'",
+          client = "echo ping | socat -T1 - UDP:%s:%d" },
+}
+
+--- One request and answer from here to the peer over proto ("tcp" or
+-- "udp"). The server listens on port; the client connects to addr:to_port
+-- (default peer.addr:port), so a DNAT rule can map one onto the other.
+-- Returns the answer ("pong\n"), or nil if none came.
+function H.exchange(proto, peer, port, addr, to_port)
+  local how = assert(EXCHANGE[proto], proto)
   addr = addr or peer.addr
-  to_port = to_port or port
-  local server = peer:spawn("socat -T5 TCP6-LISTEN:" .. port .. ",reuseaddr,ipv6only=0 " ..
-                            "SYSTEM:'read line; echo pong'")
+  local server = peer:spawn(how.server:format(port))
   local target = addr:find(":") and ("[" .. addr .. "]") or addr
   local answer
   for _ = 1, 50 do  -- until the server listens
-    local out, status = H.run("echo ping | socat -T5 - TCP:" .. target .. ":" .. to_port)
+    local out, status = H.run(how.client:format(target, to_port or port))
     if status == 0 and out ~= "" then answer = out break end
     H.run("sleep 0.05")
   end
@@ -168,21 +174,20 @@ function H.tcp_exchange(peer, port, addr, to_port)
   return answer
 end
 
---- One UDP request and answer between here and the peer. Returns the answer.
--- port, addr and to_port as for H.tcp_exchange.
-function H.udp_exchange(peer, port, addr, to_port)
-  addr = addr or peer.addr
-  to_port = to_port or port
-  local server = peer:spawn("socat -T2 UDP6-RECVFROM:" .. port .. ",reuseaddr,ipv6only=0 " ..
-                            "SYSTEM:'read line; echo pong'")
-  local target = addr:find(":") and ("[" .. addr .. "]") or addr
-  local answer
-  for _ = 1, 50 do
-    local out = H.run("echo ping | socat -T1 - UDP:" .. target .. ":" .. to_port)
-    if out ~= "" then answer = out break end
-  end
-  H.run("kill " .. server)
-  return answer
+function H.tcp_exchange(...) return H.exchange("tcp", ...) end
+function H.udp_exchange(...) return H.exchange("udp", ...) end
+
+--- Every flow of a dump, by id.
+function H.flows_by_id(h, filter)
+  local by_id = {}
+  for f in h:dump(filter) do by_id[f.id] = f end
+  return by_id
+end
+
+function H.write_file(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
 end
 
 --- Open file descriptors of this process. ls runs from popen, whose pipe
