@@ -63,5 +63,11 @@ test: deps all
 demo: deps all
 	tools/demo.sh
 
+# memcheck over a script that goes through every allocating path
+valgrind: all
+	unshare -rn valgrind --error-exitcode=99 --leak-check=full \
+		--errors-for-leak-kinds=definite,indirect,possible \
+		./ct-lua tests/fixtures/exercise.lua
+
 clean:
 	rm -rf build conntrack ct-lua

@@ -12,7 +12,7 @@ fi
 
 peer=
 servers=
-cleanup() { kill $servers $peer 2>/dev/null; true; }
+cleanup() { kill $servers $peer 2>/dev/null || true; }
 trap cleanup EXIT
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
