@@ -10,14 +10,14 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC $(WARNINGS) $(CFLAGS) \
 NL_LIBS    = $(shell pkg-config --libs libmnl libnetfilter_conntrack)
 LUA_LIBS   = $(shell pkg-config --libs lua5.4)
 
-MODULE_SRCS := core/module.c core/handle.c core/dump.c core/batch.c core/flow.c \
+MODULE_SRCS := core/module.c core/handle.c core/dump.c core/batch.c core/events.c core/bpf.c core/flow.c \
                core/fields.c core/spec.c core/filter.c core/labelmap.c core/nl.c \
                core/error.c
 MODULE_OBJS := $(MODULE_SRCS:core/%.c=build/%.o)
 EMBEDDED    := $(sort $(wildcard lua/*.lua lua/*/*.lua)) $(sort $(wildcard scripts/*.lua))
 
 DEB_PACKAGES := build-essential pkg-config libnetfilter-conntrack-dev libmnl-dev \
-                liblua5.4-dev lua5.4 lua-busted conntrack nftables iproute2 \
+                liblua5.4-dev lua5.4 lua-busted lua-cjson conntrack nftables iproute2 \
                 util-linux socat valgrind
 
 .PHONY: all deps test demo valgrind clean

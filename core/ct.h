@@ -22,6 +22,7 @@
 #define CT_FLOW_TYPE     "conntrack.flow"
 #define CT_DUMP_TYPE     "conntrack.dump"
 #define CT_LABELMAP_TYPE "conntrack.labelmap"
+#define CT_EVENTS_TYPE   "conntrack.events"
 #define CT_ERROR_TYPE    "conntrack.error"
 /* Registry key of the name -> field index table built by ct_fields_open. */
 #define CT_FIELD_INDEX   "conntrack.fields"
@@ -79,6 +80,7 @@ struct ct_value {
 	} v, mask;
 	uint8_t family;		/* of an address value */
 	bool has_mask;
+	bool negate;		/* a filter term that must not match */
 	char str[128];
 };
 
@@ -106,6 +108,7 @@ bool ct_field_match(const struct ct_field *f, const struct ct_value *want,
 int ct_field_store(const struct ct_field *f, const struct ct_value *val,
 		   struct nf_conntrack *ct, const struct nf_conntrack *old);
 int ct_proto_number(const char *name);
+int ct_state_number(uint8_t proto, const char *name);
 
 /* ---- spec.c: a Lua table of fields applied to a conntrack object --------- */
 
@@ -126,6 +129,7 @@ struct ct_filter {
 	struct {
 		const struct ct_field *field;
 		struct ct_value want;
+		bool in_kernel;		/* the kernel applies it too */
 	} terms[64];
 	bool has_predicate;	/* a Lua function: the caller keeps it */
 };
@@ -135,6 +139,11 @@ void ct_filter_push_predicate(lua_State *L, int idx);
 bool ct_filter_match(const struct ct_filter *filter, const struct nf_conntrack *ct);
 void ct_filter_to_request(const struct ct_filter *filter, struct nlmsghdr *nlh);
 bool ct_filter_kernel_only(const struct ct_filter *filter);
+void ct_filter_explain(lua_State *L, const struct ct_filter *filter);
+
+/* ---- bpf.c: a filter as a socket filter for event sockets --------------- */
+
+int ct_bpf_attach(int fd, struct ct_filter *filter);
 
 /* ---- labelmap.c: connlabel.conf, loaded on first use -------------------- */
 
@@ -150,7 +159,7 @@ struct ct_socket {
 	unsigned int seq;
 };
 
-int ct_socket_open(struct ct_socket *s);
+int ct_socket_open(struct ct_socket *s, unsigned int groups, int flags);
 void ct_socket_close(struct ct_socket *s);
 /* Room for any request we build (a tuple, a few attributes, 16 bytes of labels). */
 #define CT_REQUEST_MAX 512
@@ -176,6 +185,7 @@ struct ct_flow {
 
 struct ct_flow *ct_flow_new(lua_State *L, int labelmap_idx);
 struct nf_conntrack *ct_flow_alloc(lua_State *L);
+void ct_flow_account(lua_State *L, size_t *unreported);
 struct ct_flow *ct_flow_check(lua_State *L, int idx);
 void ct_flow_open(lua_State *L);
 
@@ -194,7 +204,7 @@ struct ct_dump {
 	size_t len, off;		/* of the datagram in buf */
 	unsigned int seq;
 	struct nf_conntrack *pending;	/* parsed, not yet owned by a flow */
-	size_t external;		/* bytes of flows not yet told to the GC */
+	size_t unreported;		/* flow bytes not yet told to the GC */
 	struct ct_filter filter;
 };
 
@@ -205,6 +215,8 @@ int ct_dump_next_flow(lua_State *L, int idx);
 int ct_dump_iter(lua_State *L);
 
 int ct_handle_create_many(lua_State *L);
+int ct_handle_listen(lua_State *L);
+void ct_events_open(lua_State *L);
 int ct_handle_update(lua_State *L);
 int ct_handle_delete(lua_State *L);
 

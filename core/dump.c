@@ -15,10 +15,6 @@
 
 enum { UV_LABELMAP = 1, UV_PREDICATE, UV_COUNT = UV_PREDICATE };
 
-/* sizeof(struct nf_conntrack) in libnetfilter_conntrack 1.0.9 (392; its
- * nfct_maxsize() is deprecated) plus malloc's header */
-#define FLOW_EXTERNAL_BYTES 408
-
 /* The kernel fills dump datagrams up to 32 KiB (libmnl 1.0.5's DUMP_BUFFER_SIZE). */
 #define DUMP_BUFFER_SIZE 32768
 
@@ -97,21 +93,6 @@ static int next_entry(struct ct_dump *d)
 }
 
 /*
- * A flow's conntrack object is malloc'd by libnetfilter_conntrack, out of
- * the collector's sight: a flow looks like 16 bytes to it. Tell the
- * collector about the rest as if Lua had allocated it, or a long dump lets
- * garbage flows pile up in proportion to the Lua heap.
- */
-static void account_external(lua_State *L, struct ct_dump *d)
-{
-	d->external += FLOW_EXTERNAL_BYTES;
-	if (d->external >= 16 * 1024) {
-		lua_gc(L, LUA_GCSTEP, (int)(d->external / 1024));
-		d->external %= 1024;
-	}
-}
-
-/*
  * Push the next entry that passes the filter (C terms, then the Lua
  * predicate) as a flow and return 1; return 0 at the end or -errno on a
  * kernel error, both after the dump released its socket. An error raised
@@ -136,7 +117,7 @@ int ct_dump_next_flow(lua_State *L, int idx)
 		lua_remove(L, -2);
 		flow->ct = d->pending;
 		d->pending = NULL;
-		account_external(L, d);
+		ct_flow_account(L, &d->unreported);
 		if (lua_getiuservalue(L, idx, UV_PREDICATE) == LUA_TNIL) {
 			lua_pop(L, 1);
 			return 1;
@@ -195,7 +176,7 @@ int ct_dump_push(lua_State *L, int handle_idx, int filter_idx, int arg, const ch
 	d->buf = malloc(DUMP_BUFFER_SIZE);
 	if (!d->buf)
 		return ENOMEM;
-	err = ct_socket_open(&d->sock);
+	err = ct_socket_open(&d->sock, 0, 0);
 	if (err)
 		return err;
 	d->seq = ++d->sock.seq;

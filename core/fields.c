@@ -66,7 +66,7 @@ const struct ct_field ct_fields[] = {
 	  "protocol state name (tcp, sctp, dccp), e.g. \"ESTABLISHED\"" },
 	{ "timeout", K_U32, S_ANY, ATTR_TIMEOUT, 0, R | FI | C | CH,
 	  "seconds until the entry expires" },
-	{ "mark", K_U32, S_ANY, ATTR_MARK, 0, R | FI | C | CH,
+	{ "mark", K_U32, S_ANY, ATTR_MARK, 0, R | FI | C | CH | F_ZERO,
 	  "connection mark; \"V/M\" matches or changes only the bits of M" },
 	{ "secmark", K_U32, S_ANY, ATTR_SECMARK, 0, R | FI,
 	  "security mark" },
@@ -183,6 +183,15 @@ static int name_index(const char *const *names, const char *name)
 		if (strcmp(names[i], name) == 0)
 			return i;
 	return -1;
+}
+
+/* The number of state name for protocol proto, or -1. */
+int ct_state_number(uint8_t proto, const char *name)
+{
+	int attr;
+	const char *const *names = state_table(proto, &attr);
+
+	return names ? name_index(names, name) : -1;
 }
 
 /* The kernel's ICMP/ICMPv6 query pairs (nf_conntrack_proto_icmp*.c invert maps). */
@@ -473,8 +482,8 @@ static void parse_set(const struct ct_arg *a, const struct ct_field *f, int idx,
 	out->has_mask = true;
 }
 
-void ct_field_parse(const struct ct_arg *a, const struct ct_field *f, int idx,
-		    struct ct_value *out)
+static void parse_value(const struct ct_arg *a, const struct ct_field *f, int idx,
+			struct ct_value *out)
 {
 	lua_State *L = a->L;
 
@@ -558,6 +567,27 @@ void ct_field_parse(const struct ct_arg *a, const struct ct_field *f, int idx,
 		arg_error(a, "field '%s' cannot be used here", f->name);
 		break;
 	}
+}
+
+/*
+ * Parse the value at idx for field f. In a filter, a string value starting
+ * with '!' negates the term ("!10.0.0.0/8", "!udp", "!5/0xff"); sets have
+ * their own per-member '!'.
+ */
+void ct_field_parse(const struct ct_arg *a, const struct ct_field *f, int idx,
+		    struct ct_value *out)
+{
+	lua_State *L = a->L;
+	const char *s = lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx) : NULL;
+
+	if (!a->filtering || !s || s[0] != '!' || f->kind == K_STATUS || f->kind == K_LABELS) {
+		parse_value(a, f, idx, out);
+		return;
+	}
+	lua_pushstring(L, s + 1);
+	parse_value(a, f, lua_gettop(L), out);
+	lua_pop(L, 1);
+	out->negate = true;
 }
 
 /* ---- reading a conntrack object ----------------------------------------- */
@@ -845,10 +875,10 @@ int ct_field_store(const struct ct_field *f, const struct ct_value *val,
 		return 0;
 	case K_STATE: {
 		int state_attr;
-		const char *const *names = state_table(ct_proto(old ? old : ct), &state_attr);
-		int state = names ? name_index(names, val->str) : -1;
+		uint8_t proto = ct_proto(old ? old : ct);
+		int state = ct_state_number(proto, val->str);
 
-		if (state < 0)
+		if (state < 0 || !state_table(proto, &state_attr))
 			return EINVAL;
 		nfct_set_attr_u8(ct, (enum nf_conntrack_attr)state_attr, (uint8_t)state);
 		return 0;

@@ -57,7 +57,9 @@ void ct_filter_compile(const struct ct_arg *a, int idx, struct ct_filter *filter
 		want = &filter->terms[filter->nterms].want;
 		filter->terms[filter->nterms++].field = f;
 		ct_field_parse(a, f, -1, want);
-		if (f->kind == K_FAMILY)
+		if (want->negate)
+			;	/* "not this address" says nothing about the family */
+		else if (f->kind == K_FAMILY)
 			family_check(a, filter, (uint8_t)want->v.num, f->name);
 		else if (f->kind == K_ADDR)
 			family_check(a, filter, want->family, f->name);
@@ -78,18 +80,47 @@ void ct_filter_push_predicate(lua_State *L, int idx)
 
 bool ct_filter_match(const struct ct_filter *filter, const struct nf_conntrack *ct)
 {
-	for (size_t i = 0; i < filter->nterms; i++)
-		if (!ct_field_match(filter->terms[i].field, &filter->terms[i].want, ct))
+	for (size_t i = 0; i < filter->nterms; i++) {
+		const struct ct_value *want = &filter->terms[i].want;
+
+		if (ct_field_match(filter->terms[i].field, want, ct) == want->negate)
 			return false;
+	}
 	return true;
 }
 
+/* The positive term for attribute attr, if the filter has one. */
 static const struct ct_value *find_term(const struct ct_filter *filter, enum ct_kind kind, int attr)
 {
 	for (size_t i = 0; i < filter->nterms; i++)
-		if (filter->terms[i].field->kind == kind && filter->terms[i].field->attr == attr)
+		if (filter->terms[i].field->kind == kind && filter->terms[i].field->attr == attr &&
+		    !filter->terms[i].want.negate)
 			return &filter->terms[i].want;
 	return NULL;
+}
+
+/*
+ * Push { kernel = { names }, c = { names }, predicate = bool }: which terms
+ * the kernel applies (C checks every term again), and whether a Lua
+ * predicate runs last.
+ */
+void ct_filter_explain(lua_State *L, const struct ct_filter *filter)
+{
+	lua_createtable(L, 0, 3);
+	lua_newtable(L);
+	lua_newtable(L);
+	for (size_t i = 0; i < filter->nterms; i++) {
+		int list = filter->terms[i].in_kernel ? -2 : -1;
+
+		lua_Integer n = luaL_len(L, list);
+
+		lua_pushstring(L, filter->terms[i].field->name);
+		lua_rawseti(L, list - 1, n + 1);
+	}
+	lua_setfield(L, -3, "c");
+	lua_setfield(L, -2, "kernel");
+	lua_pushboolean(L, filter->has_predicate);
+	lua_setfield(L, -2, "predicate");
 }
 
 /*
@@ -113,7 +144,8 @@ bool ct_filter_kernel_only(const struct ct_filter *filter)
 	for (size_t i = 0; i < filter->nterms; i++) {
 		const struct ct_field *f = filter->terms[i].field;
 
-		if (f->kind != K_FAMILY && !(f->kind == K_U32 && f->attr == ATTR_MARK))
+		if (filter->terms[i].want.negate ||
+		    (f->kind != K_FAMILY && !(f->kind == K_U32 && f->attr == ATTR_MARK)))
 			return false;
 	}
 	return !filter->has_predicate;

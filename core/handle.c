@@ -65,7 +65,7 @@ static int ct_open(lua_State *L)
 	luaL_setmetatable(L, CT_HANDLE_TYPE);
 	ct_labelmap_new(L, labelmap);
 	lua_setiuservalue(L, -2, UV_LABELMAP);
-	err = ct_socket_open(&h->sock);
+	err = ct_socket_open(&h->sock, 0, 0);
 	if (err)
 		return ct_fail(L, "open", err);
 	return 1;
@@ -235,6 +235,7 @@ static const luaL_Reg handle_methods[] = {
 	{ "delete", ct_handle_delete },
 	{ "flush", handle_flush },
 	{ "count", handle_count },
+	{ "listen", ct_handle_listen },
 	{ "close", handle_close },
 	{ NULL, NULL }
 };

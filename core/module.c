@@ -33,6 +33,23 @@ static void push_field_list(lua_State *L)
 	}
 }
 
+/* methods = { handle = ..., events = ... }: the method tables, which
+ * lua/conntrack.lua extends with the parts written in Lua */
+static void push_method_tables(lua_State *L)
+{
+	static const struct {
+		const char *key, *type;
+	} types[] = { { "handle", CT_HANDLE_TYPE }, { "events", CT_EVENTS_TYPE } };
+
+	lua_createtable(L, 0, 2);
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		luaL_getmetatable(L, types[i].type);
+		lua_getfield(L, -1, "__index");
+		lua_setfield(L, -3, types[i].key);
+		lua_pop(L, 1);
+	}
+}
+
 int luaopen_conntrack_core(lua_State *L)
 {
 	ct_error_open(L);
@@ -40,8 +57,11 @@ int luaopen_conntrack_core(lua_State *L)
 	ct_labelmap_open(L);
 	ct_flow_open(L);
 	ct_dump_open(L);
+	ct_events_open(L);
 	lua_newtable(L);
 	ct_handle_open(L);
+	push_method_tables(L);
+	lua_setfield(L, -2, "methods");
 	push_field_list(L);
 	lua_setfield(L, -2, "fields");
 	lua_pushliteral(L, CT_VERSION);

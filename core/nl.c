@@ -11,14 +11,15 @@
 #include <string.h>
 #include <linux/netfilter/nfnetlink.h>
 
-int ct_socket_open(struct ct_socket *s)
+/* Open a ctnetlink socket subscribed to groups (0 for requests); flags as for socket(2). */
+int ct_socket_open(struct ct_socket *s, unsigned int groups, int flags)
 {
 	int on = 1;
 
-	s->nl = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
+	s->nl = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC | flags);
 	if (!s->nl)
 		return errno;
-	if (mnl_socket_bind(s->nl, 0, MNL_SOCKET_AUTOPID) < 0) {
+	if (mnl_socket_bind(s->nl, groups, MNL_SOCKET_AUTOPID) < 0) {
 		int err = errno;
 
 		ct_socket_close(s);

@@ -1,0 +1,519 @@
+/*
+ * conntrack.events: a subscription to the changes of the table.
+ *
+ * The socket is non-blocking and pollable (pollfd, events, timeout), so any
+ * event loop can drive it; recv() returns what is queued. Nothing is lost
+ * silently: the receive buffer is large and grows on overrun, an overrun is
+ * delivered in the stream with the number of events the kernel dropped, and
+ * received messages wait in the object until Lua has taken them, even when
+ * a filter predicate raises half-way through a batch.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#include "ct.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/socket.h>
+#include <linux/sock_diag.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/nfnetlink_compat.h>
+#include <linux/netfilter/nfnetlink_conntrack.h>
+
+#ifndef CTA_TIMESTAMP_EVENT
+#define CTA_TIMESTAMP_EVENT 27	/* newer than Debian 12's kernel headers */
+#endif
+
+enum { UV_LABELMAP = 1, UV_PREDICATE, UV_QUEUE, UV_COUNT = UV_QUEUE };
+
+#define SLOTS 64		/* datagrams per recvmmsg */
+#define SLOT_SIZE 4096		/* one event message; the largest is well under 1 KiB */
+#define DEFAULT_BUFSIZE (8 << 20)
+#define DEFAULT_BUFSIZE_MAX (128 << 20)
+#define DEFAULT_BATCH 256
+
+struct ct_events {
+	struct ct_socket sock;
+	char *slots;			/* SLOTS buffers of SLOT_SIZE */
+	unsigned int len[SLOTS];	/* lengths of the datagrams received */
+	unsigned int count, slot;	/* datagrams received, the one being read */
+	size_t off;			/* next message in that datagram */
+	double received;		/* when they were received */
+	int pending_err;		/* a receive error to report after the batch */
+	int bufsize, bufsize_max;	/* the socket's receive buffer, and its cap */
+	uint32_t drops;			/* the kernel's drop counter, as last read */
+	size_t unreported;		/* flow bytes not yet told to the GC */
+	struct ct_filter filter;
+};
+
+static const struct {
+	const char *name;
+	unsigned int group;
+} kinds[] = {
+	{ "new", NF_NETLINK_CONNTRACK_NEW },
+	{ "update", NF_NETLINK_CONNTRACK_UPDATE },
+	{ "destroy", NF_NETLINK_CONNTRACK_DESTROY },
+};
+
+static void events_release(struct ct_events *ev)
+{
+	ct_socket_close(&ev->sock);
+	free(ev->slots);
+	ev->slots = NULL;
+}
+
+static struct ct_events *check_events(lua_State *L, int idx)
+{
+	struct ct_events *ev = luaL_checkudata(L, idx, CT_EVENTS_TYPE);
+
+	if (!ev->sock.nl)
+		luaL_error(L, "attempt to use a closed " CT_EVENTS_TYPE);
+	return ev;
+}
+
+static int events_close(lua_State *L)
+{
+	events_release(luaL_checkudata(L, 1, CT_EVENTS_TYPE));
+	return 0;
+}
+
+static int events_tostring(lua_State *L)
+{
+	struct ct_events *ev = luaL_checkudata(L, 1, CT_EVENTS_TYPE);
+
+	if (ev->sock.nl)
+		lua_pushfstring(L, CT_EVENTS_TYPE " (%p)", (void *)ev);
+	else
+		lua_pushliteral(L, CT_EVENTS_TYPE " (closed)");
+	return 1;
+}
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The kernel's count of messages it could not queue on the socket. */
+static uint32_t socket_drops(const struct ct_events *ev)
+{
+	uint32_t meminfo[SK_MEMINFO_VARS] = { 0 };
+	socklen_t len = sizeof(meminfo);
+
+	if (getsockopt(mnl_socket_get_fd(ev->sock.nl), SOL_SOCKET, SO_MEMINFO, meminfo, &len) < 0)
+		return ev->drops;
+	return meminfo[SK_MEMINFO_DROPS];
+}
+
+/*
+ * Ask for a receive buffer of size bytes. SO_RCVBUFFORCE passes
+ * net.core.rmem_max but needs CAP_NET_ADMIN in the initial namespace;
+ * SO_RCVBUF is the fallback. Records what the kernel granted (it doubles
+ * the request for its bookkeeping, so half of that).
+ */
+static void set_bufsize(struct ct_events *ev, int size)
+{
+	int fd = mnl_socket_get_fd(ev->sock.nl), granted = 0;
+	socklen_t len = sizeof(granted);
+
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)) < 0)
+		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+	if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &granted, &len) == 0)
+		ev->bufsize = granted / 2;
+}
+
+/* Receive the queued datagrams. Returns how many, 0 when none, or -errno. */
+static int fill(struct ct_events *ev)
+{
+	struct mmsghdr msgs[SLOTS];
+	struct iovec iov[SLOTS];
+	int n;
+
+	memset(msgs, 0, sizeof(msgs));
+	for (int i = 0; i < SLOTS; i++) {
+		iov[i].iov_base = ev->slots + (size_t)i * SLOT_SIZE;
+		iov[i].iov_len = SLOT_SIZE;
+		msgs[i].msg_hdr.msg_iov = &iov[i];
+		msgs[i].msg_hdr.msg_iovlen = 1;
+	}
+	do
+		n = recvmmsg(mnl_socket_get_fd(ev->sock.nl), msgs, SLOTS, MSG_DONTWAIT, NULL);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+	for (int i = 0; i < n; i++)
+		ev->len[i] = msgs[i].msg_len;
+	ev->count = (unsigned int)n;
+	ev->slot = 0;
+	ev->off = 0;
+	ev->received = now();
+	return n;
+}
+
+/* The next message of the received datagrams, or NULL when they are used up. */
+static const struct nlmsghdr *next_message(struct ct_events *ev)
+{
+	while (ev->slot < ev->count) {
+		const char *datagram = ev->slots + (size_t)ev->slot * SLOT_SIZE;
+		size_t len = ev->len[ev->slot];
+		const struct nlmsghdr *nlh = (const struct nlmsghdr *)(datagram + ev->off);
+
+		if (ev->off < len && mnl_nlmsg_ok(nlh, (int)(len - ev->off))) {
+			ev->off += NLMSG_ALIGN(nlh->nlmsg_len);
+			return nlh;
+		}
+		ev->slot++;
+		ev->off = 0;
+	}
+	return NULL;
+}
+
+static const char *event_kind(const struct nlmsghdr *nlh)
+{
+	if (nlh->nlmsg_type >> 8 != NFNL_SUBSYS_CTNETLINK)
+		return NULL;
+	switch (nlh->nlmsg_type & 0xff) {
+	case IPCTNL_MSG_CT_NEW:
+		return nlh->nlmsg_flags & (NLM_F_CREATE | NLM_F_EXCL) ? "new" : "update";
+	case IPCTNL_MSG_CT_DELETE:
+		return "destroy";
+	default:
+		return NULL;
+	}
+}
+
+/* The kernel's own time of the event when it sends one, else the receive time. */
+static double event_time(const struct nlmsghdr *nlh, double received)
+{
+	const struct nlattr *attr;
+
+	mnl_attr_for_each(attr, nlh, sizeof(struct nfgenmsg)) {
+		if (mnl_attr_get_type(attr) == CTA_TIMESTAMP_EVENT &&
+		    mnl_attr_get_payload_len(attr) == sizeof(uint64_t))
+			return (double)be64toh(mnl_attr_get_u64(attr)) / 1e9;
+	}
+	return received;
+}
+
+/* Appends { kind = "overrun", lost = N, time = T } and grows the buffer. */
+static void queue_overrun(lua_State *L, struct ct_events *ev, int queue)
+{
+	uint32_t drops = socket_drops(ev);
+
+	lua_createtable(L, 0, 3);
+	lua_pushliteral(L, "overrun");
+	lua_setfield(L, -2, "kind");
+	lua_pushinteger(L, (lua_Integer)(uint32_t)(drops - ev->drops));
+	lua_setfield(L, -2, "lost");
+	lua_pushnumber(L, now());
+	lua_setfield(L, -2, "time");
+	lua_rawseti(L, queue, (lua_Integer)luaL_len(L, queue) + 1);
+	ev->drops = drops;
+	if (ev->bufsize < ev->bufsize_max)
+		set_bufsize(ev, ev->bufsize > ev->bufsize_max / 2 ? ev->bufsize_max : ev->bufsize * 2);
+}
+
+/*
+ * Parse one message and, if it passes the filter, append its event
+ * { kind, flow, time, portid } to the queue. Lua runs only for the
+ * predicate, after the C filter.
+ */
+static void queue_event(lua_State *L, struct ct_events *ev, int self, int queue,
+			const struct nlmsghdr *nlh)
+{
+	const char *kind = event_kind(nlh);
+	struct ct_flow *flow;
+
+	if (!kind)
+		return;
+	lua_getiuservalue(L, self, UV_LABELMAP);
+	flow = ct_flow_new(L, -1);
+	lua_remove(L, -2);
+	flow->ct = nfct_new();
+	if (!flow->ct)
+		luaL_error(L, "not enough memory");
+	ct_flow_account(L, &ev->unreported);
+	if (nfct_nlmsg_parse(nlh, flow->ct) < 0 || !ct_filter_match(&ev->filter, flow->ct)) {
+		lua_pop(L, 1);
+		return;
+	}
+	if (lua_getiuservalue(L, self, UV_PREDICATE) != LUA_TNIL) {
+		lua_pushvalue(L, -2);
+		lua_call(L, 1, 1);
+		if (!lua_toboolean(L, -1)) {
+			lua_pop(L, 2);
+			return;
+		}
+	}
+	lua_pop(L, 1);
+	lua_createtable(L, 0, 4);
+	lua_insert(L, -2);
+	lua_setfield(L, -2, "flow");
+	lua_pushstring(L, kind);
+	lua_setfield(L, -2, "kind");
+	lua_pushnumber(L, event_time(nlh, ev->received));
+	lua_setfield(L, -2, "time");
+	if (nlh->nlmsg_pid) {	/* a change made through ctnetlink: the requester */
+		lua_pushinteger(L, nlh->nlmsg_pid);
+		lua_setfield(L, -2, "portid");
+	}
+	lua_rawseti(L, queue, (lua_Integer)luaL_len(L, queue) + 1);
+}
+
+/*
+ * ev:recv([max]) -> { event, ... } | nil, message, errno. Never blocks:
+ * returns up to max (default 256) events, an empty table when none is
+ * queued. Events wait in the object's queue until returned, so an error
+ * raised by the predicate loses nothing: the next recv() returns them.
+ */
+static int events_recv(lua_State *L)
+{
+	struct ct_events *ev = check_events(L, 1);
+	lua_Integer max = luaL_optinteger(L, 2, DEFAULT_BATCH);
+	int queue;
+
+	luaL_argcheck(L, max > 0, 2, "must be positive");
+	lua_settop(L, 2);
+	lua_getiuservalue(L, 1, UV_QUEUE);
+	queue = lua_gettop(L);
+	while (luaL_len(L, queue) < max && !ev->pending_err) {
+		const struct nlmsghdr *nlh = next_message(ev);
+		int got;
+
+		if (nlh) {
+			queue_event(L, ev, 1, queue, nlh);
+			continue;
+		}
+		got = fill(ev);
+		if (got == 0)
+			break;
+		if (got == -ENOBUFS)
+			queue_overrun(L, ev, queue);
+		else if (got < 0)
+			ev->pending_err = -got;
+	}
+	if (luaL_len(L, queue) == 0 && ev->pending_err) {
+		int err = ev->pending_err;
+
+		ev->pending_err = 0;
+		return ct_fail(L, "recv", err);
+	}
+	lua_newtable(L);
+	lua_setiuservalue(L, 1, UV_QUEUE);
+	return 1;
+}
+
+/* ev:wait([seconds]) -> true when events are ready, false on timeout or a signal. */
+static int events_wait(lua_State *L)
+{
+	struct ct_events *ev = check_events(L, 1);
+	double seconds = luaL_optnumber(L, 2, -1);
+	struct pollfd pfd = { .fd = mnl_socket_get_fd(ev->sock.nl), .events = POLLIN };
+	int ready;
+
+	if (ev->slot < ev->count || ev->pending_err) {
+		lua_pushboolean(L, 1);
+		return 1;
+	}
+	ready = poll(&pfd, 1, seconds < 0 ? -1 : (int)(seconds * 1000));
+	if (ready < 0 && errno != EINTR)
+		return ct_fail(L, "wait", errno);
+	lua_pushboolean(L, ready > 0);
+	return 1;
+}
+
+/* The cqueues/luv protocol: a descriptor to poll, for reading, and no timer. */
+static int events_pollfd(lua_State *L)
+{
+	lua_pushinteger(L, mnl_socket_get_fd(check_events(L, 1)->sock.nl));
+	return 1;
+}
+
+static int events_events(lua_State *L)
+{
+	check_events(L, 1);
+	lua_pushliteral(L, "r");
+	return 1;
+}
+
+/* 0 while received events wait in the object (poll would not wake), else nil. */
+static int events_timeout(lua_State *L)
+{
+	struct ct_events *ev = check_events(L, 1);
+
+	if (ev->slot < ev->count || ev->pending_err)
+		lua_pushinteger(L, 0);
+	else
+		lua_pushnil(L);
+	return 1;
+}
+
+/* ev:explain() -> { kernel = { field, ... }, c = { field, ... }, predicate = bool } */
+static int events_explain(lua_State *L)
+{
+	ct_filter_explain(L, &check_events(L, 1)->filter);
+	return 1;
+}
+
+/* ev:bufsize() -> the receive buffer's size now, and its cap */
+static int events_bufsize(lua_State *L)
+{
+	struct ct_events *ev = check_events(L, 1);
+
+	lua_pushinteger(L, ev->bufsize);
+	lua_pushinteger(L, ev->bufsize_max);
+	return 2;
+}
+
+struct listen_opts {
+	unsigned int groups;
+	lua_Integer bufsize, bufsize_max;
+	bool reliable;
+	bool kernel_filter;
+};
+
+static unsigned int parse_kinds(lua_State *L, int idx)
+{
+	unsigned int groups = 0;
+
+	luaL_argcheck(L, lua_type(L, idx) == LUA_TTABLE, 2, "'events' must be a list of kinds");
+	for (lua_Integer i = 1; lua_rawgeti(L, idx, i) != LUA_TNIL; i++) {
+		const char *name = lua_tostring(L, -1);
+		size_t k;
+
+		for (k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++)
+			if (name && strcmp(name, kinds[k].name) == 0)
+				break;
+		if (k == sizeof(kinds) / sizeof(kinds[0]))
+			luaL_argerror(L, 2, lua_pushfstring(L, "unknown event kind '%s'",
+							    luaL_tolstring(L, -1, NULL)));
+		groups |= kinds[k].group;
+		lua_pop(L, 1);
+	}
+	lua_pop(L, 1);
+	luaL_argcheck(L, groups != 0, 2, "'events' names no kind");
+	return groups;
+}
+
+/* The options of listen at 2; leaves the filter (or nil) on the stack top. */
+static void parse_listen_opts(lua_State *L, struct listen_opts *o)
+{
+	static const char *const names[] = {
+		"events", "filter", "bufsize", "bufsize_max", "reliable", "kernel_filter", NULL
+	};
+
+	o->groups = NF_NETLINK_CONNTRACK_NEW | NF_NETLINK_CONNTRACK_UPDATE |
+		    NF_NETLINK_CONNTRACK_DESTROY;
+	o->bufsize = DEFAULT_BUFSIZE;
+	o->bufsize_max = DEFAULT_BUFSIZE_MAX;
+	o->reliable = false;
+	o->kernel_filter = true;
+	if (lua_isnoneornil(L, 2)) {
+		lua_pushnil(L);
+		return;
+	}
+	luaL_checktype(L, 2, LUA_TTABLE);
+	lua_pushnil(L);
+	while (lua_next(L, 2)) {
+		lua_pop(L, 1);
+		if (lua_type(L, -1) != LUA_TSTRING)
+			luaL_argerror(L, 2, "option names must be strings");
+		luaL_checkoption(L, -1, NULL, names);
+	}
+	if (lua_getfield(L, 2, "events") != LUA_TNIL)
+		o->groups = parse_kinds(L, lua_gettop(L));
+	else
+		lua_pop(L, 1);
+	if (lua_getfield(L, 2, "bufsize") != LUA_TNIL)
+		o->bufsize = luaL_checkinteger(L, -1);
+	if (lua_getfield(L, 2, "bufsize_max") != LUA_TNIL)
+		o->bufsize_max = luaL_checkinteger(L, -1);
+	lua_getfield(L, 2, "reliable");
+	o->reliable = lua_toboolean(L, -1);
+	o->kernel_filter = lua_getfield(L, 2, "kernel_filter") == LUA_TNIL || lua_toboolean(L, -1);
+	lua_pop(L, 4);
+	luaL_argcheck(L, o->bufsize > 0 && o->bufsize <= INT32_MAX / 2, 2, "'bufsize' out of range");
+	luaL_argcheck(L, o->bufsize_max >= o->bufsize && o->bufsize_max <= INT32_MAX / 2, 2,
+		      "'bufsize_max' must be at least 'bufsize'");
+	lua_getfield(L, 2, "filter");
+}
+
+/*
+ * h:listen{ events = { "new", "update", "destroy" }, filter = {...},
+ *           bufsize = N, bufsize_max = N, reliable = bool, kernel_filter = bool }
+ *   -> events | nil, message, errno
+ */
+int ct_handle_listen(lua_State *L)
+{
+	struct ct_arg a = { L, 2, 3, true };
+	struct listen_opts o;
+	struct ct_events *ev;
+	int filter, err, on = 1;
+
+	ct_handle_check(L, 1);
+	lua_settop(L, 2);
+	lua_getiuservalue(L, 1, 1);	/* 3: the labelmap */
+	parse_listen_opts(L, &o);
+	filter = lua_gettop(L);
+	ev = lua_newuserdatauv(L, sizeof(*ev), UV_COUNT);
+	memset(ev, 0, sizeof(*ev));
+	luaL_setmetatable(L, CT_EVENTS_TYPE);
+	ct_filter_compile(&a, filter, &ev->filter);
+	lua_pushvalue(L, 3);
+	lua_setiuservalue(L, -2, UV_LABELMAP);
+	ct_filter_push_predicate(L, filter);
+	lua_setiuservalue(L, -2, UV_PREDICATE);
+	lua_newtable(L);
+	lua_setiuservalue(L, -2, UV_QUEUE);
+
+	ev->slots = malloc((size_t)SLOTS * SLOT_SIZE);
+	if (!ev->slots)
+		return ct_fail(L, "listen", ENOMEM);
+	err = ct_socket_open(&ev->sock, o.groups, SOCK_NONBLOCK);
+	if (err)
+		return ct_fail(L, "listen", err);
+	ev->bufsize_max = (int)o.bufsize_max;
+	set_bufsize(ev, (int)o.bufsize);
+	if (o.reliable) {
+		/* the kernel holds events back (destroys stay in the dying list)
+		 * instead of dropping them when the buffer is full */
+		mnl_socket_setsockopt(ev->sock.nl, NETLINK_BROADCAST_ERROR, &on, sizeof(on));
+		mnl_socket_setsockopt(ev->sock.nl, NETLINK_NO_ENOBUFS, &on, sizeof(on));
+	}
+	ev->drops = socket_drops(ev);
+	if (o.kernel_filter)
+		ct_bpf_attach(mnl_socket_get_fd(ev->sock.nl), &ev->filter);
+	return 1;
+}
+
+void ct_events_open(lua_State *L)
+{
+	static const luaL_Reg meta[] = {
+		{ "__gc", events_close },
+		{ "__close", events_close },
+		{ "__tostring", events_tostring },
+		{ NULL, NULL }
+	};
+	static const luaL_Reg methods[] = {
+		{ "recv", events_recv },
+		{ "wait", events_wait },
+		{ "pollfd", events_pollfd },
+		{ "events", events_events },
+		{ "timeout", events_timeout },
+		{ "bufsize", events_bufsize },
+		{ "explain", events_explain },
+		{ "close", events_close },
+		{ NULL, NULL }
+	};
+
+	luaL_newmetatable(L, CT_EVENTS_TYPE);
+	luaL_setfuncs(L, meta, 0);
+	luaL_newlib(L, methods);
+	lua_setfield(L, -2, "__index");
+	lua_pop(L, 1);
+}
