@@ -217,6 +217,11 @@ int ct_dump_iter(lua_State *L);
 int ct_handle_create_many(lua_State *L);
 int ct_handle_listen(lua_State *L);
 void ct_events_open(lua_State *L);
+
+/* ---- poll.c, signals.c: waiting on several objects ---------------------- */
+
+void ct_poll_open(lua_State *L);
+void ct_signals_open(lua_State *L);
 int ct_handle_update(lua_State *L);
 int ct_handle_delete(lua_State *L);
 

@@ -34,4 +34,10 @@ return {
   --- Every flow field: { name =, doc =, filter =, tuple =, create =, change = }.
   fields = core.fields,
   version = core.version,
+  --- conntrack.poll(objects, [seconds]) -> the ready ones: waits on any
+  -- objects with :pollfd(), :events() and :timeout() (events, signals, ...).
+  poll = core.poll,
+  --- conntrack.signals{ "HUP", ... } -> a pollable object whose recv()
+  -- returns the signals received (they are blocked and read from a signalfd).
+  signals = core.signals,
 }

@@ -94,7 +94,7 @@ end
 
 -- Object keys repeat: their quoted form with the colon is kept (up to KEY_CACHE_MAX, then
 -- the cache starts over, so memory stays bounded whatever is encoded).
-local KEY_CACHE_MAX = 4096
+local KEY_CACHE_MAX = 1024
 local key_cache, key_cache_n = {}, 0
 
 local function quote_key(k)
@@ -325,6 +325,13 @@ local function load_fields()
   NFIELDS = #NAMES
 end
 
+-- Values of flows repeat too (families, protocols, states, addresses, ports, zones): their
+-- JSON is kept in caches of at most CACHE_MAX entries each, which start over when full, so
+-- memory stays bounded however many distinct values a long event stream brings.
+local CACHE_MAX = 4096
+local string_cache, string_cache_n = {}, 0
+local integer_cache, integer_cache_n = {}, 0
+
 -- String members before integer members, each group in ascending order.
 local function set_order(a, b)
   local ta, tb = type(a), type(b)
@@ -332,39 +339,57 @@ local function set_order(a, b)
   return ta == "string"
 end
 
--- Appends the JSON array of a set's members ({ ASSURED = true, [5] = true }); returns the
--- new n, or nil and the first member that is neither a string nor an integer.
-local function encode_set(set, buf, n)
+-- The JSON array of a set's members ({ ASSURED = true, [5] = true }), or nil and the first
+-- member that is neither a string nor an integer.
+local function encode_members(set)
   local members, m, mixed = {}, 0, false
   for k, v in next, set do
     if v then
+      if type(k) ~= "string" then
+        if math_type(k) ~= "integer" then return nil, k end
+        mixed = true
+      end
       m = m + 1
       members[m] = k
-      if type(k) ~= "string" then mixed = true end
     end
-  end
-  if m == 0 then
-    n = n + 1
-    buf[n] = "[]"
-    return n
   end
   if m > 1 then sort(members, mixed and set_order or nil) end
   for i = 1, m do
     local k = members[i]
-    n = n + 1
-    buf[n] = i == 1 and "[" or ","
-    n = n + 1
-    if type(k) == "string" then
-      buf[n] = find(k, SPECIAL) and quote(k) or '"' .. k .. '"'
-    elseif math_type(k) == "integer" then
-      buf[n] = tostring(k)
-    else
-      return nil, k
+    members[i] = type(k) == "string" and quote(k) or tostring(k)
+  end
+  return "[" .. concat(members, ",", 1, m) .. "]"
+end
+
+-- Sets repeat (most flows have one of a few status sets): their JSON is cached by a
+-- signature, the OR of one bit per member; members get bits as they are first seen, up to
+-- 64 of them (then sets with other members are encoded each time).
+local member_bit, members_with_bits = {}, 0
+local set_cache, set_cache_n = {}, 0
+
+-- The JSON of a set, or nil and a member that cannot be encoded.
+local function set_json(set)
+  local sig = 0
+  for k, v in next, set do
+    if v then
+      local bit = member_bit[k]
+      if not bit then
+        if members_with_bits == 64 or (type(k) ~= "string" and math_type(k) ~= "integer") then
+          return encode_members(set)
+        end
+        bit = 1 << members_with_bits
+        member_bit[k], members_with_bits = bit, members_with_bits + 1
+      end
+      sig = sig | bit
     end
   end
-  n = n + 1
-  buf[n] = "]"
-  return n
+  local q = set_cache[sig]
+  if not q then
+    q = encode_members(set)
+    if set_cache_n >= CACHE_MAX then set_cache, set_cache_n = {}, 0 end
+    set_cache[sig], set_cache_n = q, set_cache_n + 1
+  end
+  return q
 end
 
 local function check_flow(flow, who)
@@ -401,20 +426,33 @@ local function encode_flow(flow, buf, n, who, prefix)
       local tv = type(v)
       if tv == "string" then
         n = n + 1
-        buf[n] = find(v, SPECIAL) and quote(v) or '"' .. v .. '"'
+        local q = string_cache[v]
+        if not q then
+          q = quote(v)
+          if string_cache_n >= CACHE_MAX then string_cache, string_cache_n = {}, 0 end
+          string_cache[v], string_cache_n = q, string_cache_n + 1
+        end
+        buf[n] = q
       elseif tv == "number" and math_type(v) == "integer" then
         n = n + 1
-        buf[n] = tostring(v)
+        local q = integer_cache[v]
+        if not q then
+          q = tostring(v)
+          if integer_cache_n >= CACHE_MAX then integer_cache, integer_cache_n = {}, 0 end
+          integer_cache[v], integer_cache_n = q, integer_cache_n + 1
+        end
+        buf[n] = q
       elseif tv == "boolean" then
         n = n + 1
         buf[n] = v and "true" or "false"
       elseif IS_SET[i] and tv == "table" then
-        local bad
-        n, bad = encode_set(v, buf, n)
-        if not n then
+        local q, bad = set_json(v)
+        if not q then
           local ctx, depth = flow_context(who, prefix, NAMES[i])
           fail(ctx, depth, "cannot encode set member " .. describe_key(bad))
         end
+        n = n + 1
+        buf[n] = q
       else
         n = encode_value(v, buf, n, flow_context(who, prefix, NAMES[i]))
       end
