@@ -218,6 +218,17 @@ int ct_handle_create_many(lua_State *L);
 int ct_handle_listen(lua_State *L);
 void ct_events_open(lua_State *L);
 
+/* ---- seen.c: what a subscriber was told, for resync -------------------- */
+
+enum { CT_SEEN_SAME, CT_SEEN_NEW, CT_SEEN_CHANGED };
+
+struct ct_seen;
+struct ct_seen *ct_seen_new(void);
+void ct_seen_free(struct ct_seen *s);
+int ct_seen_record(struct ct_seen *s, const struct nf_conntrack *ct, bool destroyed,
+		   uint32_t generation);
+bool ct_seen_take_gone(struct ct_seen *s, uint32_t generation, struct nf_conntrack *out);
+
 /* ---- poll.c, signals.c: waiting on several objects ---------------------- */
 
 void ct_poll_open(lua_State *L);

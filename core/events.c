@@ -27,7 +27,16 @@
 #define CTA_TIMESTAMP_EVENT 27	/* newer than Debian 12's kernel headers */
 #endif
 
-enum { UV_LABELMAP = 1, UV_PREDICATE, UV_QUEUE, UV_COUNT = UV_QUEUE };
+/* user values: the labelmap must be first, where ct_dump_push finds a handle's */
+enum { UV_LABELMAP = 1, UV_PREDICATE, UV_QUEUE, UV_FILTER, UV_RESYNC, UV_COUNT = UV_RESYNC };
+
+/*
+ * Where a resync is. After an overrun the events already queued are older
+ * than any dump, so they are delivered first (draining); then the dump is
+ * compared with the view, then what it lacked is swept out. Events that
+ * arrive meanwhile wait in the socket and are newer than the dump.
+ */
+enum resync_phase { RESYNC_IDLE, RESYNC_DRAINING, RESYNC_DUMPING, RESYNC_SWEEPING };
 
 #define SLOTS 64		/* datagrams per recvmmsg */
 #define SLOT_SIZE 4096		/* one event message; the largest is well under 1 KiB */
@@ -47,6 +56,9 @@ struct ct_events {
 	uint32_t drops;			/* the kernel's drop counter, as last read */
 	size_t unreported;		/* flow bytes not yet told to the GC */
 	struct ct_filter filter;
+	struct ct_seen *seen;		/* the subscriber's view, with resync on */
+	uint32_t generation;		/* of the latest resync */
+	enum resync_phase resync;
 };
 
 static const struct {
@@ -63,6 +75,8 @@ static void events_release(struct ct_events *ev)
 	ct_socket_close(&ev->sock);
 	free(ev->slots);
 	ev->slots = NULL;
+	ct_seen_free(ev->seen);
+	ev->seen = NULL;
 }
 
 static struct ct_events *check_events(lua_State *L, int idx)
@@ -218,10 +232,38 @@ static void queue_overrun(lua_State *L, struct ct_events *ev, int queue)
 		set_bufsize(ev, ev->bufsize > ev->bufsize_max / 2 ? ev->bufsize_max : ev->bufsize * 2);
 }
 
+/* Appends { kind, flow, time[, portid][, resync = true] } for the flow on the stack top. */
+static void append_event(lua_State *L, int queue, const char *kind, double time,
+			 uint32_t portid, bool synthetic)
+{
+	lua_createtable(L, 0, 4);
+	lua_insert(L, -2);
+	lua_setfield(L, -2, "flow");
+	lua_pushstring(L, kind);
+	lua_setfield(L, -2, "kind");
+	lua_pushnumber(L, time);
+	lua_setfield(L, -2, "time");
+	if (portid) {	/* a change made through ctnetlink: the requester */
+		lua_pushinteger(L, portid);
+		lua_setfield(L, -2, "portid");
+	}
+	if (synthetic) {
+		lua_pushboolean(L, 1);
+		lua_setfield(L, -2, "resync");
+	}
+	lua_rawseti(L, queue, (lua_Integer)luaL_len(L, queue) + 1);
+}
+
+/* Remember what the subscriber is told, when resync needs it. */
+static void note_seen(struct ct_events *ev, const struct nf_conntrack *ct, bool destroyed)
+{
+	if (ev->seen && ct_seen_record(ev->seen, ct, destroyed, ev->generation) == -ENOMEM)
+		ev->pending_err = ENOMEM;
+}
+
 /*
- * Parse one message and, if it passes the filter, append its event
- * { kind, flow, time, portid } to the queue. Lua runs only for the
- * predicate, after the C filter.
+ * Parse one message and, if it passes the filter, append its event. Lua
+ * runs only for the predicate, after the C filter.
  */
 static void queue_event(lua_State *L, struct ct_events *ev, int self, int queue,
 			const struct nlmsghdr *nlh)
@@ -251,18 +293,73 @@ static void queue_event(lua_State *L, struct ct_events *ev, int self, int queue,
 		}
 	}
 	lua_pop(L, 1);
-	lua_createtable(L, 0, 4);
-	lua_insert(L, -2);
-	lua_setfield(L, -2, "flow");
-	lua_pushstring(L, kind);
-	lua_setfield(L, -2, "kind");
-	lua_pushnumber(L, event_time(nlh, ev->received));
-	lua_setfield(L, -2, "time");
-	if (nlh->nlmsg_pid) {	/* a change made through ctnetlink: the requester */
-		lua_pushinteger(L, nlh->nlmsg_pid);
-		lua_setfield(L, -2, "portid");
+	note_seen(ev, flow->ct, kind[0] == 'd');
+	append_event(L, queue, kind, event_time(nlh, ev->received), nlh->nlmsg_pid, false);
+}
+
+/* After an overrun: dump the table (with the same filter) to find what was lost. */
+static void start_resync(lua_State *L, struct ct_events *ev, int self)
+{
+	int err;
+
+	lua_getiuservalue(L, self, UV_FILTER);
+	err = ct_dump_push(L, self, lua_gettop(L), 2, "resync", IPCTNL_MSG_CT_GET);
+	lua_setiuservalue(L, self, UV_RESYNC);
+	lua_pop(L, 1);
+	if (err) {
+		ev->pending_err = err;
+		return;
 	}
-	lua_rawseti(L, queue, (lua_Integer)luaL_len(L, queue) + 1);
+	ev->generation++;
+	ev->resync = RESYNC_DUMPING;
+}
+
+/*
+ * One step of a resync: compare one dumped entry with the view (new or
+ * update when it is news), or, once the dump is done, take out one entry
+ * the dump did not find (destroy). Synthetic events carry resync = true.
+ */
+static void resync_step(lua_State *L, struct ct_events *ev, int self, int queue)
+{
+	static const char *const news[] = { [CT_SEEN_NEW] = "new", [CT_SEEN_CHANGED] = "update" };
+	int ret, change;
+
+	if (ev->resync == RESYNC_SWEEPING) {
+		struct nf_conntrack *gone;
+
+		lua_pushnil(L);
+		gone = ct_flow_alloc(L);
+		lua_remove(L, -2);
+		if (ct_seen_take_gone(ev->seen, ev->generation, gone))
+			append_event(L, queue, "destroy", now(), 0, true);
+		else {
+			lua_pop(L, 1);
+			ev->resync = RESYNC_IDLE;
+		}
+		return;
+	}
+	lua_getiuservalue(L, self, UV_RESYNC);
+	ret = ct_dump_next_flow(L, lua_gettop(L));
+	if (ret <= 0) {
+		lua_pop(L, 1);
+		if (ret < 0) {	/* without the whole table, a sweep would invent destroys */
+			ev->resync = RESYNC_IDLE;
+			ev->pending_err = -ret;
+		} else {
+			ev->resync = RESYNC_SWEEPING;
+		}
+		return;
+	}
+	lua_remove(L, -2);
+	change = ct_seen_record(ev->seen, ((struct ct_flow *)lua_touserdata(L, -1))->ct, false,
+				ev->generation);
+	if (change == CT_SEEN_NEW || change == CT_SEEN_CHANGED)
+		append_event(L, queue, news[change], now(), 0, true);
+	else {
+		lua_pop(L, 1);
+		if (change < 0)
+			ev->pending_err = -change;
+	}
 }
 
 /*
@@ -282,19 +379,28 @@ static int events_recv(lua_State *L)
 	lua_getiuservalue(L, 1, UV_QUEUE);
 	queue = lua_gettop(L);
 	while (luaL_len(L, queue) < max && !ev->pending_err) {
-		const struct nlmsghdr *nlh = next_message(ev);
+		const struct nlmsghdr *nlh;
 		int got;
 
+		if (ev->resync >= RESYNC_DUMPING) {
+			resync_step(L, ev, 1, queue);
+			continue;
+		}
+		nlh = next_message(ev);
 		if (nlh) {
 			queue_event(L, ev, 1, queue, nlh);
 			continue;
 		}
 		got = fill(ev);
-		if (got == 0)
+		if (got == 0 && ev->resync == RESYNC_DRAINING)
+			start_resync(L, ev, 1);
+		else if (got == 0)
 			break;
-		if (got == -ENOBUFS)
+		else if (got == -ENOBUFS) {
 			queue_overrun(L, ev, queue);
-		else if (got < 0)
+			if (ev->seen)
+				ev->resync = RESYNC_DRAINING;
+		} else if (got < 0)
 			ev->pending_err = -got;
 	}
 	if (luaL_len(L, queue) == 0 && ev->pending_err) {
@@ -316,7 +422,7 @@ static int events_wait(lua_State *L)
 	struct pollfd pfd = { .fd = mnl_socket_get_fd(ev->sock.nl), .events = POLLIN };
 	int ready;
 
-	if (ev->slot < ev->count || ev->pending_err) {
+	if (ev->slot < ev->count || ev->pending_err || ev->resync != RESYNC_IDLE) {
 		lua_pushboolean(L, 1);
 		return 1;
 	}
@@ -346,7 +452,7 @@ static int events_timeout(lua_State *L)
 {
 	struct ct_events *ev = check_events(L, 1);
 
-	if (ev->slot < ev->count || ev->pending_err)
+	if (ev->slot < ev->count || ev->pending_err || ev->resync != RESYNC_IDLE)
 		lua_pushinteger(L, 0);
 	else
 		lua_pushnil(L);
@@ -375,6 +481,7 @@ struct listen_opts {
 	lua_Integer bufsize, bufsize_max;
 	bool reliable;
 	bool kernel_filter;
+	bool resync;
 };
 
 static unsigned int parse_kinds(lua_State *L, int idx)
@@ -404,7 +511,7 @@ static unsigned int parse_kinds(lua_State *L, int idx)
 static void parse_listen_opts(lua_State *L, struct listen_opts *o)
 {
 	static const char *const names[] = {
-		"events", "filter", "bufsize", "bufsize_max", "reliable", "kernel_filter", NULL
+		"events", "filter", "bufsize", "bufsize_max", "reliable", "kernel_filter", "resync", NULL
 	};
 
 	o->groups = NF_NETLINK_CONNTRACK_NEW | NF_NETLINK_CONNTRACK_UPDATE |
@@ -413,6 +520,7 @@ static void parse_listen_opts(lua_State *L, struct listen_opts *o)
 	o->bufsize_max = DEFAULT_BUFSIZE_MAX;
 	o->reliable = false;
 	o->kernel_filter = true;
+	o->resync = false;
 	if (lua_isnoneornil(L, 2)) {
 		lua_pushnil(L);
 		return;
@@ -436,7 +544,9 @@ static void parse_listen_opts(lua_State *L, struct listen_opts *o)
 	lua_getfield(L, 2, "reliable");
 	o->reliable = lua_toboolean(L, -1);
 	o->kernel_filter = lua_getfield(L, 2, "kernel_filter") == LUA_TNIL || lua_toboolean(L, -1);
-	lua_pop(L, 4);
+	lua_getfield(L, 2, "resync");
+	o->resync = lua_toboolean(L, -1);
+	lua_pop(L, 5);
 	luaL_argcheck(L, o->bufsize > 0 && o->bufsize <= INT32_MAX / 2, 2, "'bufsize' out of range");
 	luaL_argcheck(L, o->bufsize_max >= o->bufsize && o->bufsize_max <= INT32_MAX / 2, 2,
 		      "'bufsize_max' must be at least 'bufsize'");
@@ -445,7 +555,8 @@ static void parse_listen_opts(lua_State *L, struct listen_opts *o)
 
 /*
  * h:listen{ events = { "new", "update", "destroy" }, filter = {...},
- *           bufsize = N, bufsize_max = N, reliable = bool, kernel_filter = bool }
+ *           bufsize = N, bufsize_max = N, reliable = bool, kernel_filter = bool,
+ *           resync = bool }
  *   -> events | nil, message, errno
  */
 int ct_handle_listen(lua_State *L)
@@ -470,9 +581,13 @@ int ct_handle_listen(lua_State *L)
 	lua_setiuservalue(L, -2, UV_PREDICATE);
 	lua_newtable(L);
 	lua_setiuservalue(L, -2, UV_QUEUE);
+	lua_pushvalue(L, filter);
+	lua_setiuservalue(L, -2, UV_FILTER);
 
 	ev->slots = malloc((size_t)SLOTS * SLOT_SIZE);
 	if (!ev->slots)
+		return ct_fail(L, "listen", ENOMEM);
+	if (o.resync && !(ev->seen = ct_seen_new()))
 		return ct_fail(L, "listen", ENOMEM);
 	err = ct_socket_open(&ev->sock, o.groups, SOCK_NONBLOCK);
 	if (err)

@@ -1,0 +1,254 @@
+/*
+ * The subscriber's view for resync: what an events object has told Lua
+ * about each live entry, kept so that after an overrun a fresh dump can be
+ * turned into the events that were lost: new for entries the subscriber
+ * has not seen, update where they changed, destroy for those gone.
+ *
+ * An entry is its kernel id plus a compact copy of its original tuple and
+ * zone (enough to build the flow of a synthetic destroy) and a fingerprint
+ * of what can change: status, mark, state, labels, helper. Counters and
+ * the timeout are left out; they change all the time and are not news.
+ * An open-addressing hash table keyed by id, about 64 bytes an entry.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#include "ct.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+struct seen_entry {
+	uint32_t id;		/* 0: an empty slot */
+	uint32_t fingerprint;
+	uint32_t generation;	/* of the last resync that found it */
+	uint16_t zone, orig_zone;
+	uint8_t family, proto, icmp_type, icmp_code;
+	uint16_t sport, dport;	/* network order, as libnetfilter_conntrack keeps them */
+	uint8_t src[16], dst[16];
+};
+
+struct ct_seen {
+	struct seen_entry *slots;
+	size_t size, used;	/* size is a power of two */
+	size_t sweep;		/* where the search for gone entries goes on */
+};
+
+static uint32_t hash32(uint32_t x)
+{
+	x ^= x >> 16;
+	x *= 0x7feb352dU;
+	x ^= x >> 15;
+	x *= 0x846ca68bU;
+	return x ^ (x >> 16);
+}
+
+static uint32_t fnv1a(uint32_t h, const void *data, size_t len)
+{
+	const uint8_t *p = data;
+
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ p[i]) * 16777619U;
+	return h;
+}
+
+static uint32_t fingerprint(const struct nf_conntrack *ct)
+{
+	static const int words[] = { ATTR_STATUS, ATTR_MARK };
+	static const int states[] = { ATTR_TCP_STATE, ATTR_SCTP_STATE, ATTR_DCCP_STATE };
+	uint32_t h = 2166136261U;
+
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+		uint32_t v = nfct_attr_is_set(ct, (enum nf_conntrack_attr)words[i]) > 0 ?
+			     nfct_get_attr_u32(ct, (enum nf_conntrack_attr)words[i]) : 0;
+
+		h = fnv1a(h, &v, sizeof(v));
+	}
+	for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++) {
+		uint8_t v = nfct_attr_is_set(ct, (enum nf_conntrack_attr)states[i]) > 0 ?
+			    nfct_get_attr_u8(ct, (enum nf_conntrack_attr)states[i]) : 0;
+
+		h = fnv1a(h, &v, sizeof(v));
+	}
+	if (nfct_attr_is_set(ct, ATTR_HELPER_NAME) > 0) {
+		const char *helper = nfct_get_attr(ct, ATTR_HELPER_NAME);
+
+		h = fnv1a(h, helper, strlen(helper));
+	}
+	if (nfct_attr_is_set(ct, ATTR_CONNLABELS) > 0) {
+		const struct nfct_bitmask *labels = nfct_get_attr(ct, ATTR_CONNLABELS);
+
+		for (unsigned int bit = 0; bit <= nfct_bitmask_maxbit(labels); bit++)
+			if (nfct_bitmask_test_bit(labels, bit))
+				h = fnv1a(h, &bit, sizeof(bit));
+	}
+	return h;
+}
+
+struct ct_seen *ct_seen_new(void)
+{
+	struct ct_seen *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	s->size = 1024;
+	s->slots = calloc(s->size, sizeof(*s->slots));
+	if (!s->slots) {
+		free(s);
+		return NULL;
+	}
+	return s;
+}
+
+void ct_seen_free(struct ct_seen *s)
+{
+	if (s) {
+		free(s->slots);
+		free(s);
+	}
+}
+
+static struct seen_entry *find(const struct ct_seen *s, uint32_t id)
+{
+	for (size_t i = hash32(id) & (s->size - 1);; i = (i + 1) & (s->size - 1)) {
+		if (s->slots[i].id == id || s->slots[i].id == 0)
+			return &s->slots[i];
+	}
+}
+
+/* Remove e, moving up the entries of its probe run that would be cut off. */
+static void remove_entry(struct ct_seen *s, struct seen_entry *e)
+{
+	size_t hole = (size_t)(e - s->slots);
+
+	e->id = 0;
+	s->used--;
+	for (size_t i = (hole + 1) & (s->size - 1); s->slots[i].id; i = (i + 1) & (s->size - 1)) {
+		size_t home = hash32(s->slots[i].id) & (s->size - 1);
+
+		/* move it if its home is not in the cyclic range (hole, i] */
+		if ((i > hole && (home <= hole || home > i)) || (i < hole && home <= hole && home > i)) {
+			s->slots[hole] = s->slots[i];
+			s->slots[i].id = 0;
+			hole = i;
+		}
+	}
+}
+
+static int grow(struct ct_seen *s)
+{
+	struct seen_entry *old = s->slots;
+	size_t old_size = s->size;
+
+	s->slots = calloc(old_size * 2, sizeof(*s->slots));
+	if (!s->slots) {
+		s->slots = old;
+		return ENOMEM;
+	}
+	s->size = old_size * 2;
+	for (size_t i = 0; i < old_size; i++)
+		if (old[i].id)
+			*find(s, old[i].id) = old[i];
+	free(old);
+	s->sweep = 0;
+	return 0;
+}
+
+static void copy_tuple(struct seen_entry *e, const struct nf_conntrack *ct)
+{
+	bool v6 = nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO) == AF_INET6;
+
+	e->family = nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO);
+	e->proto = nfct_get_attr_u8(ct, ATTR_ORIG_L4PROTO);
+	memcpy(e->src, nfct_get_attr(ct, v6 ? ATTR_ORIG_IPV6_SRC : ATTR_ORIG_IPV4_SRC), v6 ? 16 : 4);
+	memcpy(e->dst, nfct_get_attr(ct, v6 ? ATTR_ORIG_IPV6_DST : ATTR_ORIG_IPV4_DST), v6 ? 16 : 4);
+	e->sport = nfct_attr_is_set(ct, ATTR_ORIG_PORT_SRC) > 0 ? nfct_get_attr_u16(ct, ATTR_ORIG_PORT_SRC) : 0;
+	e->dport = nfct_attr_is_set(ct, ATTR_ORIG_PORT_DST) > 0 ? nfct_get_attr_u16(ct, ATTR_ORIG_PORT_DST) : 0;
+	e->icmp_type = nfct_attr_is_set(ct, ATTR_ICMP_TYPE) > 0 ? nfct_get_attr_u8(ct, ATTR_ICMP_TYPE) : 0;
+	e->icmp_code = nfct_attr_is_set(ct, ATTR_ICMP_CODE) > 0 ? nfct_get_attr_u8(ct, ATTR_ICMP_CODE) : 0;
+	if (e->proto == IPPROTO_ICMP || e->proto == IPPROTO_ICMPV6)
+		e->sport = nfct_get_attr_u16(ct, ATTR_ICMP_ID);
+	e->zone = nfct_attr_is_set(ct, ATTR_ZONE) > 0 ? nfct_get_attr_u16(ct, ATTR_ZONE) : 0;
+	e->orig_zone = nfct_attr_is_set(ct, ATTR_ORIG_ZONE) > 0 ? nfct_get_attr_u16(ct, ATTR_ORIG_ZONE) : 0;
+}
+
+/*
+ * Record what the subscriber was told about ct: for "destroy" it is gone,
+ * otherwise it is live as it is now; generation marks it found by the
+ * current resync. Returns CT_SEEN_NEW, CT_SEEN_CHANGED or CT_SEEN_SAME
+ * (what a resync should deliver), or -ENOMEM.
+ */
+int ct_seen_record(struct ct_seen *s, const struct nf_conntrack *ct, bool destroyed,
+		   uint32_t generation)
+{
+	uint32_t id = nfct_get_attr_u32(ct, ATTR_ID);
+	struct seen_entry *e;
+	uint32_t fp;
+	int change;
+
+	if (!id || nfct_attr_is_set(ct, ATTR_ID) <= 0)
+		return CT_SEEN_SAME;	/* nothing to key it by */
+	e = find(s, id);
+	if (destroyed) {
+		if (e->id)
+			remove_entry(s, e);
+		return CT_SEEN_SAME;
+	}
+	fp = fingerprint(ct);
+	if (!e->id) {
+		if ((s->used + 1) * 2 > s->size) {
+			if (grow(s))
+				return -ENOMEM;
+			e = find(s, id);
+		}
+		e->id = id;
+		s->used++;
+		change = CT_SEEN_NEW;
+	} else {
+		change = e->fingerprint == fp ? CT_SEEN_SAME : CT_SEEN_CHANGED;
+	}
+	e->fingerprint = fp;
+	e->generation = generation;
+	copy_tuple(e, ct);
+	return change;
+}
+
+/*
+ * After a resync's dump: take out one entry that the dump of generation
+ * did not find, filling out (an empty conntrack object) with its tuple,
+ * zone and id. Returns false when there is none left.
+ */
+bool ct_seen_take_gone(struct ct_seen *s, uint32_t generation, struct nf_conntrack *out)
+{
+	for (; s->sweep < s->size; s->sweep++) {
+		struct seen_entry e = s->slots[s->sweep];
+		bool v6 = e.family == AF_INET6;
+
+		if (!e.id || e.generation == generation)
+			continue;
+		remove_entry(s, &s->slots[s->sweep]);	/* may move a later entry here: look again */
+		nfct_set_attr_u8(out, ATTR_ORIG_L3PROTO, e.family);
+		nfct_set_attr_u8(out, ATTR_REPL_L3PROTO, e.family);
+		nfct_set_attr_u8(out, ATTR_ORIG_L4PROTO, e.proto);
+		nfct_set_attr_u8(out, ATTR_REPL_L4PROTO, e.proto);
+		nfct_set_attr(out, v6 ? ATTR_ORIG_IPV6_SRC : ATTR_ORIG_IPV4_SRC, e.src);
+		nfct_set_attr(out, v6 ? ATTR_ORIG_IPV6_DST : ATTR_ORIG_IPV4_DST, e.dst);
+		if (e.proto == IPPROTO_ICMP || e.proto == IPPROTO_ICMPV6) {
+			nfct_set_attr_u8(out, ATTR_ICMP_TYPE, e.icmp_type);
+			nfct_set_attr_u8(out, ATTR_ICMP_CODE, e.icmp_code);
+			nfct_set_attr_u16(out, ATTR_ICMP_ID, e.sport);
+		} else {
+			nfct_set_attr_u16(out, ATTR_ORIG_PORT_SRC, e.sport);
+			nfct_set_attr_u16(out, ATTR_ORIG_PORT_DST, e.dport);
+		}
+		if (e.zone)
+			nfct_set_attr_u16(out, ATTR_ZONE, e.zone);
+		if (e.orig_zone)
+			nfct_set_attr_u16(out, ATTR_ORIG_ZONE, e.orig_zone);
+		nfct_set_attr_u32(out, ATTR_ID, e.id);
+		return true;
+	}
+	s->sweep = 0;
+	return false;
+}
