@@ -10,9 +10,10 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC $(WARNINGS) $(CFLAGS) \
 NL_LIBS    = $(shell pkg-config --libs libmnl libnetfilter_conntrack)
 LUA_LIBS   = $(shell pkg-config --libs lua5.4)
 
-MODULE_SRCS := core/module.c core/handle.c core/dump.c core/batch.c core/events.c core/seen.c core/bpf.c core/flow.c \
-               core/fields.c core/spec.c core/filter.c core/labelmap.c core/nl.c core/poll.c core/signals.c \
-               core/error.c
+MODULE_SRCS := core/module.c core/handle.c core/dump.c core/batch.c core/stats.c \
+               core/flow.c core/fields.c core/spec.c core/filter.c core/labelmap.c \
+               core/expect.c core/expect_ops.c core/events.c core/seen.c core/bpf.c \
+               core/poll.c core/signals.c core/nl.c core/error.c
 MODULE_OBJS := $(MODULE_SRCS:core/%.c=build/%.o)
 EMBEDDED    := $(sort $(wildcard lua/*.lua lua/*/*.lua)) $(sort $(wildcard scripts/*.lua))
 

@@ -114,7 +114,7 @@ static void batch_add(struct ct_batch *b, const struct nf_conntrack *old,
 			return;
 		}
 	}
-	batch_queue(b, nchanges ? IPCTNL_MSG_CT_NEW : IPCTNL_MSG_CT_DELETE, 0, req);
+	batch_queue(b, CT_MSG(nchanges ? IPCTNL_MSG_CT_NEW : IPCTNL_MSG_CT_DELETE), 0, req);
 	nfct_destroy(req);
 }
 
@@ -133,7 +133,7 @@ static int mutate(lua_State *L, const char *op, const struct ct_change *changes,
 		int dump = lua_gettop(L) + 1, ret;
 
 		batch_init(&b, &h->sock, true);
-		err = ct_dump_push(L, 1, 2, 2, op, IPCTNL_MSG_CT_GET);
+		err = ct_dump_push(L, 1, 2, 2, op, CT_MSG(IPCTNL_MSG_CT_GET));
 		if (err)
 			return ct_fail(L, op, err);
 		while ((ret = ct_dump_next_flow(L, dump)) > 0) {
@@ -176,7 +176,7 @@ int ct_handle_create_many(lua_State *L)
 	batch_init(&b, &h->sock, false);
 	for (lua_Integer i = 1; i <= n; i++) {
 		lua_rawgeti(L, 4, i);
-		batch_queue(&b, IPCTNL_MSG_CT_NEW, NLM_F_CREATE | NLM_F_EXCL,
+		batch_queue(&b, CT_MSG(IPCTNL_MSG_CT_NEW), NLM_F_CREATE | NLM_F_EXCL,
 			    ((struct ct_flow *)lua_touserdata(L, -1))->ct);
 		lua_pop(L, 1);
 	}

@@ -23,6 +23,7 @@
 #define CT_DUMP_TYPE     "conntrack.dump"
 #define CT_LABELMAP_TYPE "conntrack.labelmap"
 #define CT_EVENTS_TYPE   "conntrack.events"
+#define CT_EXPECT_TYPE   "conntrack.expect"
 #define CT_ERROR_TYPE    "conntrack.error"
 /* Registry key of the name -> field index table built by ct_fields_open. */
 #define CT_FIELD_INDEX   "conntrack.fields"
@@ -97,6 +98,7 @@ struct ct_arg {
 
 void ct_fields_open(lua_State *L);
 const struct ct_field *ct_field_lookup(lua_State *L, int name_idx);
+const struct ct_field *ct_field_named(const char *name);
 const struct ct_field *ct_field_check(const struct ct_arg *a, int name_idx, unsigned need);
 void ct_field_parse(const struct ct_arg *a, const struct ct_field *f, int idx, struct ct_value *out);
 bool ct_field_applies(const struct ct_field *f, const struct nf_conntrack *ct);
@@ -161,6 +163,13 @@ struct ct_socket {
 
 int ct_socket_open(struct ct_socket *s, unsigned int groups, int flags);
 void ct_socket_close(struct ct_socket *s);
+/* Message types: the subsystem in the high byte (linux/netfilter/nfnetlink.h). */
+#define CT_MSG(type)  ((uint16_t)((1 << 8) | (type)))	/* NFNL_SUBSYS_CTNETLINK */
+#define EXP_MSG(type) ((uint16_t)((2 << 8) | (type)))	/* NFNL_SUBSYS_CTNETLINK_EXP */
+
+/* The kernel fills dump datagrams up to 32 KiB (libmnl 1.0.5's MNL_SOCKET_DUMP_SIZE). */
+#define CT_DUMP_BUFFER 32768
+
 /* Room for any request we build (a tuple, a few attributes, 16 bytes of labels). */
 #define CT_REQUEST_MAX 512
 
@@ -189,6 +198,22 @@ void ct_flow_account(lua_State *L, size_t *unreported);
 struct ct_flow *ct_flow_check(lua_State *L, int idx);
 void ct_flow_open(lua_State *L);
 
+/* ---- expect.c: conntrack.expect ----------------------------------------- */
+
+enum { CT_EXPECTED, CT_MASK, CT_MASTER, CT_NAT, CT_EXPECT_TUPLES };
+
+struct ct_expect {
+	struct nf_expect *exp;		/* NULL until filled; owned */
+	struct nf_conntrack *tuple[CT_EXPECT_TUPLES];	/* owned; NULL when absent */
+};
+
+void ct_expect_open(lua_State *L);
+struct ct_expect *ct_expect_new(lua_State *L);
+int ct_expect_parse(const struct nlmsghdr *nlh, struct ct_expect *e);
+int ct_expect_parse_cb(const struct nlmsghdr *nlh, void *data);
+void ct_expect_clear(struct ct_expect *e);
+uint8_t ct_expect_build(const struct ct_arg *a, int spec, bool create, struct nf_expect *exp);
+
 /* ---- handle.c, dump.c, batch.c ------------------------------------------ */
 
 struct ct_handle {
@@ -204,6 +229,8 @@ struct ct_dump {
 	size_t len, off;		/* of the datagram in buf */
 	unsigned int seq;
 	struct nf_conntrack *pending;	/* parsed, not yet owned by a flow */
+	bool expect;			/* a dump of expectations */
+	struct ct_expect pending_expect;
 	size_t unreported;		/* flow bytes not yet told to the GC */
 	struct ct_filter filter;
 };
@@ -216,6 +243,8 @@ int ct_dump_iter(lua_State *L);
 
 int ct_handle_create_many(lua_State *L);
 int ct_handle_listen(lua_State *L);
+void ct_expect_methods(lua_State *L);
+void ct_stats_methods(lua_State *L);
 void ct_events_open(lua_State *L);
 
 /* ---- seen.c: what a subscriber was told, for resync -------------------- */

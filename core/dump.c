@@ -15,18 +15,17 @@
 
 enum { UV_LABELMAP = 1, UV_PREDICATE, UV_COUNT = UV_PREDICATE };
 
-/* The kernel fills dump datagrams up to 32 KiB (libmnl 1.0.5's DUMP_BUFFER_SIZE). */
-#define DUMP_BUFFER_SIZE 32768
+/* The kernel fills dump datagrams up to 32 KiB (libmnl 1.0.5's CT_DUMP_BUFFER). */
+#define CT_DUMP_BUFFER 32768
+
+static void drop_pending(struct ct_dump *d);
 
 static void dump_release(struct ct_dump *d)
 {
 	ct_socket_close(&d->sock);
 	free(d->buf);
 	d->buf = NULL;
-	if (d->pending) {
-		nfct_destroy(d->pending);
-		d->pending = NULL;
-	}
+	drop_pending(d);
 }
 
 static struct ct_dump *check_dump(lua_State *L, int idx)
@@ -55,9 +54,20 @@ static int dump_tostring(lua_State *L)
 	return 1;
 }
 
+/* Forget the parsed entry that no object took. */
+static void drop_pending(struct ct_dump *d)
+{
+	if (d->pending) {
+		nfct_destroy(d->pending);
+		d->pending = NULL;
+	}
+	ct_expect_clear(&d->pending_expect);
+}
+
 /*
- * Parse the next message into d->pending. Returns 1 with an entry, 0 at the
- * end of the dump, or -errno. No Lua is called here.
+ * Parse the next message into d->pending (or d->pending_expect). Returns 1
+ * with an entry that passes the C filter, 0 at the end of the dump, or
+ * -errno. No Lua is called here.
  */
 static int next_entry(struct ct_dump *d)
 {
@@ -66,7 +76,7 @@ static int next_entry(struct ct_dump *d)
 		int ret;
 
 		if (d->off >= d->len) {
-			int err = ct_socket_recv(&d->sock, d->buf, DUMP_BUFFER_SIZE, &d->len);
+			int err = ct_socket_recv(&d->sock, d->buf, CT_DUMP_BUFFER, &d->len);
 
 			if (err)
 				return -err;
@@ -77,14 +87,21 @@ static int next_entry(struct ct_dump *d)
 		if (!mnl_nlmsg_ok(nlh, (int)(d->len - d->off)))
 			return -EPROTO;
 		d->off += NLMSG_ALIGN(nlh->nlmsg_len);
-		d->pending = nfct_new();
-		if (!d->pending)
-			return -ENOMEM;
-		ret = mnl_cb_run(nlh, nlh->nlmsg_len, d->seq, d->sock.portid, ct_parse_cb, d->pending);
-		if (ret == MNL_CB_OK && ct_filter_match(&d->filter, d->pending))
-			return 1;
-		nfct_destroy(d->pending);
-		d->pending = NULL;
+		if (d->expect) {
+			ret = mnl_cb_run(nlh, nlh->nlmsg_len, d->seq, d->sock.portid, ct_expect_parse_cb,
+					 &d->pending_expect);
+			if (ret == MNL_CB_OK)
+				return 1;
+		} else {
+			d->pending = nfct_new();
+			if (!d->pending)
+				return -ENOMEM;
+			ret = mnl_cb_run(nlh, nlh->nlmsg_len, d->seq, d->sock.portid, ct_parse_cb,
+					 d->pending);
+			if (ret == MNL_CB_OK && ct_filter_match(&d->filter, d->pending))
+				return 1;
+		}
+		drop_pending(d);
 		if (ret == MNL_CB_STOP)
 			return 0;
 		if (ret < 0)
@@ -92,12 +109,30 @@ static int next_entry(struct ct_dump *d)
 	}
 }
 
+/* Push the parsed entry as a flow or an expectation object, which takes it. */
+static void push_pending(lua_State *L, struct ct_dump *d, int idx)
+{
+	if (d->expect) {
+		struct ct_expect *e = ct_expect_new(L);
+
+		*e = d->pending_expect;
+		memset(&d->pending_expect, 0, sizeof(d->pending_expect));
+		return;
+	}
+	lua_getiuservalue(L, idx, UV_LABELMAP);
+	ct_flow_new(L, -1)->ct = d->pending;
+	lua_remove(L, -2);
+	d->pending = NULL;
+	ct_flow_account(L, &d->unreported);
+}
+
 /*
  * Push the next entry that passes the filter (C terms, then the Lua
- * predicate) as a flow and return 1; return 0 at the end or -errno on a
- * kernel error, both after the dump released its socket. An error raised
- * by the predicate also releases the dump before it propagates, so a loop
- * in C that has no closing variable leaks nothing until the next GC.
+ * predicate) as a flow (or expectation) and return 1; return 0 at the end
+ * or -errno on a kernel error, both after the dump released its socket. An
+ * error raised by the predicate also releases the dump before it
+ * propagates, so a loop in C that has no closing variable leaks nothing
+ * until the next GC.
  */
 int ct_dump_next_flow(lua_State *L, int idx)
 {
@@ -106,18 +141,12 @@ int ct_dump_next_flow(lua_State *L, int idx)
 	idx = lua_absindex(L, idx);
 	for (;;) {
 		int ret = next_entry(d);
-		struct ct_flow *flow;
 
 		if (ret <= 0) {
 			dump_release(d);
 			return ret;
 		}
-		lua_getiuservalue(L, idx, UV_LABELMAP);
-		flow = ct_flow_new(L, -1);
-		lua_remove(L, -2);
-		flow->ct = d->pending;
-		d->pending = NULL;
-		ct_flow_account(L, &d->unreported);
+		push_pending(L, d, idx);
 		if (lua_getiuservalue(L, idx, UV_PREDICATE) == LUA_TNIL) {
 			lua_pop(L, 1);
 			return 1;
@@ -151,7 +180,8 @@ int ct_dump_iter(lua_State *L)
 /*
  * Push a dump of the table of the handle at handle_idx with the filter at
  * filter_idx (argument number arg for error messages). type is a CT_GET
- * variant (plain, dying, unconfirmed, or CTRZERO to zero the counters).
+ * variant (plain, dying, unconfirmed, or CTRZERO to zero the counters) or
+ * EXP_GET for expectations.
  * Returns 0 or an errno value, with the dump (closed on error) pushed.
  */
 int ct_dump_push(lua_State *L, int handle_idx, int filter_idx, int arg, const char *op,
@@ -165,6 +195,7 @@ int ct_dump_push(lua_State *L, int handle_idx, int filter_idx, int arg, const ch
 
 	memset(d, 0, sizeof(*d));
 	d->op = op;
+	d->expect = type == EXP_MSG(IPCTNL_MSG_EXP_GET);
 	luaL_setmetatable(L, CT_DUMP_TYPE);
 	lua_getiuservalue(L, handle_idx, 1);
 	a.labelmap = lua_gettop(L);
@@ -173,7 +204,7 @@ int ct_dump_push(lua_State *L, int handle_idx, int filter_idx, int arg, const ch
 	ct_filter_push_predicate(L, filter_idx);
 	lua_setiuservalue(L, -2, UV_PREDICATE);
 
-	d->buf = malloc(DUMP_BUFFER_SIZE);
+	d->buf = malloc(CT_DUMP_BUFFER);
 	if (!d->buf)
 		return ENOMEM;
 	err = ct_socket_open(&d->sock, 0, 0);

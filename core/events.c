@@ -68,6 +68,9 @@ static const struct {
 	{ "new", NF_NETLINK_CONNTRACK_NEW },
 	{ "update", NF_NETLINK_CONNTRACK_UPDATE },
 	{ "destroy", NF_NETLINK_CONNTRACK_DESTROY },
+	{ "expect_new", NF_NETLINK_CONNTRACK_EXP_NEW },
+	{ "expect_update", NF_NETLINK_CONNTRACK_EXP_UPDATE },
+	{ "expect_destroy", NF_NETLINK_CONNTRACK_EXP_DESTROY },
 };
 
 static void events_release(struct ct_events *ev)
@@ -189,15 +192,14 @@ static const struct nlmsghdr *next_message(struct ct_events *ev)
 
 static const char *event_kind(const struct nlmsghdr *nlh)
 {
-	if (nlh->nlmsg_type >> 8 != NFNL_SUBSYS_CTNETLINK)
-		return NULL;
-	switch (nlh->nlmsg_type & 0xff) {
-	case IPCTNL_MSG_CT_NEW:
-		return nlh->nlmsg_flags & (NLM_F_CREATE | NLM_F_EXCL) ? "new" : "update";
-	case IPCTNL_MSG_CT_DELETE:
-		return "destroy";
-	default:
-		return NULL;
+	bool created = nlh->nlmsg_flags & (NLM_F_CREATE | NLM_F_EXCL);
+
+	switch (nlh->nlmsg_type) {
+	case CT_MSG(IPCTNL_MSG_CT_NEW):      return created ? "new" : "update";
+	case CT_MSG(IPCTNL_MSG_CT_DELETE):   return "destroy";
+	case EXP_MSG(IPCTNL_MSG_EXP_NEW):    return created ? "expect_new" : "expect_update";
+	case EXP_MSG(IPCTNL_MSG_EXP_DELETE): return "expect_destroy";
+	default:                             return NULL;
 	}
 }
 
@@ -232,13 +234,16 @@ static void queue_overrun(lua_State *L, struct ct_events *ev, int queue)
 		set_bufsize(ev, ev->bufsize > ev->bufsize_max / 2 ? ev->bufsize_max : ev->bufsize * 2);
 }
 
-/* Appends { kind, flow, time[, portid][, resync = true] } for the flow on the stack top. */
+/*
+ * Appends { kind, flow (or expect), time[, portid][, resync = true] } for
+ * the object on the stack top.
+ */
 static void append_event(lua_State *L, int queue, const char *kind, double time,
 			 uint32_t portid, bool synthetic)
 {
 	lua_createtable(L, 0, 4);
 	lua_insert(L, -2);
-	lua_setfield(L, -2, "flow");
+	lua_setfield(L, -2, strncmp(kind, "expect_", 7) == 0 ? "expect" : "flow");
 	lua_pushstring(L, kind);
 	lua_setfield(L, -2, "kind");
 	lua_pushnumber(L, time);
@@ -273,6 +278,15 @@ static void queue_event(lua_State *L, struct ct_events *ev, int self, int queue,
 
 	if (!kind)
 		return;
+	if (nlh->nlmsg_type >> 8 == NFNL_SUBSYS_CTNETLINK_EXP) {
+		/* filters are written for flows: expectations all come through */
+		if (ct_expect_parse(nlh, ct_expect_new(L)) != 0) {
+			lua_pop(L, 1);
+			return;
+		}
+		append_event(L, queue, kind, event_time(nlh, ev->received), nlh->nlmsg_pid, false);
+		return;
+	}
 	lua_getiuservalue(L, self, UV_LABELMAP);
 	flow = ct_flow_new(L, -1);
 	lua_remove(L, -2);
@@ -303,7 +317,7 @@ static void start_resync(lua_State *L, struct ct_events *ev, int self)
 	int err;
 
 	lua_getiuservalue(L, self, UV_FILTER);
-	err = ct_dump_push(L, self, lua_gettop(L), 2, "resync", IPCTNL_MSG_CT_GET);
+	err = ct_dump_push(L, self, lua_gettop(L), 2, "resync", CT_MSG(IPCTNL_MSG_CT_GET));
 	lua_setiuservalue(L, self, UV_RESYNC);
 	lua_pop(L, 1);
 	if (err) {

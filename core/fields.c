@@ -237,6 +237,15 @@ const struct ct_field *ct_field_lookup(lua_State *L, int name_idx)
 	return f;
 }
 
+/* The field called name (it must exist: for C callers naming fields they know). */
+const struct ct_field *ct_field_named(const char *name)
+{
+	for (size_t i = 0; i < ct_nfields; i++)
+		if (strcmp(ct_fields[i].name, name) == 0)
+			return &ct_fields[i];
+	return NULL;
+}
+
 static int arg_error(const struct ct_arg *a, const char *fmt, ...)
 {
 	va_list ap;

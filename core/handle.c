@@ -78,7 +78,7 @@ static int handle_dump(lua_State *L)
 	ct_handle_check(L, 1);
 	lua_settop(L, 2);
 	lua_pushcfunction(L, ct_dump_iter);
-	err = ct_dump_push(L, 1, 2, 2, "dump", IPCTNL_MSG_CT_GET);
+	err = ct_dump_push(L, 1, 2, 2, "dump", CT_MSG(IPCTNL_MSG_CT_GET));
 	if (err)
 		return ct_raise(L, "dump", err);
 	lua_pushnil(L);
@@ -130,7 +130,7 @@ static int handle_get(lua_State *L)
 	flow->ct = nfct_new();
 	if (!flow->ct)
 		return ct_fail(L, "get", ENOMEM);
-	err = entry_request(h, IPCTNL_MSG_CT_GET, 0, tuple, ct_parse_cb, flow->ct);
+	err = entry_request(h, CT_MSG(IPCTNL_MSG_CT_GET), 0, tuple, ct_parse_cb, flow->ct);
 	if (err)
 		return ct_fail(L, "get", err);
 	return 1;
@@ -144,7 +144,7 @@ static int handle_create(lua_State *L)
 
 	if (lua_type(L, 2) == LUA_TTABLE && lua_rawgeti(L, 2, 1) == LUA_TTABLE)
 		return ct_handle_create_many(L);
-	err = entry_request(h, IPCTNL_MSG_CT_NEW, NLM_F_CREATE | NLM_F_EXCL,
+	err = entry_request(h, CT_MSG(IPCTNL_MSG_CT_NEW), NLM_F_CREATE | NLM_F_EXCL,
 			    entry_arg(L, F_CREATE), NULL, NULL);
 	if (err)
 		return ct_fail(L, "create", err);
@@ -183,7 +183,8 @@ static int handle_count(lua_State *L)
 	struct nlmsghdr *nlh;
 	int err;
 
-	nlh = ct_request_header(buf, IPCTNL_MSG_CT_GET_STATS, NLM_F_ACK, AF_UNSPEC, ++h->sock.seq);
+	nlh = ct_request_header(buf, CT_MSG(IPCTNL_MSG_CT_GET_STATS), NLM_F_ACK, AF_UNSPEC,
+				++h->sock.seq);
 	err = ct_socket_talk(&h->sock, nlh, buf, sizeof(buf), stats_cb, &size);
 	if (err)
 		return ct_fail(L, "count", err);
@@ -215,7 +216,8 @@ static int handle_flush(lua_State *L)
 		lua_pushboolean(L, 1);
 		return 1;
 	}
-	nlh = ct_request_header(buf, IPCTNL_MSG_CT_DELETE, NLM_F_ACK, filter.family, ++h->sock.seq);
+	nlh = ct_request_header(buf, CT_MSG(IPCTNL_MSG_CT_DELETE), NLM_F_ACK, filter.family,
+				++h->sock.seq);
 	/* the kernel applies a flush's family only to version 1 messages:
 	 * older tools sent AF_INET while meaning "everything" */
 	((struct nfgenmsg *)mnl_nlmsg_get_payload(nlh))->version = 1;
@@ -252,6 +254,8 @@ void ct_handle_open(lua_State *L)
 	luaL_newmetatable(L, CT_HANDLE_TYPE);
 	luaL_setfuncs(L, meta, 0);
 	luaL_newlib(L, handle_methods);
+	ct_expect_methods(L);
+	ct_stats_methods(L);
 	lua_setfield(L, -2, "__index");
 	lua_pop(L, 1);
 	lua_pushcfunction(L, ct_open);

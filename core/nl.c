@@ -55,7 +55,7 @@ struct nlmsghdr *ct_request_header(void *buf, uint16_t type, uint16_t flags,
 	memset(buf, 0, CT_REQUEST_MAX);
 	nlh = mnl_nlmsg_put_header(buf);
 
-	nlh->nlmsg_type = (uint16_t)((NFNL_SUBSYS_CTNETLINK << 8) | type);
+	nlh->nlmsg_type = type;
 	nlh->nlmsg_flags = (uint16_t)(NLM_F_REQUEST | flags);
 	nlh->nlmsg_seq = seq;
 	nfh = mnl_nlmsg_put_extra_header(nlh, sizeof(*nfh));
