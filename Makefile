@@ -5,7 +5,7 @@ PKGS      := lua5.4 libmnl libnetfilter_conntrack
 CC        ?= cc
 CFLAGS    ?= -O2 -g
 WARNINGS  := -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes
-ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC $(WARNINGS) $(CFLAGS) \
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC -pthread $(WARNINGS) $(CFLAGS) \
              $(shell pkg-config --cflags $(PKGS))
 NL_LIBS    = $(shell pkg-config --libs libmnl libnetfilter_conntrack)
 LUA_LIBS   = $(shell pkg-config --libs lua5.4)
@@ -13,7 +13,7 @@ LUA_LIBS   = $(shell pkg-config --libs lua5.4)
 MODULE_SRCS := core/module.c core/handle.c core/dump.c core/batch.c core/stats.c \
                core/flow.c core/fields.c core/spec.c core/filter.c core/labelmap.c \
                core/expect.c core/expect_ops.c core/events.c core/seen.c core/bpf.c \
-               core/poll.c core/signals.c core/nl.c core/error.c
+               core/poll.c core/signals.c core/netns.c core/nl.c core/error.c
 MODULE_OBJS := $(MODULE_SRCS:core/%.c=build/%.o)
 EMBEDDED    := $(sort $(wildcard lua/*.lua lua/*/*.lua)) $(sort $(wildcard scripts/*.lua))
 
@@ -34,7 +34,7 @@ build/%.o: core/%.c core/ct.h core/module.h | build
 build/main.o: core/embedded.h
 
 conntrack/core.so: $(MODULE_OBJS) | conntrack
-	$(CC) -shared -o $@ $(MODULE_OBJS) $(NL_LIBS)
+	$(CC) -shared -o $@ $(MODULE_OBJS) $(NL_LIBS) -pthread
 
 build/embedded.c: tools/embed.lua $(EMBEDDED) | build
 	lua5.4 tools/embed.lua $@ $(EMBEDDED)
@@ -44,7 +44,7 @@ build/embedded.o: build/embedded.c core/embedded.h
 
 # -Wl,-E exports the Lua API so C modules loaded by scripts bind to our Lua.
 ct-lua: build/main.o build/embedded.o $(MODULE_OBJS)
-	$(CC) -Wl,-E -o $@ $^ $(LUA_LIBS) $(NL_LIBS) -lm -ldl
+	$(CC) -Wl,-E -o $@ $^ $(LUA_LIBS) $(NL_LIBS) -lm -ldl -pthread
 
 # Installs the Debian packages that are missing (as root), or says how.
 deps:

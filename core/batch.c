@@ -130,16 +130,22 @@ static int mutate(lua_State *L, const char *op, const struct ct_change *changes,
 		batch_init(&b, &h->sock, false);
 		batch_add(&b, ct_flow_check(L, 2)->ct, changes, n);
 	} else {
-		int dump = lua_gettop(L) + 1, ret;
+		int dump = lua_gettop(L) + 1, ret, attempts = 0;
 
 		batch_init(&b, &h->sock, true);
-		err = ct_dump_push(L, 1, 2, 2, op, CT_MSG(IPCTNL_MSG_CT_GET));
-		if (err)
-			return ct_fail(L, op, err);
-		while ((ret = ct_dump_next_flow(L, dump)) > 0) {
-			batch_add(&b, ((struct ct_flow *)lua_touserdata(L, -1))->ct, changes, n);
-			lua_pop(L, 1);
-		}
+		do {
+			lua_settop(L, dump - 1);
+			err = ct_dump_push(L, 1, 2, 2, op, CT_MSG(IPCTNL_MSG_CT_GET));
+			if (err)
+				return ct_fail(L, op, err);
+			while ((ret = ct_dump_next_flow(L, dump)) > 0) {
+				batch_add(&b, ((struct ct_flow *)lua_touserdata(L, -1))->ct, changes, n);
+				lua_pop(L, 1);
+			}
+			/* an interrupted dump may have missed entries: a delete can
+			 * simply go again (what it deleted is gone); an update would
+			 * count entries twice, so it reports the interruption */
+		} while (ret == -EINTR && !n && ++attempts < 3);
 		if (ret < 0)
 			batch_fail(&b, -ret);
 	}
@@ -162,7 +168,7 @@ int ct_handle_create_many(lua_State *L)
 	struct ct_batch b;
 
 	lua_settop(L, 2);
-	lua_getiuservalue(L, 1, 1);
+	lua_getiuservalue(L, 1, CT_UV_LABELMAP);
 	lua_createtable(L, (int)n, 0);	/* 4: the built entries, owned by Lua */
 	for (lua_Integer i = 1; i <= n; i++) {
 		struct nf_conntrack *entry;
@@ -211,7 +217,7 @@ int ct_handle_update(lua_State *L)
 	ct_handle_check(L, 1);
 	check_target(L);
 	lua_settop(L, 3);
-	lua_getiuservalue(L, 1, 1);
+	lua_getiuservalue(L, 1, CT_UV_LABELMAP);
 	ct_spec_changes(&a, 3, changes, &n);
 	lua_settop(L, 2);
 	return mutate(L, "update", changes, n);

@@ -24,6 +24,11 @@
 #define CT_LABELMAP_TYPE "conntrack.labelmap"
 #define CT_EVENTS_TYPE   "conntrack.events"
 #define CT_EXPECT_TYPE   "conntrack.expect"
+#define CT_NETNS_TYPE    "conntrack.netns"
+
+/* User values of every object that opens sockets (handles, events): the
+ * labelmap its flows share, and the network namespace of its sockets. */
+enum { CT_UV_LABELMAP = 1, CT_UV_NETNS = 2 };
 #define CT_ERROR_TYPE    "conntrack.error"
 /* Registry key of the name -> field index table built by ct_fields_open. */
 #define CT_FIELD_INDEX   "conntrack.fields"
@@ -45,6 +50,8 @@ enum ct_kind {
 	K_STATE,	/* tcp/sctp/dccp state name; attribute chosen by proto */
 	K_STATUS,	/* set of IPS_* flag names */
 	K_LABELS,	/* set of label names or bit numbers */
+	K_LABELS_ADD,	/* labels to set, leaving the others (update only) */
+	K_LABELS_DEL,	/* labels to clear, leaving the others (update only) */
 	K_NAT,		/* read-only boolean from nfct_getobjopt */
 	K_ICMP_REPLY_TYPE,	/* derived: the kernel inverts the query type */
 };
@@ -179,6 +186,13 @@ int ct_parse_cb(const struct nlmsghdr *nlh, void *data);
 int ct_socket_recv(struct ct_socket *s, void *buf, size_t size, size_t *len);
 int ct_socket_talk(struct ct_socket *s, struct nlmsghdr *nlh, void *buf, size_t bufsize,
 		   mnl_cb_t cb, void *data);
+
+/* ---- netns.c: sockets in another network namespace -------------------- */
+
+void ct_netns_open(lua_State *L);
+int ct_netns_new(lua_State *L, const char *spec);
+int ct_netns_fd(lua_State *L, int idx);
+int ct_socket_open_in(struct ct_socket *s, int netns, unsigned int groups, int flags);
 
 /* ---- error.c: the three error tiers ------------------------------------- */
 

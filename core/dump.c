@@ -13,7 +13,7 @@
 #include <string.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
 
-enum { UV_LABELMAP = 1, UV_PREDICATE, UV_COUNT = UV_PREDICATE };
+enum { UV_LABELMAP = 1, UV_PREDICATE, UV_COUNT = UV_PREDICATE };	/* the dump's own */
 
 /* The kernel fills dump datagrams up to 32 KiB (libmnl 1.0.5's CT_DUMP_BUFFER). */
 #define CT_DUMP_BUFFER 32768
@@ -197,7 +197,7 @@ int ct_dump_push(lua_State *L, int handle_idx, int filter_idx, int arg, const ch
 	d->op = op;
 	d->expect = type == EXP_MSG(IPCTNL_MSG_EXP_GET);
 	luaL_setmetatable(L, CT_DUMP_TYPE);
-	lua_getiuservalue(L, handle_idx, 1);
+	lua_getiuservalue(L, handle_idx, CT_UV_LABELMAP);
 	a.labelmap = lua_gettop(L);
 	ct_filter_compile(&a, filter_idx, &d->filter);
 	lua_setiuservalue(L, -2, UV_LABELMAP);
@@ -207,7 +207,9 @@ int ct_dump_push(lua_State *L, int handle_idx, int filter_idx, int arg, const ch
 	d->buf = malloc(CT_DUMP_BUFFER);
 	if (!d->buf)
 		return ENOMEM;
-	err = ct_socket_open(&d->sock, 0, 0);
+	lua_getiuservalue(L, handle_idx, CT_UV_NETNS);
+	err = ct_socket_open_in(&d->sock, ct_netns_fd(L, -1), 0, 0);
+	lua_pop(L, 1);
 	if (err)
 		return err;
 	d->seq = ++d->sock.seq;

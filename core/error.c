@@ -18,6 +18,11 @@ static void push_message(lua_State *L, const char *op, int err)
 		lua_pushfstring(L, "conntrack.%s: %s (CAP_NET_ADMIN is needed; "
 				"`unshare -rn` gives a private table without root)", op, strerror(err));
 		break;
+	case ENOSPC:
+		lua_pushfstring(L, "conntrack.%s: %s (the entry has no label storage: the kernel "
+				"gives it only to entries created while an nft rule uses 'ct label')",
+				op, strerror(err));
+		break;
 	case EINTR:
 		/* libmnl's report of NLM_F_DUMP_INTR; interrupted syscalls are retried */
 		lua_pushfstring(L, "conntrack.%s: the table changed during the dump "

@@ -27,8 +27,8 @@
 #define CTA_TIMESTAMP_EVENT 27	/* newer than Debian 12's kernel headers */
 #endif
 
-/* user values: the labelmap must be first, where ct_dump_push finds a handle's */
-enum { UV_LABELMAP = 1, UV_PREDICATE, UV_QUEUE, UV_FILTER, UV_RESYNC, UV_COUNT = UV_RESYNC };
+/* user values after the labelmap and namespace (where ct_dump_push looks, for resync) */
+enum { UV_PREDICATE = CT_UV_NETNS + 1, UV_QUEUE, UV_FILTER, UV_RESYNC, UV_COUNT = UV_RESYNC };
 
 /*
  * Where a resync is. After an overrun the events already queued are older
@@ -43,11 +43,15 @@ enum resync_phase { RESYNC_IDLE, RESYNC_DRAINING, RESYNC_DUMPING, RESYNC_SWEEPIN
 #define DEFAULT_BUFSIZE (8 << 20)
 #define DEFAULT_BUFSIZE_MAX (128 << 20)
 #define DEFAULT_BATCH 256
+#define NO_NSID INT32_MIN	/* the event's namespace has no id here, or all_netns is off */
 
 struct ct_events {
 	struct ct_socket sock;
 	char *slots;			/* SLOTS buffers of SLOT_SIZE */
 	unsigned int len[SLOTS];	/* lengths of the datagrams received */
+	int nsid[SLOTS];		/* their namespace ids, with all_netns */
+	char control[SLOTS][CMSG_SPACE(sizeof(int))];
+	bool all_netns;
 	unsigned int count, slot;	/* datagrams received, the one being read */
 	size_t off;			/* next message in that datagram */
 	double received;		/* when they were received */
@@ -144,6 +148,20 @@ static void set_bufsize(struct ct_events *ev, int size)
 		ev->bufsize = granted / 2;
 }
 
+/* The namespace id the kernel attached to a message (NETLINK_LISTEN_ALL_NSID). */
+static int message_nsid(struct msghdr *msg)
+{
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR(msg, c)) {
+		if (c->cmsg_level == SOL_NETLINK && c->cmsg_type == NETLINK_LISTEN_ALL_NSID) {
+			int nsid;
+
+			memcpy(&nsid, CMSG_DATA(c), sizeof(nsid));
+			return nsid;
+		}
+	}
+	return NO_NSID;
+}
+
 /* Receive the queued datagrams. Returns how many, 0 when none, or -errno. */
 static int fill(struct ct_events *ev)
 {
@@ -157,14 +175,20 @@ static int fill(struct ct_events *ev)
 		iov[i].iov_len = SLOT_SIZE;
 		msgs[i].msg_hdr.msg_iov = &iov[i];
 		msgs[i].msg_hdr.msg_iovlen = 1;
+		if (ev->all_netns) {
+			msgs[i].msg_hdr.msg_control = ev->control[i];
+			msgs[i].msg_hdr.msg_controllen = sizeof(ev->control[i]);
+		}
 	}
 	do
 		n = recvmmsg(mnl_socket_get_fd(ev->sock.nl), msgs, SLOTS, MSG_DONTWAIT, NULL);
 	while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < n; i++) {
 		ev->len[i] = msgs[i].msg_len;
+		ev->nsid[i] = message_nsid(&msgs[i].msg_hdr);
+	}
 	ev->count = (unsigned int)n;
 	ev->slot = 0;
 	ev->off = 0;
@@ -234,25 +258,52 @@ static void queue_overrun(lua_State *L, struct ct_events *ev, int queue)
 		set_bufsize(ev, ev->bufsize > ev->bufsize_max / 2 ? ev->bufsize_max : ev->bufsize * 2);
 }
 
+/* What an event says besides its kind and object. */
+struct event_meta {
+	double time;
+	uint32_t portid;	/* the requester, for changes made through ctnetlink */
+	int nsid;		/* the namespace, with all_netns */
+	bool synthetic;		/* made by a resync */
+};
+
+/* The meta data of a received message. */
+static struct event_meta received(const struct ct_events *ev, const struct nlmsghdr *nlh)
+{
+	struct event_meta m = { event_time(nlh, ev->received), nlh->nlmsg_pid, ev->nsid[ev->slot],
+				false };
+
+	return m;
+}
+
+static struct event_meta synthetic(void)
+{
+	struct event_meta m = { now(), 0, NO_NSID, true };
+
+	return m;
+}
+
 /*
- * Appends { kind, flow (or expect), time[, portid][, resync = true] } for
- * the object on the stack top.
+ * Appends { kind, flow (or expect), time[, portid][, nsid][, resync = true] }
+ * for the object on the stack top.
  */
-static void append_event(lua_State *L, int queue, const char *kind, double time,
-			 uint32_t portid, bool synthetic)
+static void append_event(lua_State *L, int queue, const char *kind, struct event_meta m)
 {
 	lua_createtable(L, 0, 4);
 	lua_insert(L, -2);
 	lua_setfield(L, -2, strncmp(kind, "expect_", 7) == 0 ? "expect" : "flow");
 	lua_pushstring(L, kind);
 	lua_setfield(L, -2, "kind");
-	lua_pushnumber(L, time);
+	lua_pushnumber(L, m.time);
 	lua_setfield(L, -2, "time");
-	if (portid) {	/* a change made through ctnetlink: the requester */
-		lua_pushinteger(L, portid);
+	if (m.portid) {
+		lua_pushinteger(L, m.portid);
 		lua_setfield(L, -2, "portid");
 	}
-	if (synthetic) {
+	if (m.nsid != NO_NSID) {
+		lua_pushinteger(L, m.nsid);
+		lua_setfield(L, -2, "nsid");
+	}
+	if (m.synthetic) {
 		lua_pushboolean(L, 1);
 		lua_setfield(L, -2, "resync");
 	}
@@ -284,10 +335,10 @@ static void queue_event(lua_State *L, struct ct_events *ev, int self, int queue,
 			lua_pop(L, 1);
 			return;
 		}
-		append_event(L, queue, kind, event_time(nlh, ev->received), nlh->nlmsg_pid, false);
+		append_event(L, queue, kind, received(ev, nlh));
 		return;
 	}
-	lua_getiuservalue(L, self, UV_LABELMAP);
+	lua_getiuservalue(L, self, CT_UV_LABELMAP);
 	flow = ct_flow_new(L, -1);
 	lua_remove(L, -2);
 	flow->ct = nfct_new();
@@ -308,7 +359,7 @@ static void queue_event(lua_State *L, struct ct_events *ev, int self, int queue,
 	}
 	lua_pop(L, 1);
 	note_seen(ev, flow->ct, kind[0] == 'd');
-	append_event(L, queue, kind, event_time(nlh, ev->received), nlh->nlmsg_pid, false);
+	append_event(L, queue, kind, received(ev, nlh));
 }
 
 /* After an overrun: dump the table (with the same filter) to find what was lost. */
@@ -345,7 +396,7 @@ static void resync_step(lua_State *L, struct ct_events *ev, int self, int queue)
 		gone = ct_flow_alloc(L);
 		lua_remove(L, -2);
 		if (ct_seen_take_gone(ev->seen, ev->generation, gone))
-			append_event(L, queue, "destroy", now(), 0, true);
+			append_event(L, queue, "destroy", synthetic());
 		else {
 			lua_pop(L, 1);
 			ev->resync = RESYNC_IDLE;
@@ -368,7 +419,7 @@ static void resync_step(lua_State *L, struct ct_events *ev, int self, int queue)
 	change = ct_seen_record(ev->seen, ((struct ct_flow *)lua_touserdata(L, -1))->ct, false,
 				ev->generation);
 	if (change == CT_SEEN_NEW || change == CT_SEEN_CHANGED)
-		append_event(L, queue, news[change], now(), 0, true);
+		append_event(L, queue, news[change], synthetic());
 	else {
 		lua_pop(L, 1);
 		if (change < 0)
@@ -496,6 +547,7 @@ struct listen_opts {
 	bool reliable;
 	bool kernel_filter;
 	bool resync;
+	bool all_netns;
 };
 
 static unsigned int parse_kinds(lua_State *L, int idx)
@@ -525,7 +577,7 @@ static unsigned int parse_kinds(lua_State *L, int idx)
 static void parse_listen_opts(lua_State *L, struct listen_opts *o)
 {
 	static const char *const names[] = {
-		"events", "filter", "bufsize", "bufsize_max", "reliable", "kernel_filter", "resync", NULL
+		"events", "filter", "bufsize", "bufsize_max", "reliable", "kernel_filter", "resync", "all_netns", NULL
 	};
 
 	o->groups = NF_NETLINK_CONNTRACK_NEW | NF_NETLINK_CONNTRACK_UPDATE |
@@ -535,6 +587,7 @@ static void parse_listen_opts(lua_State *L, struct listen_opts *o)
 	o->reliable = false;
 	o->kernel_filter = true;
 	o->resync = false;
+	o->all_netns = false;
 	if (lua_isnoneornil(L, 2)) {
 		lua_pushnil(L);
 		return;
@@ -560,7 +613,9 @@ static void parse_listen_opts(lua_State *L, struct listen_opts *o)
 	o->kernel_filter = lua_getfield(L, 2, "kernel_filter") == LUA_TNIL || lua_toboolean(L, -1);
 	lua_getfield(L, 2, "resync");
 	o->resync = lua_toboolean(L, -1);
-	lua_pop(L, 5);
+	lua_getfield(L, 2, "all_netns");
+	o->all_netns = lua_toboolean(L, -1);
+	lua_pop(L, 6);
 	luaL_argcheck(L, o->bufsize > 0 && o->bufsize <= INT32_MAX / 2, 2, "'bufsize' out of range");
 	luaL_argcheck(L, o->bufsize_max >= o->bufsize && o->bufsize_max <= INT32_MAX / 2, 2,
 		      "'bufsize_max' must be at least 'bufsize'");
@@ -570,7 +625,7 @@ static void parse_listen_opts(lua_State *L, struct listen_opts *o)
 /*
  * h:listen{ events = { "new", "update", "destroy" }, filter = {...},
  *           bufsize = N, bufsize_max = N, reliable = bool, kernel_filter = bool,
- *           resync = bool }
+ *           resync = bool, all_netns = bool }
  *   -> events | nil, message, errno
  */
 int ct_handle_listen(lua_State *L)
@@ -590,7 +645,9 @@ int ct_handle_listen(lua_State *L)
 	luaL_setmetatable(L, CT_EVENTS_TYPE);
 	ct_filter_compile(&a, filter, &ev->filter);
 	lua_pushvalue(L, 3);
-	lua_setiuservalue(L, -2, UV_LABELMAP);
+	lua_setiuservalue(L, -2, CT_UV_LABELMAP);
+	lua_getiuservalue(L, 1, CT_UV_NETNS);
+	lua_setiuservalue(L, -2, CT_UV_NETNS);
 	ct_filter_push_predicate(L, filter);
 	lua_setiuservalue(L, -2, UV_PREDICATE);
 	lua_newtable(L);
@@ -603,11 +660,19 @@ int ct_handle_listen(lua_State *L)
 		return ct_fail(L, "listen", ENOMEM);
 	if (o.resync && !(ev->seen = ct_seen_new()))
 		return ct_fail(L, "listen", ENOMEM);
-	err = ct_socket_open(&ev->sock, o.groups, SOCK_NONBLOCK);
+	lua_getiuservalue(L, -1, CT_UV_NETNS);
+	err = ct_socket_open_in(&ev->sock, ct_netns_fd(L, -1), o.groups, SOCK_NONBLOCK);
+	lua_pop(L, 1);
 	if (err)
 		return ct_fail(L, "listen", err);
 	ev->bufsize_max = (int)o.bufsize_max;
 	set_bufsize(ev, (int)o.bufsize);
+	if (o.all_netns) {
+		/* events of every namespace that has an id here, tagged with it */
+		if (mnl_socket_setsockopt(ev->sock.nl, NETLINK_LISTEN_ALL_NSID, &on, sizeof(on)) < 0)
+			return ct_fail(L, "listen", errno);
+		ev->all_netns = true;
+	}
 	if (o.reliable) {
 		/* the kernel holds events back (destroys stay in the dying list)
 		 * instead of dropping them when the buffer is full */

@@ -11,8 +11,6 @@
 #include <string.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
 
-enum { UV_LABELMAP = 1 };
-
 /* h:expect_dump([filter]) -> iterator: the filter takes a family and a predicate. */
 static int expect_dump(lua_State *L)
 {
@@ -94,7 +92,7 @@ static int expect_get(lua_State *L)
 	int err;
 
 	lua_settop(L, 2);
-	lua_getiuservalue(L, 1, UV_LABELMAP);
+	lua_getiuservalue(L, 1, CT_UV_LABELMAP);
 	exp = expect_alloc(L);
 	family = expect_arg(L, exp, false);
 	found = ct_expect_new(L);
@@ -113,7 +111,7 @@ static int expect_create(lua_State *L)
 	int err;
 
 	lua_settop(L, 2);
-	lua_getiuservalue(L, 1, UV_LABELMAP);
+	lua_getiuservalue(L, 1, CT_UV_LABELMAP);
 	exp = expect_alloc(L);
 	family = expect_arg(L, exp, true);
 	err = request(h, IPCTNL_MSG_EXP_NEW, NLM_F_CREATE | NLM_F_EXCL, exp, family, NULL, NULL);
@@ -135,7 +133,7 @@ static int expect_delete(lua_State *L)
 	int err;
 
 	lua_settop(L, 2);
-	lua_getiuservalue(L, 1, UV_LABELMAP);
+	lua_getiuservalue(L, 1, CT_UV_LABELMAP);
 	exp = expect_alloc(L);
 	family = expect_arg(L, exp, false);
 	err = request(h, IPCTNL_MSG_EXP_DELETE, 0, exp, family, NULL, NULL);

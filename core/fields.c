@@ -80,6 +80,10 @@ const struct ct_field ct_fields[] = {
 	  "status flags as a set, e.g. { ASSURED = true, SEEN_REPLY = true }" },
 	{ "labels", K_LABELS, S_ANY, ATTR_CONNLABELS, 0, R | FI | C | CH,
 	  "connection labels as a set of names (connlabel.conf) or bit numbers" },
+	{ "labels_add", K_LABELS_ADD, S_ANY, ATTR_CONNLABELS, 0, CH,
+	  "update: labels to set, keeping the others" },
+	{ "labels_del", K_LABELS_DEL, S_ANY, ATTR_CONNLABELS, 0, CH,
+	  "update: labels to clear, keeping the others" },
 	{ "packets", K_U64, S_ANY, ATTR_ORIG_COUNTER_PACKETS, 0, R | FI,
 	  "packets seen in the original direction (nf_conntrack_acct)" },
 	{ "bytes", K_U64, S_ANY, ATTR_ORIG_COUNTER_BYTES, 0, R | FI,
@@ -565,6 +569,8 @@ static void parse_value(const struct ct_arg *a, const struct ct_field *f, int id
 	}
 	case K_STATUS:
 	case K_LABELS:
+	case K_LABELS_ADD:
+	case K_LABELS_DEL:
 		parse_set(a, f, idx, out);
 		break;
 	case K_NAT:
@@ -589,7 +595,8 @@ void ct_field_parse(const struct ct_arg *a, const struct ct_field *f, int idx,
 	lua_State *L = a->L;
 	const char *s = lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx) : NULL;
 
-	if (!a->filtering || !s || s[0] != '!' || f->kind == K_STATUS || f->kind == K_LABELS) {
+	if (!a->filtering || !s || s[0] != '!' || f->kind == K_STATUS || f->kind == K_LABELS ||
+	    f->kind == K_LABELS_ADD || f->kind == K_LABELS_DEL) {
 		parse_value(a, f, idx, out);
 		return;
 	}
@@ -900,13 +907,17 @@ int ct_field_store(const struct ct_field *f, const struct ct_value *val,
 		nfct_set_attr_u32(ct, ATTR_STATUS, status);
 		return 0;
 	}
-	case K_LABELS: {
-		/* the whole set is replaced: the mask covers every bit */
+	case K_LABELS:
+	case K_LABELS_ADD:
+	case K_LABELS_DEL: {
+		/* labels replaces the whole set (the mask covers every bit);
+		 * add and del change only the bits they name */
 		static const uint8_t all[LABEL_BITS / 8] = {
 			0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
 			0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
-		struct nfct_bitmask *labels = label_bitmask(val->v.bits);
-		struct nfct_bitmask *mask = label_bitmask(all);
+		static const uint8_t none[LABEL_BITS / 8];
+		struct nfct_bitmask *labels = label_bitmask(f->kind == K_LABELS_DEL ? none : val->v.bits);
+		struct nfct_bitmask *mask = label_bitmask(f->kind == K_LABELS ? all : val->mask.bits);
 
 		if (!labels || !mask) {
 			nfct_bitmask_destroy(labels);

@@ -13,8 +13,6 @@
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
 
-enum { UV_LABELMAP = 1 };
-
 struct ct_handle *ct_handle_check(lua_State *L, int idx)
 {
 	struct ct_handle *h = luaL_checkudata(L, idx, CT_HANDLE_TYPE);
@@ -41,10 +39,26 @@ static int handle_tostring(lua_State *L)
 	return 1;
 }
 
-/* conntrack.open([{ labelmap = PATH }]) -> handle | nil, message, errno */
+/* An option of open: a string or nil. */
+static const char *string_option(lua_State *L, const char *name)
+{
+	const char *value;
+
+	if (lua_isnoneornil(L, 1))
+		return NULL;
+	lua_getfield(L, 1, name);
+	value = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
+	lua_pop(L, 1);	/* the options table keeps the string alive */
+	return value;
+}
+
+/*
+ * conntrack.open([{ labelmap = PATH, netns = NAME | PATH }])
+ *   -> handle | nil, message, errno
+ */
 static int ct_open(lua_State *L)
 {
-	const char *labelmap = NULL;
+	static const char *const options[] = { "labelmap", "netns", NULL };
 	struct ct_handle *h;
 	int err;
 
@@ -52,33 +66,74 @@ static int ct_open(lua_State *L)
 		luaL_checktype(L, 1, LUA_TTABLE);
 		lua_pushnil(L);
 		while (lua_next(L, 1)) {
-			const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
-
-			if (strcmp(key, "labelmap") != 0)
-				luaL_argerror(L, 1, lua_pushfstring(L, "unknown option '%s'", key));
-			labelmap = luaL_checkstring(L, -1);
 			lua_pop(L, 1);
+			if (lua_type(L, -1) != LUA_TSTRING)
+				luaL_argerror(L, 1, "option names must be strings");
+			luaL_checkoption(L, -1, NULL, options);
 		}
 	}
-	h = lua_newuserdatauv(L, sizeof(*h), 1);
+	h = lua_newuserdatauv(L, sizeof(*h), 2);
 	h->sock.nl = NULL;
 	luaL_setmetatable(L, CT_HANDLE_TYPE);
-	ct_labelmap_new(L, labelmap);
-	lua_setiuservalue(L, -2, UV_LABELMAP);
-	err = ct_socket_open(&h->sock, 0, 0);
+	ct_labelmap_new(L, string_option(L, "labelmap"));
+	lua_setiuservalue(L, -2, CT_UV_LABELMAP);
+	err = ct_netns_new(L, string_option(L, "netns"));
+	lua_pushvalue(L, -1);
+	lua_setiuservalue(L, -3, CT_UV_NETNS);
 	if (err)
 		return ct_fail(L, "open", err);
+	err = ct_socket_open_in(&h->sock, ct_netns_fd(L, -1), 0, 0);
+	if (err)
+		return ct_fail(L, "open", err);
+	lua_pop(L, 1);
 	return 1;
 }
 
+/*
+ * The request of a dump: options { table = "conntrack" | "dying" |
+ * "unconfirmed", zero = bool } at idx (zero: read the counters and reset
+ * them, CT_GET_CTRZERO, which the conntrack table alone has).
+ */
+static uint16_t dump_type(lua_State *L, int idx)
+{
+	static const char *const tables[] = { "conntrack", "dying", "unconfirmed", NULL };
+	static const uint16_t types[] = { IPCTNL_MSG_CT_GET, IPCTNL_MSG_CT_GET_DYING,
+					  IPCTNL_MSG_CT_GET_UNCONFIRMED };
+	static const char *const names[] = { "table", "zero", NULL };
+	int table;
+	bool zero;
+
+	if (lua_isnoneornil(L, idx))
+		return CT_MSG(IPCTNL_MSG_CT_GET);
+	luaL_checktype(L, idx, LUA_TTABLE);
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		lua_pop(L, 1);
+		if (lua_type(L, -1) != LUA_TSTRING)
+			luaL_argerror(L, idx, "option names must be strings");
+		luaL_checkoption(L, -1, NULL, names);
+	}
+	lua_getfield(L, idx, "table");
+	table = luaL_checkoption(L, -1, "conntrack", tables);
+	lua_getfield(L, idx, "zero");
+	zero = lua_toboolean(L, -1);
+	lua_pop(L, 2);
+	luaL_argcheck(L, !zero || table == 0, idx, "'zero' works on the conntrack table only");
+	return CT_MSG(zero ? IPCTNL_MSG_CT_GET_CTRZERO : types[table]);
+}
+
+/* h:dump([filter[, { table =, zero = }]]) -> iterator, dump, nil, dump */
 static int handle_dump(lua_State *L)
 {
+	uint16_t type;
 	int err;
 
 	ct_handle_check(L, 1);
+	lua_settop(L, 3);
+	type = dump_type(L, 3);
 	lua_settop(L, 2);
 	lua_pushcfunction(L, ct_dump_iter);
-	err = ct_dump_push(L, 1, 2, 2, "dump", CT_MSG(IPCTNL_MSG_CT_GET));
+	err = ct_dump_push(L, 1, 2, 2, "dump", type);
 	if (err)
 		return ct_raise(L, "dump", err);
 	lua_pushnil(L);
@@ -97,7 +152,7 @@ static struct nf_conntrack *entry_arg(lua_State *L, unsigned need)
 	struct nf_conntrack *entry;
 
 	lua_settop(L, 2);
-	lua_getiuservalue(L, 1, UV_LABELMAP);
+	lua_getiuservalue(L, 1, CT_UV_LABELMAP);
 	entry = ct_flow_alloc(L);
 	if (need == F_TUPLE && luaL_testudata(L, 2, CT_FLOW_TYPE))
 		ct_spec_identity(entry, ct_flow_check(L, 2)->ct, false);
@@ -207,7 +262,7 @@ static int handle_flush(lua_State *L)
 	int err;
 
 	lua_settop(L, 2);
-	lua_getiuservalue(L, 1, UV_LABELMAP);
+	lua_getiuservalue(L, 1, CT_UV_LABELMAP);
 	ct_filter_compile(&a, 2, &filter);
 	if (!ct_filter_kernel_only(&filter)) {
 		lua_settop(L, 2);

@@ -56,6 +56,7 @@ int luaopen_conntrack_core(lua_State *L)
 	ct_fields_open(L);
 	ct_labelmap_open(L);
 	ct_flow_open(L);
+	ct_netns_open(L);
 	ct_dump_open(L);
 	ct_expect_open(L);
 	ct_events_open(L);
