@@ -19,7 +19,7 @@ EMBEDDED    := $(sort $(wildcard lua/*.lua lua/*/*.lua)) $(sort $(wildcard scrip
 
 DEB_PACKAGES := build-essential pkg-config libnetfilter-conntrack-dev libmnl-dev \
                 liblua5.4-dev lua5.4 lua-busted lua-cjson conntrack nftables iproute2 \
-                util-linux socat valgrind
+                util-linux socat valgrind lua-luv lua-cqueues
 
 .PHONY: all deps test demo valgrind clean
 

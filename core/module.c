@@ -7,20 +7,20 @@
 #include "ct.h"
 #include "module.h"
 
-/* fields = { { name =, doc =, filter =, create =, change =, tuple = }, ... } */
+/* fields = { { name =, doc =, read =, filter =, create =, change =, tuple = }, ... } */
 static void push_field_list(lua_State *L)
 {
 	static const struct {
 		const char *key;
 		unsigned flag;
 	} uses[] = {
-		{ "filter", F_FILTER }, { "tuple", F_TUPLE }, { "create", F_CREATE },
+		{ "read", F_READ }, { "filter", F_FILTER }, { "tuple", F_TUPLE }, { "create", F_CREATE },
 		{ "change", F_CHANGE },
 	};
 
 	lua_createtable(L, (int)ct_nfields, 0);
 	for (size_t i = 0; i < ct_nfields; i++) {
-		lua_createtable(L, 0, 6);
+		lua_createtable(L, 0, 7);
 		lua_pushstring(L, ct_fields[i].name);
 		lua_setfield(L, -2, "name");
 		lua_pushstring(L, ct_fields[i].doc);

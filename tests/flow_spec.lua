@@ -150,7 +150,9 @@ end
 -- ---------------------------------------------------------------------------
 
 local FIELD_NAMES = {}
-for _, field in ipairs(conntrack.fields) do FIELD_NAMES[#FIELD_NAMES + 1] = field.name end
+for _, field in ipairs(conntrack.fields) do
+  if field.read then FIELD_NAMES[#FIELD_NAMES + 1] = field.name end
+end
 
 --- The value of every field that conntrack's line determines; absent means nil.
 local function expected_fields(e)
