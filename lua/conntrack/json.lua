@@ -528,7 +528,8 @@ end
 
 local KIND_JSON = { new = '"new"', update = '"update"', destroy = '"destroy"',
                     overrun = '"overrun"' }
-local EVENT_FIELDS = { kind = true, time = true, portid = true, lost = true, flow = true }
+local EVENT_FIELDS = { kind = true, time = true, portid = true, lost = true, flow = true,
+                       expect = true }
 
 -- Raises "json.event: WHAT" at the caller of json.event; level is json.event's own level
 -- seen from the caller of event_error.
@@ -558,6 +559,45 @@ local function other_fields(event)
   return names
 end
 
+-- The keys of an expectation, in the order json.expect writes them.
+local EXPECT_KEYS = { "family", "proto", "expected", "mask", "master", "nat", "timeout", "zone",
+                      "flags", "helper", "class", "fn", "nat_dir" }
+local EXPECT_TUPLES = { expected = true, mask = true, master = true, nat = true }
+
+--- Encodes an expectation (a `conntrack.expect`) as one JSON object.
+--
+-- Keys, in this order, each left out when absent: `family`, `proto` (of the expected
+-- tuple), `expected`, `mask`, `master`, `nat` (tuples, as objects of the `json.flow` schema),
+-- `timeout`, `zone`, `flags` (a sorted array of names: PERMANENT, INACTIVE, USERSPACE),
+-- `helper`, `class`, `fn`, `nat_dir`.
+-- @param e the expectation
+-- @treturn string the JSON object
+-- @raise `json.expect: expected a conntrack.expect, got ...`
+function json.expect(e)
+  local mt = getmetatable(e)
+  if type(e) ~= "userdata" or type(mt) ~= "table" or mt.__name ~= "conntrack.expect" then
+    error("json.expect: expected a conntrack.expect, got " .. type(e), 2)
+  end
+  local t, parts = e:totable(), {}
+  for _, k in ipairs(EXPECT_KEYS) do
+    local v = t[k]
+    if v ~= nil then
+      if EXPECT_TUPLES[k] then
+        v = json.flow(v)
+      elseif k == "flags" then
+        local names = {}
+        for name in pairs(v) do names[#names + 1] = name end
+        sort(names)
+        v = json.encode(setmetatable(names, json.array))
+      else
+        v = json.encode(v)
+      end
+      parts[#parts + 1] = quote_key(k) .. v
+    end
+  end
+  return "{" .. concat(parts, ",") .. "}"
+end
+
 --- Encodes an event record as one JSON object.
 --
 -- The record is `{ kind =, time =, portid =, lost =, flow = }`, each field optional; a field
@@ -568,7 +608,8 @@ end
 --   `1795777568.928259`;
 -- - `portid`: an integer, the netlink port id of the process that caused the change;
 -- - `lost`: an integer, how many events an overrun lost;
--- - `flow`: a `conntrack.flow`, as an object of the `json.flow` schema.
+-- - `flow`: a `conntrack.flow`, as an object of the `json.flow` schema;
+-- - `expect`: for expectation events, a `conntrack.expect` as `json.expect` writes it.
 --
 -- Any other fields of the record (string names, e.g. `nsid`, `resync`) follow, in ascending
 -- order of their names, encoded as by `json.encode`.
@@ -622,6 +663,10 @@ function json.event(event)
   if flow ~= nil then
     buf[n + 1], buf[n + 2] = sep, '"flow":'
     n, sep = encode_flow(flow, buf, n + 2, "json.event", true), ","
+  end
+  if event.expect ~= nil then
+    buf[n + 1], buf[n + 2], buf[n + 3] = sep, '"expect":', json.expect(event.expect)
+    n, sep = n + 3, ","
   end
   if others then
     local ctx = { who = "json.event", seen = {} }
