@@ -13,6 +13,7 @@
 #include <math.h>
 #include <poll.h>
 #include <string.h>
+#include <time.h>
 
 #define POLL_MAX 64
 
@@ -70,8 +71,20 @@ static int poll_objects(lua_State *L)
 	return 1;
 }
 
+/* conntrack.monotonic() -> seconds on a clock that never jumps (for timers) */
+static int monotonic(lua_State *L)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	lua_pushnumber(L, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
+	return 1;
+}
+
 void ct_poll_open(lua_State *L)
 {
 	lua_pushcfunction(L, poll_objects);
 	lua_setfield(L, -2, "poll");
+	lua_pushcfunction(L, monotonic);
+	lua_setfield(L, -2, "monotonic");
 }

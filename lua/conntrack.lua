@@ -37,6 +37,8 @@ return {
   --- conntrack.poll(objects, [seconds]) -> the ready ones: waits on any
   -- objects with :pollfd(), :events() and :timeout() (events, signals, ...).
   poll = core.poll,
+  --- conntrack.monotonic() -> seconds on a clock that never jumps, for timers.
+  monotonic = core.monotonic,
   --- conntrack.signals{ "HUP", ... } -> a pollable object whose recv()
   -- returns the signals received (they are blocked and read from a signalfd).
   signals = core.signals,

@@ -11,12 +11,14 @@
 --     on_tick = function(now) ctx.log("seen", state.seen) end,
 --   }
 --
--- Handlers: on_new, on_update, on_destroy (flow, event); on_overrun(event);
+-- Handlers: on_new, on_update, on_destroy (flow, event); on_expect_new,
+-- on_expect_update, on_expect_destroy (expectation, event); on_overrun(event);
 -- on_tick(now) every `interval` seconds (default 1; `now` is seconds on a
 -- monotonic clock, use os.time() for the date); on_reload() after a reload.
 -- Settings: filter; events, the kinds to subscribe to (default: those with a
--- handler); interval; stop_on_error (default false: a failing handler is
--- reported once and the stream goes on).
+-- handler); interval; resync (after an overrun, re-read the table and deliver
+-- what was missed, see h:listen); stop_on_error (default false: a failing
+-- handler is reported once and the stream goes on).
 -- ctx = { handle = <conntrack handle>, args = { ... }, log = function(...)
 -- (a line on stderr), stop = function(status) (exit once the running handler
 -- returns) }.
@@ -36,44 +38,21 @@ local USAGE = "usage: ct-lua watch SCRIPT.lua [args...]\n"
 local CHECK_EVERY = 1      -- seconds between two reads of the script file
 local MAX_REPORTS = 20     -- distinct error messages reported per handler
 
-local KINDS = { "new", "update", "destroy" }
-local HANDLER_OF_KIND = { new = "on_new", update = "on_update", destroy = "on_destroy" }
+local KINDS = { "new", "update", "destroy", "expect_new", "expect_update", "expect_destroy" }
+local HANDLER_OF_KIND = {}
+for _, kind in ipairs(KINDS) do HANDLER_OF_KIND[kind] = "on_" .. kind end
 
 -- What a script's table may hold, and the type each field must have.
 local HANDLER_FIELDS = {
-  on_new = "function", on_update = "function", on_destroy = "function",
   on_overrun = "function", on_tick = "function", on_reload = "function",
   filter = "table or function", events = "table", interval = "number",
-  stop_on_error = "boolean",
+  resync = "boolean", stop_on_error = "boolean",
 }
+for _, handler in pairs(HANDLER_OF_KIND) do HANDLER_FIELDS[handler] = "function" end
 
 local function say(...)
   io.stderr:write(PROGRAM, ": ", ...)
   io.stderr:write("\n")
-end
-
--- ---------------------------------------------------------------------------
--- Clock
--- ---------------------------------------------------------------------------
-
-local function read_uptime()
-  local f = io.open("/proc/uptime")
-  if not f then return nil end
-  local seconds = f:read("n")
-  f:close()
-  return seconds
-end
-
--- A monotonic clock in seconds. Lua has none (os.time counts whole seconds of
--- the wall clock, os.clock is CPU time) and the module offers none, so read the
--- kernel's uptime (10 ms resolution); os.time where /proc is missing.
-local function monotonic_clock()
-  local last = read_uptime()
-  if not last then return os.time end
-  return function()
-    last = read_uptime() or last
-    return last
-  end
 end
 
 -- ---------------------------------------------------------------------------
@@ -130,7 +109,8 @@ local function kinds_of(handlers)
   if handlers.events then
     for i, kind in ipairs(handlers.events) do
       if not HANDLER_OF_KIND[kind] then
-        return nil, string.format("field 'events': [%d] is not one of new, update, destroy", i)
+        return nil, string.format("field 'events': [%d] is not one of %s", i,
+                                  table.concat(KINDS, ", "))
       end
       kinds[#kinds + 1] = kind
     end
@@ -173,6 +153,7 @@ local function reaction_of(handlers)
     kinds = kinds,
     wanted = wanted,
     filter = deep_copy(handlers.filter),
+    resync = handlers.resync == true,
     interval = handlers.interval or 1,
     stop_on_error = handlers.stop_on_error == true,
   }
@@ -258,7 +239,7 @@ local function deliver_events(w, batch)
     if kind == "overrun" then
       deliver_overrun(w, event)
     elseif w.reaction.wanted[kind] then
-      call_handler(w, HANDLER_OF_KIND[kind], event.flow, event)
+      call_handler(w, HANDLER_OF_KIND[kind], event.flow or event.expect, event)
     end
   end
 end
@@ -308,7 +289,7 @@ end
 -- is a new function in each version, so such a filter always resubscribes.
 local function same_subscription(a, b)
   return table.concat(a.kinds, ",") == table.concat(b.kinds, ",")
-     and same_value(a.filter, b.filter)
+     and a.resync == b.resync and same_value(a.filter, b.filter)
 end
 
 -- An error raised by the module at our call names this file and line; the
@@ -324,7 +305,7 @@ end
 local function subscribe(h, reaction)
   if #reaction.kinds == 0 then return false end
   local ok, ev, err = pcall(function()  -- a method call, so that errors name 'listen'
-    return h:listen{ events = reaction.kinds, filter = reaction.filter }
+    return h:listen{ events = reaction.kinds, filter = reaction.filter, resync = reaction.resync }
   end)
   if not ok then return nil, without_our_position(error_message(ev)) end
   if not ev then return nil, err end
@@ -482,7 +463,7 @@ local function new_watch(path, h, signals, args)
     signals = signals,
     state = {},
     reported = {},
-    clock = monotonic_clock(),
+    clock = conntrack.monotonic,
   }
   w.ctx = make_ctx(w, h, args)
   w.on_error = capture_error(w)
