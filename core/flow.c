@@ -143,6 +143,71 @@ static int flow_tostring(lua_State *L)
 	return 1;
 }
 
+/* The message type of an event kind, for the [NEW] / [UPDATE] / [DESTROY] prefix. */
+static unsigned int event_type(lua_State *L, int opts)
+{
+	static const char *const kinds[] = { "new", "update", "destroy", NULL };
+	static const unsigned int types[] = { NFCT_T_NEW, NFCT_T_UPDATE, NFCT_T_DESTROY };
+	unsigned int type = NFCT_T_UNKNOWN;
+
+	if (lua_getfield(L, opts, "event") != LUA_TNIL)
+		type = types[luaL_checkoption(L, -1, NULL, kinds)];
+	lua_pop(L, 1);
+	return type;
+}
+
+static bool flag(lua_State *L, int opts, const char *name)
+{
+	bool set;
+
+	lua_getfield(L, opts, name);
+	set = lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	return set;
+}
+
+/*
+ * flow:format{ xml =, extended =, id =, ktimestamp =, labels =, event = }
+ * -> the text conntrack(8) prints with the matching -o options (and, for an
+ * event, its [NEW] prefix), through libnetfilter_conntrack's own printer.
+ */
+static int flow_format(lua_State *L)
+{
+	static const char *const options[] = {
+		"xml", "extended", "id", "ktimestamp", "labels", "event", NULL
+	};
+	struct ct_flow *flow = ct_flow_check(L, 1);
+	unsigned int flags = 0, type;
+	struct nfct_labelmap *map = NULL;
+	luaL_Buffer b;
+	char *out;
+	int len;
+
+	if (lua_isnoneornil(L, 2))
+		lua_newtable(L);
+	luaL_checktype(L, 2, LUA_TTABLE);
+	lua_settop(L, 2);
+	lua_pushnil(L);
+	while (lua_next(L, 2)) {
+		lua_pop(L, 1);
+		luaL_checkoption(L, -1, NULL, options);
+	}
+	type = event_type(L, 2);
+	if (flag(L, 2, "extended"))
+		flags |= NFCT_OF_SHOW_LAYER3;
+	if (flag(L, 2, "id"))
+		flags |= NFCT_OF_ID;
+	if (flag(L, 2, "ktimestamp"))
+		flags |= NFCT_OF_TIMESTAMP;
+	if (flag(L, 2, "labels"))
+		map = flow_labelmap(L, 1);
+	out = luaL_buffinitsize(L, &b, 8192);
+	len = nfct_snprintf_labels(out, 8192, flow->ct, type,
+				   flag(L, 2, "xml") ? NFCT_O_XML : NFCT_O_DEFAULT, flags, map);
+	luaL_pushresultsize(&b, len < 0 ? 0 : (size_t)(len < 8192 ? len : 8191));
+	return 1;
+}
+
 static int flow_gc(lua_State *L)
 {
 	struct ct_flow *flow = luaL_checkudata(L, 1, CT_FLOW_TYPE);
@@ -165,6 +230,7 @@ void ct_flow_open(lua_State *L)
 	};
 	static const luaL_Reg methods[] = {
 		{ "totable", flow_totable },
+		{ "format", flow_format },
 		{ NULL, NULL }
 	};
 
