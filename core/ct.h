@@ -197,6 +197,9 @@ int ct_socket_open_in(struct ct_socket *s, int netns, unsigned int groups, int f
 /* ---- error.c: the three error tiers ------------------------------------- */
 
 int ct_fail(lua_State *L, const char *op, int err);
+void ct_check_options(lua_State *L, int idx, int arg, const char *const *names);
+int ct_check_choice(lua_State *L, int idx, int arg, const char *what, const char *def,
+		    const char *const *names);
 int ct_raise(lua_State *L, const char *op, int err);
 void ct_error_open(lua_State *L);
 

@@ -56,6 +56,35 @@ int ct_raise(lua_State *L, const char *op, int err)
 	return lua_error(L);
 }
 
+/*
+ * Misuse checks for option tables. The table at idx is argument arg of the
+ * running function: every key must be one of names, else
+ * "bad argument #arg to 'f' (unknown option 'x')".
+ */
+void ct_check_options(lua_State *L, int idx, int arg, const char *const *names)
+{
+	idx = lua_absindex(L, idx);
+	luaL_checktype(L, idx, LUA_TTABLE);
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		lua_pop(L, 1);
+		ct_check_choice(L, -1, arg, "option", NULL, names);
+	}
+}
+
+/* The index in names of the string at idx (def when it is nil), raising "(unknown what 'x')". */
+int ct_check_choice(lua_State *L, int idx, int arg, const char *what, const char *def,
+		    const char *const *names)
+{
+	const char *s = lua_isnil(L, idx) && def ? def : lua_tostring(L, idx);
+
+	for (int i = 0; s && lua_type(L, idx) != LUA_TNUMBER && names[i]; i++)
+		if (strcmp(names[i], s) == 0)
+			return i;
+	return luaL_argerror(L, arg, lua_pushfstring(L, "unknown %s '%s'", what,
+						     luaL_tolstring(L, idx, NULL)));
+}
+
 static int error_tostring(lua_State *L)
 {
 	lua_getfield(L, 1, "message");

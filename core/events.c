@@ -40,8 +40,10 @@ enum resync_phase { RESYNC_IDLE, RESYNC_DRAINING, RESYNC_DUMPING, RESYNC_SWEEPIN
 
 #define SLOTS 64		/* datagrams per recvmmsg */
 #define SLOT_SIZE 4096		/* one event message; the largest is well under 1 KiB */
-#define DEFAULT_BUFSIZE (8 << 20)
-#define DEFAULT_BUFSIZE_MAX (128 << 20)
+/* An event takes about 1.3 KiB of buffer: 32 MiB hold a burst of 25,000
+ * unread events (the kernel caps it at net.core.rmem_max without CAP_NET_ADMIN) */
+#define DEFAULT_BUFSIZE (32 << 20)
+#define DEFAULT_BUFSIZE_MAX (512 << 20)
 #define DEFAULT_BATCH 256
 #define NO_NSID INT32_MIN	/* the event's namespace has no id here, or all_netns is off */
 
@@ -59,6 +61,7 @@ struct ct_events {
 	int bufsize, bufsize_max;	/* the socket's receive buffer, and its cap */
 	uint32_t drops;			/* the kernel's drop counter, as last read */
 	size_t unreported;		/* flow bytes not yet told to the GC */
+	bool reliable;			/* the kernel redelivers what it could not send */
 	struct ct_filter filter;
 	struct ct_seen *seen;		/* the subscriber's view, with resync on */
 	uint32_t generation;		/* of the latest resync */
@@ -457,15 +460,20 @@ static int events_recv(lua_State *L)
 			continue;
 		}
 		got = fill(ev);
-		if (got == 0 && ev->resync == RESYNC_DRAINING)
+		/* ENOBUFS comes once per congestion, but the kernel counts every
+		 * message it drops until the queue empties: the counter, read when
+		 * the queue is empty, accounts for all of them. In reliable mode a
+		 * failed delivery is sent again later, so it is no loss. */
+		if (got == -ENOBUFS ||
+		    (got == 0 && !ev->reliable && socket_drops(ev) != ev->drops)) {
+			queue_overrun(L, ev, queue);
+			if (ev->seen && ev->resync == RESYNC_IDLE)
+				ev->resync = RESYNC_DRAINING;
+		} else if (got == 0 && ev->resync == RESYNC_DRAINING)
 			start_resync(L, ev, 1);
 		else if (got == 0)
 			break;
-		else if (got == -ENOBUFS) {
-			queue_overrun(L, ev, queue);
-			if (ev->seen)
-				ev->resync = RESYNC_DRAINING;
-		} else if (got < 0)
+		else if (got < 0)
 			ev->pending_err = -got;
 	}
 	if (luaL_len(L, queue) == 0 && ev->pending_err) {
@@ -592,14 +600,7 @@ static void parse_listen_opts(lua_State *L, struct listen_opts *o)
 		lua_pushnil(L);
 		return;
 	}
-	luaL_checktype(L, 2, LUA_TTABLE);
-	lua_pushnil(L);
-	while (lua_next(L, 2)) {
-		lua_pop(L, 1);
-		if (lua_type(L, -1) != LUA_TSTRING)
-			luaL_argerror(L, 2, "option names must be strings");
-		luaL_checkoption(L, -1, NULL, names);
-	}
+	ct_check_options(L, 2, 2, names);
 	if (lua_getfield(L, 2, "events") != LUA_TNIL)
 		o->groups = parse_kinds(L, lua_gettop(L));
 	else
@@ -678,6 +679,7 @@ int ct_handle_listen(lua_State *L)
 		 * instead of dropping them when the buffer is full */
 		mnl_socket_setsockopt(ev->sock.nl, NETLINK_BROADCAST_ERROR, &on, sizeof(on));
 		mnl_socket_setsockopt(ev->sock.nl, NETLINK_NO_ENOBUFS, &on, sizeof(on));
+		ev->reliable = true;
 	}
 	ev->drops = socket_drops(ev);
 	if (o.kernel_filter)

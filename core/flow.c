@@ -151,7 +151,7 @@ static unsigned int event_type(lua_State *L, int opts)
 	unsigned int type = NFCT_T_UNKNOWN;
 
 	if (lua_getfield(L, opts, "event") != LUA_TNIL)
-		type = types[luaL_checkoption(L, -1, NULL, kinds)];
+		type = types[ct_check_choice(L, -1, 2, "event kind", NULL, kinds)];
 	lua_pop(L, 1);
 	return type;
 }
@@ -183,15 +183,12 @@ static int flow_format(lua_State *L)
 	char *out;
 	int len;
 
-	if (lua_isnoneornil(L, 2))
-		lua_newtable(L);
-	luaL_checktype(L, 2, LUA_TTABLE);
 	lua_settop(L, 2);
-	lua_pushnil(L);
-	while (lua_next(L, 2)) {
-		lua_pop(L, 1);
-		luaL_checkoption(L, -1, NULL, options);
+	if (lua_isnil(L, 2)) {
+		lua_newtable(L);
+		lua_replace(L, 2);
 	}
+	ct_check_options(L, 2, 2, options);
 	type = event_type(L, 2);
 	if (flag(L, 2, "extended"))
 		flags |= NFCT_OF_SHOW_LAYER3;

@@ -62,16 +62,8 @@ static int ct_open(lua_State *L)
 	struct ct_handle *h;
 	int err;
 
-	if (!lua_isnoneornil(L, 1)) {
-		luaL_checktype(L, 1, LUA_TTABLE);
-		lua_pushnil(L);
-		while (lua_next(L, 1)) {
-			lua_pop(L, 1);
-			if (lua_type(L, -1) != LUA_TSTRING)
-				luaL_argerror(L, 1, "option names must be strings");
-			luaL_checkoption(L, -1, NULL, options);
-		}
-	}
+	if (!lua_isnoneornil(L, 1))
+		ct_check_options(L, 1, 1, options);
 	h = lua_newuserdatauv(L, sizeof(*h), 2);
 	h->sock.nl = NULL;
 	luaL_setmetatable(L, CT_HANDLE_TYPE);
@@ -105,16 +97,9 @@ static uint16_t dump_type(lua_State *L, int idx)
 
 	if (lua_isnoneornil(L, idx))
 		return CT_MSG(IPCTNL_MSG_CT_GET);
-	luaL_checktype(L, idx, LUA_TTABLE);
-	lua_pushnil(L);
-	while (lua_next(L, idx)) {
-		lua_pop(L, 1);
-		if (lua_type(L, -1) != LUA_TSTRING)
-			luaL_argerror(L, idx, "option names must be strings");
-		luaL_checkoption(L, -1, NULL, names);
-	}
+	ct_check_options(L, idx, idx, names);
 	lua_getfield(L, idx, "table");
-	table = luaL_checkoption(L, -1, "conntrack", tables);
+	table = ct_check_choice(L, -1, idx, "table", "conntrack", tables);
 	lua_getfield(L, idx, "zero");
 	zero = lua_toboolean(L, -1);
 	lua_pop(L, 2);

@@ -6,24 +6,29 @@ local core = require "conntrack.core"
 
 local events = core.methods.events
 
+-- The events an each() loop has received but not yet handed out, by events
+-- object, so that a loop left with break loses none: the next each() goes on.
+local unread = setmetatable({}, { __mode = "k" })
+
 --- Blocking iteration over events: `for kind, flow, event in ev:each() do`.
--- kind is "new", "update", "destroy" or "overrun" (then flow is nil and
--- event.lost says how many the kernel dropped). Waits when nothing is
--- queued; a receive error is raised.
+-- kind is "new", "update", "destroy", an expect_ kind (then the object is
+-- event.expect) or "overrun" (then flow is nil and event.lost says how many
+-- the kernel dropped). Waits when nothing is queued; a receive error is
+-- raised. Leaving the loop with break keeps the rest for the next each().
 function events:each()
-  local batch, i = {}, 0
   return function()
     while true do
-      i = i + 1
-      local event = batch[i]
-      if event then
-        return event.kind, event.flow, event
+      local batch = unread[self]
+      if batch and batch.next <= batch.n then
+        local event = batch[batch.next]
+        batch.next = batch.next + 1
+        return event.kind, event.flow or event.expect, event
       end
-      local err
-      batch, err = self:recv()
-      if not batch then error(err, 2) end
-      i = 0
-      if #batch == 0 then self:wait() end
+      local fresh, err = self:recv()
+      if not fresh then error(err, 2) end
+      fresh.next, fresh.n = 1, #fresh
+      unread[self] = fresh
+      if fresh.n == 0 then self:wait() end
     end
   end
 end
