@@ -214,6 +214,8 @@ struct nf_conntrack *ct_flow_alloc(lua_State *L);
 void ct_flow_account(lua_State *L, size_t *unreported);
 struct ct_flow *ct_flow_check(lua_State *L, int idx);
 void ct_flow_open(lua_State *L);
+unsigned int ct_format_event(lua_State *L, int opts);
+bool ct_format_flag(lua_State *L, int opts, const char *name);
 
 /* ---- expect.c: conntrack.expect ----------------------------------------- */
 

@@ -294,6 +294,30 @@ static int expect_tostring(lua_State *L)
 	return 1;
 }
 
+/*
+ * e:format{ xml =, timestamp =, event = } -> the text `conntrack -L expect`
+ * (or -E expect) prints with those -o options, from libnetfilter_conntrack.
+ */
+static int expect_format(lua_State *L)
+{
+	static const char *const options[] = { "xml", "timestamp", "event", NULL };
+	struct ct_expect *e = check_expect(L, 1);
+	char buf[2048];
+	int len;
+
+	lua_settop(L, 2);
+	if (lua_isnil(L, 2)) {
+		lua_newtable(L);
+		lua_replace(L, 2);
+	}
+	ct_check_options(L, 2, 2, options);
+	len = nfexp_snprintf(buf, sizeof(buf), e->exp, ct_format_event(L, 2),
+			     ct_format_flag(L, 2, "xml") ? NFCT_O_XML : NFCT_O_DEFAULT,
+			     ct_format_flag(L, 2, "timestamp") ? NFCT_OF_TIME : 0);
+	lua_pushlstring(L, buf, len < 0 ? 0 : (size_t)(len < (int)sizeof(buf) ? len : (int)sizeof(buf) - 1));
+	return 1;
+}
+
 static int expect_gc(lua_State *L)
 {
 	ct_expect_clear(luaL_checkudata(L, 1, CT_EXPECT_TYPE));
@@ -472,6 +496,7 @@ void ct_expect_open(lua_State *L)
 	};
 	static const luaL_Reg methods[] = {
 		{ "totable", expect_totable },
+		{ "format", expect_format },
 		{ NULL, NULL }
 	};
 

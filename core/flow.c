@@ -143,8 +143,8 @@ static int flow_tostring(lua_State *L)
 	return 1;
 }
 
-/* The message type of an event kind, for the [NEW] / [UPDATE] / [DESTROY] prefix. */
-static unsigned int event_type(lua_State *L, int opts)
+/* The message type of opts.event, for the [NEW] / [UPDATE] / [DESTROY] prefix. */
+unsigned int ct_format_event(lua_State *L, int opts)
 {
 	static const char *const kinds[] = { "new", "update", "destroy", NULL };
 	static const unsigned int types[] = { NFCT_T_NEW, NFCT_T_UPDATE, NFCT_T_DESTROY };
@@ -156,7 +156,7 @@ static unsigned int event_type(lua_State *L, int opts)
 	return type;
 }
 
-static bool flag(lua_State *L, int opts, const char *name)
+bool ct_format_flag(lua_State *L, int opts, const char *name)
 {
 	bool set;
 
@@ -189,18 +189,18 @@ static int flow_format(lua_State *L)
 		lua_replace(L, 2);
 	}
 	ct_check_options(L, 2, 2, options);
-	type = event_type(L, 2);
-	if (flag(L, 2, "extended"))
+	type = ct_format_event(L, 2);
+	if (ct_format_flag(L, 2, "extended"))
 		flags |= NFCT_OF_SHOW_LAYER3;
-	if (flag(L, 2, "id"))
+	if (ct_format_flag(L, 2, "id"))
 		flags |= NFCT_OF_ID;
-	if (flag(L, 2, "ktimestamp"))
+	if (ct_format_flag(L, 2, "ktimestamp"))
 		flags |= NFCT_OF_TIMESTAMP;
-	if (flag(L, 2, "labels"))
+	if (ct_format_flag(L, 2, "labels"))
 		map = flow_labelmap(L, 1);
 	out = luaL_buffinitsize(L, &b, 8192);
 	len = nfct_snprintf_labels(out, 8192, flow->ct, type,
-				   flag(L, 2, "xml") ? NFCT_O_XML : NFCT_O_DEFAULT, flags, map);
+				   ct_format_flag(L, 2, "xml") ? NFCT_O_XML : NFCT_O_DEFAULT, flags, map);
 	luaL_pushresultsize(&b, len < 0 ? 0 : (size_t)(len < 8192 ? len : 8191));
 	return 1;
 }
