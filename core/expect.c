@@ -295,12 +295,12 @@ static int expect_tostring(lua_State *L)
 }
 
 /*
- * e:format{ xml =, timestamp =, event = } -> the text `conntrack -L expect`
- * (or -E expect) prints with those -o options, from libnetfilter_conntrack.
+ * e:format{ xml =, event = } -> the text `conntrack -L expect` (or -E
+ * expect) prints with those -o options, from libnetfilter_conntrack.
  */
 static int expect_format(lua_State *L)
 {
-	static const char *const options[] = { "xml", "timestamp", "event", NULL };
+	static const char *const options[] = { "xml", "event", NULL };
 	struct ct_expect *e = check_expect(L, 1);
 	char buf[2048];
 	int len;
@@ -312,8 +312,7 @@ static int expect_format(lua_State *L)
 	}
 	ct_check_options(L, 2, 2, options);
 	len = nfexp_snprintf(buf, sizeof(buf), e->exp, ct_format_event(L, 2),
-			     ct_format_flag(L, 2, "xml") ? NFCT_O_XML : NFCT_O_DEFAULT,
-			     ct_format_flag(L, 2, "timestamp") ? NFCT_OF_TIME : 0);
+			     ct_format_flag(L, 2, "xml") ? NFCT_O_XML : NFCT_O_DEFAULT, 0);
 	lua_pushlstring(L, buf, len < 0 ? 0 : (size_t)(len < (int)sizeof(buf) ? len : (int)sizeof(buf) - 1));
 	return 1;
 }
