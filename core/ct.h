@@ -215,6 +215,7 @@ void ct_flow_account(lua_State *L, size_t *unreported);
 struct ct_flow *ct_flow_check(lua_State *L, int idx);
 void ct_flow_open(lua_State *L);
 unsigned int ct_format_event(lua_State *L, int opts);
+int ct_pairs(lua_State *L, lua_CFunction totable);
 bool ct_format_flag(lua_State *L, int opts, const char *name);
 
 /* ---- expect.c: conntrack.expect ----------------------------------------- */

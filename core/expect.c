@@ -271,12 +271,7 @@ static int expect_totable(lua_State *L)
 
 static int expect_pairs(lua_State *L)
 {
-	lua_getglobal(L, "next");
-	lua_pushcfunction(L, expect_totable);
-	lua_pushvalue(L, 1);
-	lua_call(L, 1, 1);
-	lua_pushnil(L);
-	return 3;
+	return ct_pairs(L, expect_totable);
 }
 
 static int expect_tostring(lua_State *L)

@@ -102,8 +102,8 @@ static int expect_get(lua_State *L)
 	return 1;
 }
 
-/* h:expect_create(spec) -> true | nil, message, errno */
-static int expect_create(lua_State *L)
+/* Sends the expectation argument 2 names; pushes true or nil, message, errno. */
+static int expect_change(lua_State *L, const char *op, uint16_t type, uint16_t flags, bool create)
 {
 	struct ct_handle *h = ct_handle_check(L, 1);
 	struct nf_expect *exp;
@@ -113,12 +113,18 @@ static int expect_create(lua_State *L)
 	lua_settop(L, 2);
 	lua_getiuservalue(L, 1, CT_UV_LABELMAP);
 	exp = expect_alloc(L);
-	family = expect_arg(L, exp, true);
-	err = request(h, IPCTNL_MSG_EXP_NEW, NLM_F_CREATE | NLM_F_EXCL, exp, family, NULL, NULL);
+	family = expect_arg(L, exp, create);
+	err = request(h, type, flags, exp, family, NULL, NULL);
 	if (err)
-		return ct_fail(L, "expect_create", err);
+		return ct_fail(L, op, err);
 	lua_pushboolean(L, 1);
 	return 1;
+}
+
+/* h:expect_create(spec) -> true | nil, message, errno */
+static int expect_create(lua_State *L)
+{
+	return expect_change(L, "expect_create", IPCTNL_MSG_EXP_NEW, NLM_F_CREATE | NLM_F_EXCL, true);
 }
 
 /*
@@ -127,20 +133,7 @@ static int expect_create(lua_State *L)
  */
 static int expect_delete(lua_State *L)
 {
-	struct ct_handle *h = ct_handle_check(L, 1);
-	struct nf_expect *exp;
-	uint8_t family;
-	int err;
-
-	lua_settop(L, 2);
-	lua_getiuservalue(L, 1, CT_UV_LABELMAP);
-	exp = expect_alloc(L);
-	family = expect_arg(L, exp, false);
-	err = request(h, IPCTNL_MSG_EXP_DELETE, 0, exp, family, NULL, NULL);
-	if (err)
-		return ct_fail(L, "expect_delete", err);
-	lua_pushboolean(L, 1);
-	return 1;
+	return expect_change(L, "expect_delete", IPCTNL_MSG_EXP_DELETE, 0, false);
 }
 
 /* h:expect_flush() -> true | nil, message, errno */

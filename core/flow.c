@@ -118,14 +118,20 @@ static int flow_newindex(lua_State *L)
 			  luaL_tolstring(L, 2, NULL));
 }
 
-static int flow_pairs(lua_State *L)
+/* __pairs of an object whose fields totable lists: next, totable(obj), nil */
+int ct_pairs(lua_State *L, lua_CFunction totable)
 {
 	lua_getglobal(L, "next");
-	lua_pushcfunction(L, flow_totable);
+	lua_pushcfunction(L, totable);
 	lua_pushvalue(L, 1);
 	lua_call(L, 1, 1);
 	lua_pushnil(L);
 	return 3;
+}
+
+static int flow_pairs(lua_State *L)
+{
+	return ct_pairs(L, flow_totable);
 }
 
 static int flow_tostring(lua_State *L)
