@@ -99,6 +99,10 @@ static int expect_get(lua_State *L)
 	err = request(h, IPCTNL_MSG_EXP_GET, 0, exp, family, ct_expect_parse_cb, found);
 	if (err)
 		return ct_fail(L, "expect_get", err);
+	/* the kernel does not report an expectation's zone: keep the one it was found in,
+	 * so that get, then delete of the result, works in a zone too */
+	if (nfexp_attr_is_set(exp, ATTR_EXP_ZONE) > 0 && nfexp_attr_is_set(found->exp, ATTR_EXP_ZONE) <= 0)
+		nfexp_set_attr_u16(found->exp, ATTR_EXP_ZONE, nfexp_get_attr_u16(exp, ATTR_EXP_ZONE));
 	return 1;
 }
 

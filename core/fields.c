@@ -830,6 +830,19 @@ bool ct_field_match(const struct ct_field *f, const struct ct_value *want,
 
 /* ---- writing a conntrack object ------------------------------------------ */
 
+/* The bits of a label bitmask attribute of ct into bits (left as they are when unset). */
+static void read_label_bits(const struct nf_conntrack *ct, int attr, uint8_t *bits)
+{
+	const struct nfct_bitmask *b;
+
+	if (nfct_attr_is_set(ct, (enum nf_conntrack_attr)attr) <= 0)
+		return;
+	b = nfct_get_attr(ct, (enum nf_conntrack_attr)attr);
+	for (unsigned bit = 0; bit <= nfct_bitmask_maxbit(b) && bit < LABEL_BITS; bit++)
+		if (nfct_bitmask_test_bit(b, bit))
+			bits[bit / 8] |= (uint8_t)(1u << (bit % 8));
+}
+
 static struct nfct_bitmask *label_bitmask(const uint8_t *bits)
 {
 	struct nfct_bitmask *b = nfct_bitmask_new(LABEL_BITS - 1);
@@ -910,14 +923,27 @@ int ct_field_store(const struct ct_field *f, const struct ct_value *val,
 	case K_LABELS:
 	case K_LABELS_ADD:
 	case K_LABELS_DEL: {
-		/* labels replaces the whole set (the mask covers every bit);
-		 * add and del change only the bits they name */
-		static const uint8_t all[LABEL_BITS / 8] = {
-			0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-			0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
-		static const uint8_t none[LABEL_BITS / 8];
-		struct nfct_bitmask *labels = label_bitmask(f->kind == K_LABELS_DEL ? none : val->v.bits);
-		struct nfct_bitmask *mask = label_bitmask(f->kind == K_LABELS ? all : val->mask.bits);
+		/* labels replaces the whole set (its mask covers every bit); add
+		 * and del change only the bits they name. Changes made to this
+		 * request before (labels_add with labels_del) are kept. */
+		uint8_t bits[LABEL_BITS / 8] = { 0 }, covered[LABEL_BITS / 8] = { 0 };
+		struct nfct_bitmask *labels, *mask;
+
+		read_label_bits(ct, ATTR_CONNLABELS, bits);
+		read_label_bits(ct, ATTR_CONNLABELS_MASK, covered);
+		for (size_t i = 0; i < sizeof(bits); i++) {
+			uint8_t named = val->mask.bits[i];
+
+			if (f->kind == K_LABELS) {
+				bits[i] = val->v.bits[i];
+				covered[i] = 0xff;
+			} else {
+				bits[i] = f->kind == K_LABELS_ADD ? bits[i] | named : bits[i] & ~named;
+				covered[i] |= named;
+			}
+		}
+		labels = label_bitmask(bits);
+		mask = label_bitmask(covered);
 
 		if (!labels || !mask) {
 			nfct_bitmask_destroy(labels);

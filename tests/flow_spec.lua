@@ -677,34 +677,8 @@ end)
 -- 5. Labels
 -- ---------------------------------------------------------------------------
 
--- Any `ct label` expression in the ruleset gives new conntracks label storage on this
--- kernel (verified: the match below is enough, no `ct label set` needed); entries made
--- before it have none.
-local LABEL_RULESET = [[
-table inet ct_lua_labels {
-  chain out {
-    type filter hook output priority 0;
-    ct label 1 counter
-  }
-}]]
-local CONNLABEL_CONF = "0 blue\n1 green\n5 red\n"
-
---- Runs conntrack ARGS with our connlabel.conf. conntrack 1.4.7 reads labels only from
--- /etc/xtables/connlabel.conf (no --labelmap before 1.4.9); the host has none and must
--- keep none, so conntrack runs in a private mount namespace with an overlay on /etc.
-local function conntrack_with_labelmap(dir, conf, args)
-  local script = table.concat({
-    "mkdir -p " .. dir .. "/upper " .. dir .. "/work",
-    "mount -t overlay overlay -o lowerdir=/etc,upperdir=" .. dir .. "/upper,workdir=" ..
-      dir .. "/work /etc",
-    "mkdir -p /etc/xtables",
-    "cp " .. conf .. " /etc/xtables/connlabel.conf",
-    H.CONNTRACK .. " " .. args,
-  }, " && ")
-  local out, status, err = H.run("unshare -m sh -c " .. H.quote(script))
-  assert(status == 0, err)
-  return H.lines(out)
-end
+local LABEL_RULESET, CONNLABEL_CONF = H.LABEL_RULESET, H.CONNLABEL_CONF
+local conntrack_with_labelmap = H.conntrack_with_labelmap
 
 --- conntrack -L ARGS (label filters) with our connlabel.conf, as lines of plain
 -- conntrack -L: loading the labelmap makes conntrack append " labels=...", which plain

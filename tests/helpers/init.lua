@@ -190,6 +190,35 @@ function H.write_file(path, text)
   f:close()
 end
 
+-- Any `ct label` expression in the ruleset gives conntracks created afterwards label
+-- storage (the match is enough, no `ct label set`); entries made before it have none.
+H.LABEL_RULESET = [[
+table inet ct_lua_labels {
+  chain out {
+    type filter hook output priority 0;
+    ct label 1 counter
+  }
+}]]
+H.CONNLABEL_CONF = "0 blue\n1 green\n5 red\n"
+
+--- Runs conntrack ARGS with the connlabel.conf at path conf (dir: a scratch directory).
+-- conntrack 1.4.7 reads labels only from /etc/xtables/connlabel.conf (no --labelmap
+-- before 1.4.9); the host has none and must keep none, so conntrack runs in a private
+-- mount namespace with an overlay on /etc. Returns its stdout lines.
+function H.conntrack_with_labelmap(dir, conf, args)
+  local script = table.concat({
+    "mkdir -p " .. dir .. "/upper " .. dir .. "/work",
+    "mount -t overlay overlay -o lowerdir=/etc,upperdir=" .. dir .. "/upper,workdir=" ..
+      dir .. "/work /etc",
+    "mkdir -p /etc/xtables",
+    "cp " .. conf .. " /etc/xtables/connlabel.conf",
+    H.CONNTRACK .. " " .. args,
+  }, " && ")
+  local out, status, err = H.run("unshare -m sh -c " .. H.quote(script))
+  assert(status == 0, err)
+  return H.lines(out)
+end
+
 --- Open file descriptors of this process. ls runs from popen, whose pipe
 -- may not yet be closed on our side when ls looks: take the least of a few.
 function H.fd_count()
