@@ -19,9 +19,9 @@ EMBEDDED    := $(sort $(wildcard lua/*.lua lua/*/*.lua)) $(sort $(wildcard scrip
 
 DEB_PACKAGES := build-essential pkg-config libnetfilter-conntrack-dev libmnl-dev \
                 liblua5.4-dev lua5.4 lua-busted lua-cjson conntrack nftables iproute2 \
-                util-linux socat valgrind lua-luv lua-cqueues
+                util-linux socat valgrind lua-check cppcheck lua-luv lua-cqueues
 
-.PHONY: all deps test demo valgrind clean
+.PHONY: all deps test demo valgrind lint clean
 
 all: conntrack/core.so ct-lua
 
@@ -63,6 +63,12 @@ test: deps all
 
 demo: deps all
 	tools/demo.sh
+
+# static checks: luacheck over the Lua, cppcheck over the C
+lint: deps
+	luacheck lua scripts examples tests
+	cppcheck --enable=warning,style,performance,portability --std=c11 --quiet \
+		--error-exitcode=1 --inline-suppr -Icore core
 
 # memcheck over a script that goes through every allocating path
 valgrind: all

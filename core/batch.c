@@ -124,7 +124,6 @@ static int mutate(lua_State *L, const char *op, const struct ct_change *changes,
 	struct ct_handle *h = ct_handle_check(L, 1);
 	struct ct_flow *flow = luaL_testudata(L, 2, CT_FLOW_TYPE);
 	struct ct_batch b;
-	int err;
 
 	if (flow) {
 		batch_init(&b, &h->sock, false);
@@ -134,6 +133,8 @@ static int mutate(lua_State *L, const char *op, const struct ct_change *changes,
 
 		batch_init(&b, &h->sock, true);
 		do {
+			int err;
+
 			lua_settop(L, dump - 1);
 			err = ct_dump_push(L, 1, 2, 2, op, CT_MSG(IPCTNL_MSG_CT_GET));
 			if (err)

@@ -68,16 +68,14 @@ struct ct_events {
 	enum resync_phase resync;
 };
 
-static const struct {
-	const char *name;
-	unsigned int group;
-} kinds[] = {
-	{ "new", NF_NETLINK_CONNTRACK_NEW },
-	{ "update", NF_NETLINK_CONNTRACK_UPDATE },
-	{ "destroy", NF_NETLINK_CONNTRACK_DESTROY },
-	{ "expect_new", NF_NETLINK_CONNTRACK_EXP_NEW },
-	{ "expect_update", NF_NETLINK_CONNTRACK_EXP_UPDATE },
-	{ "expect_destroy", NF_NETLINK_CONNTRACK_EXP_DESTROY },
+/* The kinds of event and their multicast groups, in the same order. */
+static const char *const kinds[] = {
+	"new", "update", "destroy", "expect_new", "expect_update", "expect_destroy", NULL
+};
+static const unsigned int groups_of_kinds[] = {
+	NF_NETLINK_CONNTRACK_NEW, NF_NETLINK_CONNTRACK_UPDATE, NF_NETLINK_CONNTRACK_DESTROY,
+	NF_NETLINK_CONNTRACK_EXP_NEW, NF_NETLINK_CONNTRACK_EXP_UPDATE,
+	NF_NETLINK_CONNTRACK_EXP_DESTROY,
 };
 
 static void events_release(struct ct_events *ev)
@@ -564,16 +562,7 @@ static unsigned int parse_kinds(lua_State *L, int idx)
 
 	luaL_argcheck(L, lua_type(L, idx) == LUA_TTABLE, 2, "'events' must be a list of kinds");
 	for (lua_Integer i = 1; lua_rawgeti(L, idx, i) != LUA_TNIL; i++) {
-		const char *name = lua_tostring(L, -1);
-		size_t k;
-
-		for (k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++)
-			if (name && strcmp(name, kinds[k].name) == 0)
-				break;
-		if (k == sizeof(kinds) / sizeof(kinds[0]))
-			luaL_argerror(L, 2, lua_pushfstring(L, "unknown event kind '%s'",
-							    luaL_tolstring(L, -1, NULL)));
-		groups |= kinds[k].group;
+		groups |= groups_of_kinds[ct_check_choice(L, -1, 2, "event kind", NULL, kinds)];
 		lua_pop(L, 1);
 	}
 	lua_pop(L, 1);

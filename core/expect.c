@@ -30,19 +30,19 @@ static const struct {
 	[CT_NAT] = { "nat", CTA_EXPECT_NAT_TUPLE, CTA_EXPECT_NAT, ATTR_EXP_NAT_TUPLE },
 };
 
+/* The expectation's own attributes (README lists what each means). */
 static const struct {
 	const char *name;
 	enum ct_kind kind;
 	int attr;
-	const char *doc;
 } scalars[] = {
-	{ "timeout", K_U32, ATTR_EXP_TIMEOUT, "seconds until the expectation expires" },
-	{ "zone", K_U16, ATTR_EXP_ZONE, "conntrack zone" },
-	{ "flags", K_STATUS, ATTR_EXP_FLAGS, "set of PERMANENT, INACTIVE, USERSPACE" },
-	{ "helper", K_STRING, ATTR_EXP_HELPER_NAME, "the helper that made it, e.g. \"ftp\"" },
-	{ "class", K_U32, ATTR_EXP_CLASS, "the helper's expectation class" },
-	{ "fn", K_STRING, ATTR_EXP_FN, "the NAT function the helper set" },
-	{ "nat_dir", K_U8, ATTR_EXP_NAT_DIR, "direction of the NAT tuple: 0 original, 1 reply" },
+	{ "timeout", K_U32, ATTR_EXP_TIMEOUT },
+	{ "zone", K_U16, ATTR_EXP_ZONE },
+	{ "flags", K_STATUS, ATTR_EXP_FLAGS },	/* a set of PERMANENT, INACTIVE, USERSPACE */
+	{ "helper", K_STRING, ATTR_EXP_HELPER_NAME },
+	{ "class", K_U32, ATTR_EXP_CLASS },
+	{ "fn", K_STRING, ATTR_EXP_FN },
+	{ "nat_dir", K_U8, ATTR_EXP_NAT_DIR },
 };
 
 static const char *const flag_names[] = { "PERMANENT", "INACTIVE", "USERSPACE", NULL };

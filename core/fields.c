@@ -414,9 +414,11 @@ static void label_word(const struct ct_arg *a, const struct ct_field *f, int idx
 		struct nfct_labelmap *map = a->labelmap ? ct_labelmap_get(a->L, a->labelmap) : NULL;
 
 		bit = map ? nfct_labelmap_get_bit(map, name) : -1;
-		if (bit < 0 || bit >= LABEL_BITS)
+		if (bit < 0 || bit >= LABEL_BITS) {
 			arg_error(a, "field '%s': unknown label '%s'%s", f->name, name,
 				  map ? "" : " (no connlabel.conf loaded)");
+			return;
+		}
 		lua_pop(a->L, 1);
 	}
 	out->mask.bits[bit / 8] |= (uint8_t)(1u << (bit % 8));

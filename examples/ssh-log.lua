@@ -15,7 +15,7 @@ return {
   -- Called once per new flow. `event` holds the kind ("new"), the time and
   -- the flow; json.event writes all of it on one line, e.g.
   -- {"kind":"new","time":1795777568.928259,"flow":{"family":"ipv4",...}}
-  on_new = function(flow, event)
+  on_new = function(_, event)
     print(json.event(event))
   end,
 }

@@ -141,7 +141,8 @@ local function reaction_of(handlers)
     local err = check_field(name, value)
     if err then return nil, err end
   end
-  if handlers.interval and not (handlers.interval > 0) then
+  -- "not (x > 0)" and not "x <= 0": NaN is no positive number either
+  if handlers.interval and not (handlers.interval > 0) then  -- luacheck: ignore 581
     return nil, "field 'interval' must be a positive number of seconds"
   end
   local kinds, err = kinds_of(handlers)

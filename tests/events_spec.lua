@@ -242,7 +242,7 @@ describe("events", function()
     it("new, update and destroy from our API and from conntrack(8), as conntrack -E and -L show them", function()
       local cli = conntrack_events("-o id")
       local ev <close> = assert(h:listen())
-      local snapshots, pid_of_insert = {}, nil
+      local snapshots = {}
       local function snapshot() snapshots[#snapshots + 1] = listed_by_id() end
 
       -- 1: two entries created by us, 2: one updated by us
@@ -258,7 +258,7 @@ describe("events", function()
       -- 3: conntrack -I (sh execs it, so $$ is conntrack's pid), 4: -U, then -D
       local out = H.must("sh -c 'echo $$; exec " .. H.CONNTRACK .. " -I -p udp -s 10.0.2.1 " ..
                          "-d 10.0.2.2 --sport 3333 --dport 53 -t 100 -m 4 2>/dev/null'")
-      pid_of_insert = tonumber(out:match("^(%d+)"))
+      local pid_of_insert = tonumber(out:match("^(%d+)"))
       snapshot()
       H.must(H.CONNTRACK .. " -U -s 10.0.2.1 -m 6 2>&1")
       snapshot()
@@ -619,7 +619,8 @@ describe("events", function()
       { field = "reply_dst", v4 = "10.1.0.0/16", v6 = "fd01::/16" },
     }
     for _, net in ipairs(NETWORKS) do
-      it("on " .. net.field .. ": negated IPv4 networks pass every IPv6 event, negated IPv6 networks every IPv4 event", function()
+      it("on " .. net.field .. ": negated IPv4 networks pass every IPv6 event, " ..
+         "negated IPv6 networks every IPv4 event", function()
         local reference <close> = assert(h:listen())
         local function listen(value)
           local ev = assert(h:listen{ filter = { [net.field] = value } })
@@ -1081,9 +1082,10 @@ describe("events", function()
       collectgarbage()
       local before = H.fd_count()
       do
-        local listeners = {}
+        local listeners = {}  -- holds them open until the block ends
         for i = 1, 500 do listeners[i] = assert(h:listen{ events = { "destroy" } }) end
         assert.is_true(H.fd_count() >= before + 500)
+        assert.equal(500, #listeners)
       end
       collectgarbage()
       collectgarbage()
