@@ -10,11 +10,17 @@ local events = core.methods.events
 -- object, so that a loop left with break loses none: the next each() goes on.
 local unread = setmetatable({}, { __mode = "k" })
 
+--- The methods of conntrack.events written in Lua (the others are in C).
+-- @type events
+
 --- Blocking iteration over events: `for kind, flow, event in ev:each() do`.
--- kind is "new", "update", "destroy", an expect_ kind (then the object is
--- event.expect) or "overrun" (then flow is nil and event.lost says how many
+-- kind is `"new"`, `"update"`, `"destroy"`, an `expect_` kind (then the object is
+-- `event.expect`) or `"overrun"` (then flow is nil and `event.lost` says how many
 -- the kernel dropped). Waits when nothing is queued; a receive error is
 -- raised. Leaving the loop with break keeps the rest for the next each().
+-- @treturn function an iterator giving kind, flow (or expectation, or nil) and the event
+-- @raise the message of a receive error
+-- @usage for kind, f, event in ev:each() do print(kind, event.time, f) end
 function events:each()
   return function()
     while true do
@@ -33,18 +39,19 @@ function events:each()
   end
 end
 
+-- The C module's functions (their reference is doc/api.luadoc: make docs).
 return {
-  --- conntrack.open([opts]) -> handle | nil, message, errno
+  -- conntrack.open([opts]) -> handle | nil, message, errno
   open = core.open,
-  --- Every flow field: { name =, doc =, filter =, tuple =, create =, change = }.
+  -- Every flow field: { name =, doc =, read =, filter =, tuple =, create =, change = }.
   fields = core.fields,
   version = core.version,
-  --- conntrack.poll(objects, [seconds]) -> the ready ones: waits on any
+  -- conntrack.poll(objects, [seconds]) -> the ready ones: waits on any
   -- objects with :pollfd(), :events() and :timeout() (events, signals, ...).
   poll = core.poll,
-  --- conntrack.monotonic() -> seconds on a clock that never jumps, for timers.
+  -- conntrack.monotonic() -> seconds on a clock that never jumps, for timers.
   monotonic = core.monotonic,
-  --- conntrack.signals{ "HUP", ... } -> a pollable object whose recv()
+  -- conntrack.signals{ "HUP", ... } -> a pollable object whose recv()
   -- returns the signals received (they are blocked and read from a signalfd).
   signals = core.signals,
 }
