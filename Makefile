@@ -16,7 +16,7 @@ LUA        = lua5.4
 MODULE_SRCS := core/module.c core/handle.c core/dump.c core/batch.c core/stats.c \
                core/flow.c core/fields.c core/spec.c core/filter.c core/labelmap.c \
                core/expect.c core/expect_ops.c core/events.c core/seen.c core/bpf.c \
-               core/poll.c core/signals.c core/netns.c core/nl.c core/error.c
+               core/poll.c core/signals.c core/file.c core/netns.c core/nl.c core/error.c
 MODULE_OBJS := $(MODULE_SRCS:core/%.c=build/%.o)
 EMBEDDED    := $(sort $(wildcard lua/*.lua lua/*/*.lua lua/*/*/*.lua)) $(sort $(wildcard scripts/*.lua))
 
@@ -25,7 +25,8 @@ DEB_PACKAGES := build-essential pkg-config libnetfilter-conntrack-dev libmnl-dev
                 util-linux socat valgrind lua-check cppcheck lua-luv lua-cqueues \
                 lua-socket tmux
 
-.PHONY: all deps test demo valgrind lint clean bench bench-deps install uninstall docs docs-deps
+.PHONY: all deps test demo valgrind lint clean bench bench-deps install uninstall docs docs-deps \
+	check-asan check-valgrind fuzz fuzz-build fuzz-regress fuzz-merge fuzz-deps
 
 all: conntrack/core.so ct-lua
 
@@ -79,6 +80,61 @@ valgrind: all
 	unshare -rn valgrind --error-exitcode=99 --leak-check=full \
 		--errors-for-leak-kinds=definite,indirect,possible \
 		./ct-lua tests/fixtures/exercise.lua
+
+# ---- sanitizers and fuzzing ---------------------------------------------------
+# check-asan: the whole suite against an ASan + UBSan + LeakSanitizer build of
+# core.so and ct-lua, made in a copy of the tree (build/asan/tree) so that every
+# spec finds it where it always looks; any report fails it (tools/check-asan).
+# check-valgrind: memcheck over the specs that drive core/ in process, plus
+# ct-lua over tests/fixtures/exercise.lua (tools/check-valgrind).
+check-asan: deps
+	tools/check-asan
+
+check-valgrind: deps all
+	tools/check-valgrind
+
+# libFuzzer targets (fuzz/fuzz_NAME.c) over core/ built by clang with ASan and
+# UBSan, behind a fake kernel (fuzz/harness.h). `make fuzz` runs each for
+# FUZZ_SECONDS on its corpus, tests/fuzz-corpus/NAME (new finds go to
+# build/fuzz/corpus/NAME, crashes to build/fuzz/artifacts); `make fuzz-merge`
+# minimises both into tests/fuzz-corpus; `make fuzz-regress` replays the
+# corpora and every kept crash (tests/fuzz-crashes/NAME) without fuzzing.
+# FUZZ_TARGETS=dump make fuzz picks targets.
+FUZZ_TARGETS  ?= dump expect stats events filter cli
+FUZZ_SECONDS  ?= 60
+FUZZ_CC       ?= clang
+FUZZ_PACKAGES := clang libclang-rt-14-dev
+FUZZ_SAN      := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_CFLAGS    = -std=c11 -D_GNU_SOURCE -g -O1 $(FUZZ_SAN) $(WARNINGS) -Icore \
+                 -DCT_SRC='"$(CURDIR)"' $(shell pkg-config --cflags $(PKGS))
+FUZZ_OBJS     := $(MODULE_SRCS:core/%.c=build/fuzz/%.o)
+.SECONDARY: $(FUZZ_OBJS)
+
+build/fuzz:
+	mkdir -p $@
+
+build/fuzz/%.o: core/%.c core/ct.h core/module.h | build/fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+build/fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/harness.c fuzz/fakenl.c fuzz/harness.h $(FUZZ_OBJS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ fuzz/fuzz_$*.c fuzz/harness.c \
+		fuzz/fakenl.c $(FUZZ_OBJS) $(LUA_LIBS) $(NL_LIBS) -lm -pthread
+
+fuzz-build: fuzz-deps
+	@$(MAKE) --no-print-directory $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
+
+fuzz: fuzz-build
+	FUZZ_SECONDS=$(FUZZ_SECONDS) tools/fuzz run $(FUZZ_TARGETS)
+
+fuzz-regress: fuzz-build
+	tools/fuzz regress $(FUZZ_TARGETS)
+
+fuzz-merge: fuzz-build
+	tools/fuzz merge $(FUZZ_TARGETS)
+
+# what the fuzzers need besides the build: clang and its libFuzzer runtime
+fuzz-deps:
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(FUZZ_PACKAGES)"
 
 # ---- install / uninstall ---------------------------------------------------
 # FHS layout under PREFIX, staged under DESTDIR:
@@ -175,7 +231,7 @@ docs-deps:
 # namespace (bench/run); never part of make test. BENCH_SIZES=10000
 # BENCH_PAIRS=3 make bench is a quick pass. Appends to bench/RESULTS.md.
 bench: bench-deps all build/rawdump
-	bench/run
+	BENCH_COMMAND="make bench" bench/run
 
 # deps plus what only the benchmark uses: /usr/bin/time (GNU time)
 bench-deps:

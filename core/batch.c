@@ -46,21 +46,27 @@ static void batch_fail(struct ct_batch *b, int err)
 static void batch_send(struct ct_batch *b)
 {
 	unsigned int last = b->sock->seq, first = last - b->pending + 1;
+	int err;
 
 	if (!b->pending)
 		return;
-	if (mnl_socket_sendto(b->sock->nl, b->buf, b->len) < 0) {
-		batch_fail(b, errno);
+	err = ct_socket_send(b->sock, b->buf, b->len);
+	if (err) {
+		batch_fail(b, err);
 		b->pending = 0;
 	}
 	while (b->pending) {
 		char ack[MNL_SOCKET_BUFFER_SIZE];
 		const struct nlmsghdr *nlh = (const struct nlmsghdr *)ack;
 		size_t len;
-		int err = ct_socket_recv(b->sock, ack, sizeof(ack), &len);
 
+		err = ct_socket_recv(b->sock, ack, sizeof(ack), &len);
 		if (err) {
 			batch_fail(b, err);
+			break;
+		}
+		if (!ct_datagram_ok(ack, len)) {
+			batch_fail(b, EPROTO);
 			break;
 		}
 		if (len < sizeof(*nlh) || nlh->nlmsg_seq < first || nlh->nlmsg_seq > last)
@@ -174,7 +180,9 @@ int ct_handle_create_many(lua_State *L)
 	for (lua_Integer i = 1; i <= n; i++) {
 		struct nf_conntrack *entry;
 
-		lua_geti(L, 2, i);	/* 5: the spec */
+		if (lua_geti(L, 2, i) != LUA_TTABLE)	/* 5: the spec */
+			luaL_argerror(L, 2, lua_pushfstring(L, "item %d is a %s, not a spec table",
+							    (int)i, luaL_typename(L, 5)));
 		entry = ct_flow_alloc(L);
 		ct_spec_build(&a, 5, F_CREATE, entry);
 		lua_rawseti(L, 4, i);

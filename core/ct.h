@@ -183,6 +183,9 @@ void ct_socket_close(struct ct_socket *s);
 struct nlmsghdr *ct_request_header(void *buf, uint16_t type, uint16_t flags,
 				   uint8_t family, unsigned int seq);
 int ct_parse_cb(const struct nlmsghdr *nlh, void *data);
+bool ct_nlmsg_ok(const struct nlmsghdr *nlh, size_t len);
+bool ct_datagram_ok(const void *buf, size_t len);
+int ct_socket_send(struct ct_socket *s, const void *buf, size_t len);
 int ct_socket_recv(struct ct_socket *s, void *buf, size_t size, size_t *len);
 int ct_socket_talk(struct ct_socket *s, struct nlmsghdr *nlh, void *buf, size_t bufsize,
 		   mnl_cb_t cb, void *data);
@@ -198,6 +201,8 @@ int ct_socket_open_in(struct ct_socket *s, int netns, unsigned int groups, int f
 
 int ct_fail(lua_State *L, const char *op, int err);
 void ct_check_options(lua_State *L, int idx, int arg, const char *const *names);
+const char *ct_opt_string(lua_State *L, int idx, int arg, const char *name);
+lua_Integer ct_opt_integer(lua_State *L, int idx, int arg, const char *name);
 int ct_check_choice(lua_State *L, int idx, int arg, const char *what, const char *def,
 		    const char *const *names);
 int ct_raise(lua_State *L, const char *op, int err);
@@ -281,6 +286,7 @@ bool ct_seen_take_gone(struct ct_seen *s, uint32_t generation, struct nf_conntra
 /* ---- poll.c, signals.c: waiting on several objects ---------------------- */
 
 void ct_poll_open(lua_State *L);
+void ct_file_open(lua_State *L);
 void ct_signals_open(lua_State *L);
 int ct_handle_update(lua_State *L);
 int ct_handle_delete(lua_State *L);

@@ -84,7 +84,7 @@ static int next_entry(struct ct_dump *d)
 			continue;
 		}
 		nlh = (struct nlmsghdr *)(d->buf + d->off);
-		if (!mnl_nlmsg_ok(nlh, (int)(d->len - d->off)))
+		if (!ct_nlmsg_ok(nlh, d->len - d->off))
 			return -EPROTO;
 		d->off += NLMSG_ALIGN(nlh->nlmsg_len);
 		if (d->expect) {
@@ -215,12 +215,10 @@ int ct_dump_push(lua_State *L, int handle_idx, int filter_idx, int arg, const ch
 	d->seq = ++d->sock.seq;
 	nlh = ct_request_header(req, type, NLM_F_DUMP, d->filter.family, d->seq);
 	ct_filter_to_request(&d->filter, nlh);
-	if (mnl_socket_sendto(d->sock.nl, nlh, nlh->nlmsg_len) < 0) {
-		err = errno;
+	err = ct_socket_send(&d->sock, nlh, nlh->nlmsg_len);
+	if (err)
 		dump_release(d);
-		return err;
-	}
-	return 0;
+	return err;
 }
 
 void ct_dump_open(lua_State *L)

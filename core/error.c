@@ -24,7 +24,7 @@ static void push_message(lua_State *L, const char *op, int err)
 				op, strerror(err));
 		break;
 	case EINTR:
-		/* libmnl's report of NLM_F_DUMP_INTR; interrupted syscalls are retried */
+		/* libmnl's report of NLM_F_DUMP_INTR: interrupted syscalls are retried */
 		lua_pushfstring(L, "conntrack.%s: the table changed during the dump "
 				"(NLM_F_DUMP_INTR); retry", op);
 		break;
@@ -83,6 +83,27 @@ int ct_check_choice(lua_State *L, int idx, int arg, const char *what, const char
 			return i;
 	return luaL_argerror(L, arg, lua_pushfstring(L, "unknown %s '%s'", what,
 						     luaL_tolstring(L, idx, NULL)));
+}
+
+/* The value at idx, the option name of argument arg, which must be a string. */
+const char *ct_opt_string(lua_State *L, int idx, int arg, const char *name)
+{
+	if (lua_type(L, idx) != LUA_TSTRING)
+		luaL_argerror(L, arg, lua_pushfstring(L, "'%s' must be a string, got %s", name,
+						      luaL_typename(L, idx)));
+	return lua_tostring(L, idx);
+}
+
+/* The value at idx, the option name of argument arg, which must be an integer. */
+lua_Integer ct_opt_integer(lua_State *L, int idx, int arg, const char *name)
+{
+	int isnum;
+	lua_Integer v = lua_tointegerx(L, idx, &isnum);
+
+	if (!isnum || lua_type(L, idx) != LUA_TNUMBER)
+		luaL_argerror(L, arg, lua_pushfstring(L, "'%s' must be an integer, got %s", name,
+						      luaL_typename(L, idx)));
+	return v;
 }
 
 static int error_tostring(lua_State *L)

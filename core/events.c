@@ -205,7 +205,7 @@ static const struct nlmsghdr *next_message(struct ct_events *ev)
 		size_t len = ev->len[ev->slot];
 		const struct nlmsghdr *nlh = (const struct nlmsghdr *)(datagram + ev->off);
 
-		if (ev->off < len && mnl_nlmsg_ok(nlh, (int)(len - ev->off))) {
+		if (ev->off < len && ct_nlmsg_ok(nlh, len - ev->off)) {
 			ev->off += NLMSG_ALIGN(nlh->nlmsg_len);
 			return nlh;
 		}
@@ -595,9 +595,9 @@ static void parse_listen_opts(lua_State *L, struct listen_opts *o)
 	else
 		lua_pop(L, 1);
 	if (lua_getfield(L, 2, "bufsize") != LUA_TNIL)
-		o->bufsize = luaL_checkinteger(L, -1);
+		o->bufsize = ct_opt_integer(L, -1, 2, "bufsize");
 	if (lua_getfield(L, 2, "bufsize_max") != LUA_TNIL)
-		o->bufsize_max = luaL_checkinteger(L, -1);
+		o->bufsize_max = ct_opt_integer(L, -1, 2, "bufsize_max");
 	lua_getfield(L, 2, "reliable");
 	o->reliable = lua_toboolean(L, -1);
 	o->kernel_filter = lua_getfield(L, 2, "kernel_filter") == LUA_TNIL || lua_toboolean(L, -1);
@@ -630,6 +630,9 @@ int ct_handle_listen(lua_State *L)
 	lua_getiuservalue(L, 1, 1);	/* 3: the labelmap */
 	parse_listen_opts(L, &o);
 	filter = lua_gettop(L);
+	if (!lua_isnil(L, filter) && !lua_istable(L, filter) && !lua_isfunction(L, filter))
+		luaL_argerror(L, 2, lua_pushfstring(L, "'filter' must be a table, a function or nil, "
+						    "got %s", luaL_typename(L, filter)));
 	ev = lua_newuserdatauv(L, sizeof(*ev), UV_COUNT);
 	memset(ev, 0, sizeof(*ev));
 	luaL_setmetatable(L, CT_EVENTS_TYPE);
@@ -666,8 +669,9 @@ int ct_handle_listen(lua_State *L)
 	if (o.reliable) {
 		/* the kernel holds events back (destroys stay in the dying list)
 		 * instead of dropping them when the buffer is full */
-		mnl_socket_setsockopt(ev->sock.nl, NETLINK_BROADCAST_ERROR, &on, sizeof(on));
-		mnl_socket_setsockopt(ev->sock.nl, NETLINK_NO_ENOBUFS, &on, sizeof(on));
+		if (mnl_socket_setsockopt(ev->sock.nl, NETLINK_BROADCAST_ERROR, &on, sizeof(on)) < 0 ||
+		    mnl_socket_setsockopt(ev->sock.nl, NETLINK_NO_ENOBUFS, &on, sizeof(on)) < 0)
+			return ct_fail(L, "listen", errno);
 		ev->reliable = true;
 	}
 	ev->drops = socket_drops(ev);

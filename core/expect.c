@@ -372,11 +372,11 @@ static void set_scalar(const struct ct_arg *a, struct nf_expect *exp, size_t i, 
 
 	switch (scalars[i].kind) {
 	case K_STRING:
-		nfexp_set_attr(exp, attr, luaL_checkstring(L, idx));
+		nfexp_set_attr(exp, attr, ct_opt_string(L, idx, a->arg, scalars[i].name));
 		break;
 	case K_STATUS: {
 		uint32_t flags = 0;
-		const char *s = luaL_checkstring(L, idx);
+		const char *s = ct_opt_string(L, idx, a->arg, scalars[i].name);
 
 		while (*s) {
 			size_t len = strcspn(s, ",");
@@ -397,7 +397,7 @@ static void set_scalar(const struct ct_arg *a, struct nf_expect *exp, size_t i, 
 	default: {
 		lua_Integer max = scalars[i].kind == K_U8 ? UINT8_MAX :
 				  scalars[i].kind == K_U16 ? UINT16_MAX : UINT32_MAX;
-		lua_Integer v = luaL_checkinteger(L, idx);
+		lua_Integer v = ct_opt_integer(L, idx, a->arg, scalars[i].name);
 
 		if (v < 0 || v > max)
 			luaL_argerror(L, a->arg, lua_pushfstring(L, "'%s' is out of range", scalars[i].name));
@@ -446,10 +446,15 @@ uint8_t ct_expect_build(const struct ct_arg *a, int spec, bool create, struct nf
 	luaL_checktype(L, a->arg, LUA_TTABLE);
 	lua_pushnil(L);
 	while (lua_next(L, spec)) {
-		const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+		const char *key;
 		bool known = false;
 
 		lua_pop(L, 1);
+		/* a number key must not be converted in place: lua_next would lose its way */
+		if (lua_type(L, -1) != LUA_TSTRING)
+			luaL_argerror(L, a->arg, lua_pushfstring(L, "field names must be strings, got %s",
+								 luaL_typename(L, -1)));
+		key = lua_tostring(L, -1);
 		for (int i = 0; i < CT_EXPECT_TUPLES; i++)
 			known = known || strcmp(key, tuples[i].name) == 0;
 		for (size_t i = 0; i < sizeof(scalars) / sizeof(scalars[0]); i++)

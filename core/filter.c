@@ -40,7 +40,8 @@ void ct_filter_compile(const struct ct_arg *a, int idx, struct ct_filter *filter
 	case LUA_TTABLE:
 		break;
 	default:
-		luaL_typeerror(L, a->arg, "table, function or nil");
+		luaL_argerror(L, a->arg, lua_pushfstring(L, "table, function or nil expected, got %s",
+							 luaL_typename(L, idx)));
 	}
 	lua_pushnil(L);
 	while (lua_next(L, idx)) {

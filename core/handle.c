@@ -47,7 +47,7 @@ static const char *string_option(lua_State *L, const char *name)
 	if (lua_isnoneornil(L, 1))
 		return NULL;
 	lua_getfield(L, 1, name);
-	value = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
+	value = lua_isnil(L, -1) ? NULL : ct_opt_string(L, -1, 1, name);
 	lua_pop(L, 1);	/* the options table keeps the string alive */
 	return value;
 }

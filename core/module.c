@@ -63,6 +63,7 @@ int luaopen_conntrack_core(lua_State *L)
 	lua_newtable(L);
 	ct_handle_open(L);
 	ct_poll_open(L);
+	ct_file_open(L);
 	ct_signals_open(L);
 	push_method_tables(L);
 	lua_setfield(L, -2, "methods");

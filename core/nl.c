@@ -65,6 +65,16 @@ struct nlmsghdr *ct_request_header(void *buf, uint16_t type, uint16_t flags,
 	return nlh;
 }
 
+/* Send a datagram of requests; a signal does not fail it. Returns 0 or errno. */
+int ct_socket_send(struct ct_socket *s, const void *buf, size_t len)
+{
+	while (mnl_socket_sendto(s->nl, buf, len) < 0) {
+		if (errno != EINTR)
+			return errno;
+	}
+	return 0;
+}
+
 int ct_socket_recv(struct ct_socket *s, void *buf, size_t size, size_t *len)
 {
 	for (;;) {
@@ -77,6 +87,38 @@ int ct_socket_recv(struct ct_socket *s, void *buf, size_t size, size_t *len)
 		if (errno != EINTR)
 			return errno;
 	}
+}
+
+/*
+ * Whether a whole message of at most len bytes starts at nlh. Used instead
+ * of mnl_nlmsg_ok, which in libmnl 1.0.4 compares nlmsg_len as an int: a
+ * length of 2^31 or more passes it, and stepping over that message loops
+ * forever (a length of 0xffffffff aligns to 0) or leaves the buffer.
+ */
+bool ct_nlmsg_ok(const struct nlmsghdr *nlh, size_t len)
+{
+	return len >= sizeof(*nlh) && nlh->nlmsg_len >= sizeof(*nlh) && nlh->nlmsg_len <= len;
+}
+
+/* Whether every message of a received datagram is whole: mnl_cb_run walks
+ * it with mnl_nlmsg_ok, so a datagram is checked before it gets there. */
+bool ct_datagram_ok(const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len >= sizeof(struct nlmsghdr)) {
+		const struct nlmsghdr *nlh = (const struct nlmsghdr *)p;
+		size_t step;
+
+		if (!ct_nlmsg_ok(nlh, len))
+			return false;
+		step = NLMSG_ALIGN(nlh->nlmsg_len);
+		if (step >= len)
+			break;
+		p += step;
+		len -= step;
+	}
+	return true;
 }
 
 /* mnl callback: parse a conntrack message into the nf_conntrack at data. */
@@ -93,16 +135,19 @@ int ct_socket_talk(struct ct_socket *s, struct nlmsghdr *nlh, void *buf, size_t 
 		   mnl_cb_t cb, void *data)
 {
 	unsigned int seq = nlh->nlmsg_seq;
+	int err = ct_socket_send(s, nlh, nlh->nlmsg_len);
 
-	if (mnl_socket_sendto(s->nl, nlh, nlh->nlmsg_len) < 0)
-		return errno;
+	if (err)
+		return err;
 	for (;;) {
 		size_t len = 0;
-		int err = ct_socket_recv(s, buf, bufsize, &len);
 		int ret;
 
+		err = ct_socket_recv(s, buf, bufsize, &len);
 		if (err)
 			return err;
+		if (!ct_datagram_ok(buf, len))
+			return EPROTO;
 		if (len >= sizeof(*nlh) && ((struct nlmsghdr *)buf)->nlmsg_seq != seq)
 			continue;	/* a late reply to an abandoned request */
 		ret = mnl_cb_run(buf, len, seq, s->portid, cb, data);

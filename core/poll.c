@@ -20,6 +20,9 @@
 /* Calls obj:name() (obj is object number i of the list) and leaves the result on the stack. */
 static int call_method(lua_State *L, int obj, const char *name, lua_Integer i)
 {
+	if (lua_type(L, obj) != LUA_TTABLE && lua_type(L, obj) != LUA_TUSERDATA)
+		luaL_error(L, "bad argument #1 to 'poll' (object %d is a %s, not pollable)", (int)i,
+			   luaL_typename(L, obj));
 	if (lua_getfield(L, obj, name) != LUA_TFUNCTION)
 		luaL_error(L, "bad argument #1 to 'poll' (object %d has no method '%s')", (int)i, name);
 	lua_pushvalue(L, obj);
@@ -46,7 +49,10 @@ static int poll_objects(lua_State *L)
 
 		lua_geti(L, 1, i);	/* 3: the object */
 		call_method(L, 3, "pollfd", i);
-		p->fd = (int)luaL_checkinteger(L, -1);
+		if (!lua_isinteger(L, -1))
+			luaL_error(L, "bad argument #1 to 'poll' (object %d's pollfd() gave %s, "
+				   "not a descriptor)", (int)i, luaL_typename(L, -1));
+		p->fd = (int)lua_tointeger(L, -1);
 		call_method(L, 3, "events", i);
 		events = luaL_optstring(L, -1, "r");
 		p->events = (short)((strchr(events, 'r') ? POLLIN : 0) | (strchr(events, 'w') ? POLLOUT : 0));

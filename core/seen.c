@@ -155,14 +155,23 @@ static int grow(struct ct_seen *s)
 	return 0;
 }
 
+/* An address of the entry, or zeros when the message had none (NULL from nfct_get_attr). */
+static void copy_addr(uint8_t *to, const void *from, size_t len)
+{
+	if (from)
+		memcpy(to, from, len);
+	else
+		memset(to, 0, len);
+}
+
 static void copy_tuple(struct seen_entry *e, const struct nf_conntrack *ct)
 {
 	bool v6 = nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO) == AF_INET6;
 
 	e->family = nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO);
 	e->proto = nfct_get_attr_u8(ct, ATTR_ORIG_L4PROTO);
-	memcpy(e->src, nfct_get_attr(ct, v6 ? ATTR_ORIG_IPV6_SRC : ATTR_ORIG_IPV4_SRC), v6 ? 16 : 4);
-	memcpy(e->dst, nfct_get_attr(ct, v6 ? ATTR_ORIG_IPV6_DST : ATTR_ORIG_IPV4_DST), v6 ? 16 : 4);
+	copy_addr(e->src, nfct_get_attr(ct, v6 ? ATTR_ORIG_IPV6_SRC : ATTR_ORIG_IPV4_SRC), v6 ? 16 : 4);
+	copy_addr(e->dst, nfct_get_attr(ct, v6 ? ATTR_ORIG_IPV6_DST : ATTR_ORIG_IPV4_DST), v6 ? 16 : 4);
 	e->sport = nfct_attr_is_set(ct, ATTR_ORIG_PORT_SRC) > 0 ? nfct_get_attr_u16(ct, ATTR_ORIG_PORT_SRC) : 0;
 	e->dport = nfct_attr_is_set(ct, ATTR_ORIG_PORT_DST) > 0 ? nfct_get_attr_u16(ct, ATTR_ORIG_PORT_DST) : 0;
 	e->icmp_type = nfct_attr_is_set(ct, ATTR_ICMP_TYPE) > 0 ? nfct_get_attr_u8(ct, ATTR_ICMP_TYPE) : 0;

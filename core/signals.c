@@ -133,7 +133,7 @@ static int signals_new(lua_State *L)
 	sigemptyset(&s->unblock);
 	luaL_setmetatable(L, CT_SIGNALS_TYPE);
 	for (lua_Integer i = 1; lua_rawgeti(L, 1, i) != LUA_TNIL; i++) {
-		const char *name = luaL_checkstring(L, -1);
+		const char *name = ct_opt_string(L, -1, 1, "signal name");
 		int number = signal_number(name);
 
 		if (number < 0)

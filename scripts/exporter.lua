@@ -20,8 +20,9 @@
 -- it reports include every change made before the request arrived.
 --
 -- Serving HTTP needs LuaSocket (Debian: lua-socket); --textfile alone needs
--- nothing but ct-lua. The textfile is written every interval as PATH.tmp and
--- renamed over PATH, so a reader never sees half of one.
+-- nothing but ct-lua. The textfile is written every interval to a new file
+-- beside PATH (conntrack.replace_file) renamed over PATH, so a reader never
+-- sees half of one.
 local conntrack = require "conntrack"
 
 local PROGRAM = "ct-lua exporter"
@@ -366,22 +367,10 @@ end
 -- The textfile
 -- ---------------------------------------------------------------------------
 
+-- A new file beside the textfile, renamed over it: readers never see half a
+-- file, and a symlink planted in the directory is never written through.
 local function write_textfile(x)
-  local text = render(x)
-  local tmp = x.textfile .. ".tmp"
-  local f, err = io.open(tmp, "w")
-  local ok = f ~= nil
-  if f then
-    ok, err = f:write(text)
-    local closed, close_err = f:close()
-    if ok and not closed then ok, err = false, close_err end
-  end
-  if ok then ok, err = os.rename(tmp, x.textfile) end
-  if not ok then
-    os.remove(tmp)
-    return nil, err
-  end
-  return true
+  return conntrack.replace_file(x.textfile, render(x))
 end
 
 -- Writes the textfile when it is due; a failure is reported once per message.
