@@ -16,24 +16,47 @@
  * default 208 KiB, so no ACK is dropped even without SO_RCVBUFFORCE. */
 #define BATCH_MAX 64
 
+/*
+ * A batch keeps, for each request in flight, what names it to the caller
+ * (its index in a list of specs, or the flow it changes), so that each
+ * failure can be reported as that request's: { index | flow =, errno =,
+ * message = }, and each entry that vanished meanwhile as its flow.
+ */
 struct ct_batch {
+	lua_State *L;
+	const char *op;
 	struct ct_socket *sock;
 	char buf[BATCH_MAX * CT_REQUEST_MAX];
 	size_t len;
 	unsigned int pending;
+	bool acked[BATCH_MAX];
 	lua_Integer done;
 	int err;		/* the first failure */
 	bool skip_vanished;	/* ENOENT: deleted by someone else meanwhile */
+	int inflight;		/* stack index: slot -> what names the request */
+	int report;		/* stack index: the failures, and .vanished */
 };
 
-static void batch_init(struct ct_batch *b, struct ct_socket *sock, bool skip_vanished)
+/* Pushes the batch's two tables (in flight, report): the caller keeps them there. */
+static void batch_init(struct ct_batch *b, lua_State *L, const char *op, struct ct_socket *sock,
+		       bool skip_vanished)
 {
+	b->L = L;
+	b->op = op;
 	b->sock = sock;
 	b->len = 0;
 	b->pending = 0;
 	b->done = 0;
 	b->err = 0;
 	b->skip_vanished = skip_vanished;
+	lua_createtable(L, BATCH_MAX, 0);
+	b->inflight = lua_gettop(L);
+	lua_createtable(L, 0, 2);
+	b->report = lua_gettop(L);
+	if (skip_vanished) {
+		lua_newtable(L);
+		lua_setfield(L, b->report, "vanished");
+	}
 }
 
 static void batch_fail(struct ct_batch *b, int err)
@@ -42,48 +65,92 @@ static void batch_fail(struct ct_batch *b, int err)
 		b->err = err;
 }
 
-/* Send the queued requests and count their ACKs. */
+/*
+ * Report what happened to the request in slot (1-based): err, or
+ * unknown when its ACK never came (the kernel may have applied it).
+ */
+static void report(struct ct_batch *b, unsigned int slot, int err, bool unknown)
+{
+	lua_State *L = b->L;
+
+	lua_rawgeti(L, b->inflight, slot);
+	if (!unknown && err == ENOENT && b->skip_vanished) {
+		lua_getfield(L, b->report, "vanished");
+		lua_insert(L, -2);
+		lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
+		lua_pop(L, 1);
+		return;
+	}
+	batch_fail(b, err);
+	lua_createtable(L, 0, 3);
+	lua_insert(L, -2);
+	lua_setfield(L, -2, lua_isinteger(L, -1) ? "index" : "flow");
+	if (unknown) {
+		lua_pushboolean(L, 1);
+		lua_setfield(L, -2, "unknown");
+	} else {
+		lua_pushinteger(L, err);
+		lua_setfield(L, -2, "errno");
+		ct_push_message(L, b->op, err);
+		lua_setfield(L, -2, "message");
+	}
+	lua_rawseti(L, b->report, (lua_Integer)luaL_len(L, b->report) + 1);
+}
+
+/* Send the queued requests and account for each of their ACKs. */
 static void batch_send(struct ct_batch *b)
 {
-	unsigned int last = b->sock->seq, first = last - b->pending + 1;
+	unsigned int last = b->sock->seq, first = last - b->pending + 1, count = b->pending;
 	int err;
 
 	if (!b->pending)
 		return;
+	for (unsigned int i = 0; i < count; i++)
+		b->acked[i] = false;
 	err = ct_socket_send(b->sock, b->buf, b->len);
-	if (err) {
-		batch_fail(b, err);
-		b->pending = 0;
+	for (unsigned int i = 0; err && i < count; i++) {	/* none was sent */
+		report(b, i + 1, err, false);
+		b->acked[i] = true;
 	}
+	if (err)
+		b->pending = 0;
 	while (b->pending) {
 		char ack[MNL_SOCKET_BUFFER_SIZE];
 		const struct nlmsghdr *nlh = (const struct nlmsghdr *)ack;
+		unsigned int slot;
 		size_t len;
 
 		err = ct_socket_recv(b->sock, ack, sizeof(ack), &len);
+		if (!err && !ct_datagram_ok(ack, len))
+			err = EPROTO;
 		if (err) {
 			batch_fail(b, err);
 			break;
 		}
-		if (!ct_datagram_ok(ack, len)) {
-			batch_fail(b, EPROTO);
-			break;
-		}
-		if (len < sizeof(*nlh) || nlh->nlmsg_seq < first || nlh->nlmsg_seq > last)
+		if (len < sizeof(*nlh) || nlh->nlmsg_seq < first || nlh->nlmsg_seq > last ||
+		    b->acked[nlh->nlmsg_seq - first])
 			continue;	/* a late reply to an abandoned request */
+		slot = nlh->nlmsg_seq - first;
+		b->acked[slot] = true;
 		b->pending--;
 		if (mnl_cb_run(ack, len, 0, b->sock->portid, NULL, NULL) >= 0)
 			b->done++;
-		else if (!(errno == ENOENT && b->skip_vanished))
-			batch_fail(b, errno);
+		else
+			report(b, slot + 1, errno, false);
 	}
+	for (unsigned int i = 0; i < count; i++)
+		if (!b->acked[i])
+			report(b, i + 1, 0, true);
 	b->len = 0;
 	b->pending = 0;
 }
 
-/* Queue one request built from req, sending the queue first when it is full. */
+/*
+ * Queue one request built from req, named by the value at ident, sending
+ * the queue first when it is full.
+ */
 static void batch_queue(struct ct_batch *b, uint16_t type, uint16_t flags,
-			const struct nf_conntrack *req)
+			const struct nf_conntrack *req, int ident)
 {
 	struct nlmsghdr *nlh;
 
@@ -93,17 +160,20 @@ static void batch_queue(struct ct_batch *b, uint16_t type, uint16_t flags,
 				nfct_get_attr_u8(req, ATTR_ORIG_L3PROTO), ++b->sock->seq);
 	nfct_nlmsg_build(nlh, req);
 	b->len += NLMSG_ALIGN(nlh->nlmsg_len);
-	b->pending++;
+	lua_pushvalue(b->L, ident);
+	lua_rawseti(b->L, b->inflight, ++b->pending);
 }
 
 /*
- * Queue the request that deletes old (no changes) or applies changes to
- * it. The entry is named by its original tuple and zone; a delete also
- * names its id, so an entry recreated meanwhile with the same tuple stays.
+ * Queue the request that deletes the flow at idx (no changes) or applies
+ * changes to it. The entry is named by its original tuple and zone; a
+ * delete also names its id, so an entry recreated meanwhile with the same
+ * tuple stays.
  */
-static void batch_add(struct ct_batch *b, const struct nf_conntrack *old,
-		      const struct ct_change *changes, size_t nchanges)
+static void batch_add(struct ct_batch *b, int idx, const struct ct_change *changes,
+		      size_t nchanges)
 {
+	const struct nf_conntrack *old = ((struct ct_flow *)lua_touserdata(b->L, idx))->ct;
 	struct nf_conntrack *req = nfct_new();
 
 	if (!req) {
@@ -120,8 +190,32 @@ static void batch_add(struct ct_batch *b, const struct nf_conntrack *old,
 			return;
 		}
 	}
-	batch_queue(b, CT_MSG(nchanges ? IPCTNL_MSG_CT_NEW : IPCTNL_MSG_CT_DELETE), 0, req);
+	batch_queue(b, CT_MSG(nchanges ? IPCTNL_MSG_CT_NEW : IPCTNL_MSG_CT_DELETE), 0, req, idx);
 	nfct_destroy(req);
+}
+
+/*
+ * The results of a batch: on success count (and, for a filter, the flows
+ * that vanished before their request); on failure nil, the first error's
+ * message and errno, and the report { done = n, vanished = { ... },
+ * { index | flow =, errno =, message = } | { index | flow =, unknown = true }, ... }.
+ */
+static int batch_results(struct ct_batch *b, bool with_vanished)
+{
+	lua_State *L = b->L;
+
+	if (b->err) {
+		ct_fail(L, b->op, b->err);
+		lua_pushinteger(L, b->done);
+		lua_setfield(L, b->report, "done");
+		lua_pushvalue(L, b->report);
+		return 4;
+	}
+	lua_pushinteger(L, b->done);
+	if (!with_vanished)
+		return 1;
+	lua_getfield(L, b->report, "vanished");
+	return 2;
 }
 
 /* Shared by update and delete: the target is at 2, the changes (if any) given. */
@@ -132,12 +226,14 @@ static int mutate(lua_State *L, const char *op, const struct ct_change *changes,
 	struct ct_batch b;
 
 	if (flow) {
-		batch_init(&b, &h->sock, false);
-		batch_add(&b, ct_flow_check(L, 2)->ct, changes, n);
+		ct_flow_check(L, 2);
+		batch_init(&b, L, op, &h->sock, false);
+		batch_add(&b, 2, changes, n);
 	} else {
-		int dump = lua_gettop(L) + 1, ret, attempts = 0;
+		int dump, ret, attempts = 0;
 
-		batch_init(&b, &h->sock, true);
+		batch_init(&b, L, op, &h->sock, true);
+		dump = lua_gettop(L) + 1;
 		do {
 			int err;
 
@@ -146,7 +242,7 @@ static int mutate(lua_State *L, const char *op, const struct ct_change *changes,
 			if (err)
 				return ct_fail(L, op, err);
 			while ((ret = ct_dump_next_flow(L, dump)) > 0) {
-				batch_add(&b, ((struct ct_flow *)lua_touserdata(L, -1))->ct, changes, n);
+				batch_add(&b, lua_gettop(L), changes, n);
 				lua_pop(L, 1);
 			}
 			/* an interrupted dump may have missed entries: a delete can
@@ -157,15 +253,15 @@ static int mutate(lua_State *L, const char *op, const struct ct_change *changes,
 			batch_fail(&b, -ret);
 	}
 	batch_send(&b);
-	if (b.err)
+	if (flow && b.err)
 		return ct_fail(L, op, b.err);
-	lua_pushinteger(L, b.done);
-	return 1;
+	return batch_results(&b, !flow);
 }
 
 /*
- * h:create{ spec, spec, ... } -> count | nil, message, errno: many entries
- * in pipelined batches. Every spec is checked before the first is sent.
+ * h:create{ spec, spec, ... } -> count | nil, message, errno, report: many
+ * entries in pipelined batches. Every spec is checked before the first is
+ * sent; the report names each spec that failed by its index.
  */
 int ct_handle_create_many(lua_State *L)
 {
@@ -188,18 +284,16 @@ int ct_handle_create_many(lua_State *L)
 		lua_rawseti(L, 4, i);
 		lua_pop(L, 1);
 	}
-	batch_init(&b, &h->sock, false);
+	batch_init(&b, L, "create", &h->sock, false);
 	for (lua_Integer i = 1; i <= n; i++) {
+		lua_pushinteger(L, i);
 		lua_rawgeti(L, 4, i);
 		batch_queue(&b, CT_MSG(IPCTNL_MSG_CT_NEW), NLM_F_CREATE | NLM_F_EXCL,
-			    ((struct ct_flow *)lua_touserdata(L, -1))->ct);
-		lua_pop(L, 1);
+			    ((struct ct_flow *)lua_touserdata(L, -1))->ct, lua_gettop(L) - 1);
+		lua_pop(L, 2);
 	}
 	batch_send(&b);
-	if (b.err)
-		return ct_fail(L, "create", b.err);
-	lua_pushinteger(L, b.done);
-	return 1;
+	return batch_results(&b, false);
 }
 
 static void check_target(lua_State *L)
@@ -208,7 +302,7 @@ static void check_target(lua_State *L)
 		luaL_argerror(L, 2, "a flow or a filter is required ({} matches every entry)");
 }
 
-/* h:delete(flow | filter) -> count | nil, message, errno */
+/* h:delete(flow | filter) -> count[, vanished] | nil, message, errno[, report] */
 int ct_handle_delete(lua_State *L)
 {
 	lua_settop(L, 2);
@@ -216,7 +310,7 @@ int ct_handle_delete(lua_State *L)
 	return mutate(L, "delete", NULL, 0);
 }
 
-/* h:update(flow | filter, changes) -> count | nil, message, errno */
+/* h:update(flow | filter, changes) -> count[, vanished] | nil, message, errno[, report] */
 int ct_handle_update(lua_State *L)
 {
 	struct ct_change changes[64];

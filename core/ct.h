@@ -200,6 +200,7 @@ int ct_socket_open_in(struct ct_socket *s, int netns, unsigned int groups, int f
 /* ---- error.c: the three error tiers ------------------------------------- */
 
 int ct_fail(lua_State *L, const char *op, int err);
+void ct_push_message(lua_State *L, const char *op, int err);
 void ct_check_options(lua_State *L, int idx, int arg, const char *const *names);
 const char *ct_opt_string(lua_State *L, int idx, int arg, const char *name);
 lua_Integer ct_opt_integer(lua_State *L, int idx, int arg, const char *name);

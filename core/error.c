@@ -11,7 +11,7 @@
 #include <errno.h>
 #include <string.h>
 
-static void push_message(lua_State *L, const char *op, int err)
+void ct_push_message(lua_State *L, const char *op, int err)
 {
 	switch (err) {
 	case EPERM:
@@ -37,7 +37,7 @@ static void push_message(lua_State *L, const char *op, int err)
 int ct_fail(lua_State *L, const char *op, int err)
 {
 	lua_pushnil(L);
-	push_message(L, op, err);
+	ct_push_message(L, op, err);
 	lua_pushinteger(L, err);
 	return 3;
 }
@@ -50,7 +50,7 @@ int ct_raise(lua_State *L, const char *op, int err)
 	lua_setfield(L, -2, "op");
 	lua_pushinteger(L, err);
 	lua_setfield(L, -2, "errno");
-	push_message(L, op, err);
+	ct_push_message(L, op, err);
 	lua_setfield(L, -2, "message");
 	luaL_setmetatable(L, CT_ERROR_TYPE);
 	return lua_error(L);

@@ -250,9 +250,12 @@ static int handle_flush(lua_State *L)
 	lua_getiuservalue(L, 1, CT_UV_LABELMAP);
 	ct_filter_compile(&a, 2, &filter);
 	if (!ct_filter_kernel_only(&filter)) {
+		int results;
+
 		lua_settop(L, 2);
-		if (ct_handle_delete(L) != 1)
-			return 3;	/* nil, message, errno */
+		results = ct_handle_delete(L);
+		if (lua_isnil(L, -results))
+			return results;	/* nil, message, errno, report */
 		lua_pushboolean(L, 1);
 		return 1;
 	}
