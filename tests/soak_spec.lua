@@ -306,7 +306,9 @@ describe("soak", function()
       assert.equal(creates + deletes, total(c[name]), name)
     end
     assert.is_true(c.tiny.lost > 0, "the 8 KiB buffer never overflowed: the loss path went untested")
-    -- flat: the floor of the second half is no higher than that of the first
+    -- flat: the floor of the second half is no higher than that of the first. Under
+    -- make check-asan, ASan's quarantine holds freed memory on purpose: RSS says nothing.
+    if os.getenv("CT_SANITIZE") == "asan" then return end
     for _, name in ipairs{ "listener", "dumper" } do
       local s = series[name]
       local growth = floor_of(s.rss, middle, n) - floor_of(s.rss, first, middle)
