@@ -1,0 +1,416 @@
+--- The commands on the conntrack table, through the library's public API: -L (and the
+-- dying and unconfirmed lists), -G, -I, -A, -U, -D, -F, -C, -S. Each takes the run's
+-- context (out, err, counter) and the parsed command, prints what conntrack prints, and
+-- returns; conntrack's fatal errors are raised as { status, msg }.
+-- @module conntrack.cli.commands
+local kernel = require "conntrack.cli.kernel"
+
+-- loaded by the commands that print or filter (not by -C, -S, -F)
+local function lazy(name)
+  return setmetatable({}, { __index = function(t, k)
+    local m = require(name)
+    setmetatable(t, { __index = m })
+    return m[k]
+  end })
+end
+local filter = lazy "conntrack.cli.filter"
+local output = lazy "conntrack.cli.output"
+
+local M = {}
+
+local fmt = string.format
+
+local function fail(status, msg) error({ status = status, msg = msg }, 0) end
+
+-- Prints one entry in the -o format of place (output.lua), with the XML header where
+-- conntrack prints one; json replaces everything.
+local function print_flow(ctx, cmd, place, f, kind)
+  local out = ctx.out
+  if cmd.output.json then
+    out:write(require("conntrack.json").flow(f), "\n")
+    return
+  end
+  if cmd.output.xml and not cmd.output.save and (place == "list" or place == "event") and
+     not ctx.xml_header then
+    ctx.xml_header = true
+    out:write(output.XML_HEADER, "<conntrack>\n")
+  end
+  local key = "format_" .. place
+  local format = cmd[key]
+  if not format then
+    format = output.formatter(cmd.output, place)
+    cmd[key] = format
+  end
+  out:write(format(f, kind), "\n")
+end
+M.print_flow = print_flow
+
+-- nfct_filter_init: --mask-src needs --src (and --mask-dst --dst).
+local function check_masks(cmd)
+  if cmd.options["mask-src"] and not cmd.ct.src then
+    fail(2, "Can't use --mask-src without --src")
+  end
+  if cmd.options["mask-dst"] and not cmd.ct.dst then
+    fail(2, "Can't use --mask-dst without --dst")
+  end
+end
+M.check_masks = check_masks
+
+-- -L: the conntrack table (optionally zeroing counters), or the dying/unconfirmed lists.
+function M.CT_LIST(ctx, cmd)
+  local special = cmd.table == "dying" or cmd.table == "unconfirmed"
+  if not special then
+    if cmd.options.zero and filter.compares(cmd) then
+      fail(2, "Can't use -z with filtering parameters")
+    end
+    check_masks(cmd)
+    -- the kernel refuses a status filter with an empty mask (-u SRC_NAT)
+    if cmd.status and cmd.status.mask == 0 then
+      kernel.handle(ctx, cmd)
+      kernel.failed("CT_LIST", kernel.EINVAL)
+    end
+  end
+  local h = kernel.handle(ctx, cmd)
+  local f = filter.build(cmd, "list")
+  local opts = special and { table = cmd.table } or (cmd.options.zero and { zero = true }) or nil
+  kernel.guard("CT_LIST", function()
+    for fl in h:dump(f, opts) do
+      print_flow(ctx, cmd, "list", fl)
+      ctx.counter = ctx.counter + 1
+    end
+  end)
+  if ctx.xml_header then ctx.out:write("</conntrack>\n") end
+end
+
+-- The library's tuple of the command's original tuple (for get, create and expectations).
+local function tuple_of(ct, with_reply)
+  local t = { proto = ct.proto }
+  if ct.src then t.src = ct.src.text end
+  if ct.dst then t.dst = ct.dst.text end
+  local p = ct.proto
+  if p == 6 or p == 17 or p == 136 or p == 132 or p == 33 then
+    t.sport, t.dport = ct.sport, ct.dport
+    if with_reply then t.reply_sport, t.reply_dport = ct.reply_sport, ct.reply_dport end
+  elseif p == 47 then
+    t.srckey, t.dstkey = ct.srckey, ct.dstkey
+    if with_reply then t.reply_srckey, t.reply_dstkey = ct.reply_srckey, ct.reply_dstkey end
+  elseif p == 1 or p == 58 then
+    t.icmp_type, t.icmp_code, t.icmp_id = ct.icmp_type, ct.icmp_code, ct.icmp_id
+  end
+  if with_reply then
+    if ct.reply_src then t.reply_src = ct.reply_src.text end
+    if ct.reply_dst then t.reply_dst = ct.reply_dst.text end
+  end
+  return t
+end
+M.tuple_of = tuple_of
+
+-- What nfct_filter still checks on the entry -G found by its original tuple: the reply
+-- tuple and --state, --id and the labels given.
+local function get_matches(cmd, t)
+  local ct = cmd.ct
+  if ct.reply_src and t.reply_src ~= ct.reply_src.text then return false end
+  if ct.reply_dst and t.reply_dst ~= ct.reply_dst.text then return false end
+  for _, k in ipairs({ "reply_sport", "reply_dport", "state", "id" }) do
+    if ct[k] ~= nil and t[k] ~= ct[k] then return false end
+  end
+  for _, name in ipairs(cmd.labels.filter or {}) do
+    if not (t.labels and t.labels[name]) then return false end
+  end
+  return true
+end
+
+-- -G: the entry of the original tuple (1.4.7 sends no usable tuple without one: EINVAL).
+function M.CT_GET(ctx, cmd)
+  local h = kernel.handle(ctx, cmd)
+  local ct = cmd.ct
+  if not (ct.src and ct.dst) then kernel.failed("CT_GET", kernel.EINVAL) end
+  local t = tuple_of(ct, false)
+  t.zone = ct.zone
+  local ok, fl, msg, errno = pcall(h.get, h, t)
+  if not ok then kernel.failed("CT_GET", kernel.EINVAL) end
+  if not fl then kernel.failed("CT_GET", errno, msg) end
+  if not get_matches(cmd, fl:totable()) then return end
+  print_flow(ctx, cmd, "list", fl)
+  ctx.counter = ctx.counter + 1
+end
+
+local PORT_PROTOS = { [6] = true, [17] = true, [136] = true, [132] = true, [33] = true }
+
+
+-- The library spec of -I/-A, built the way conntrack's template reaches the kernel: with
+-- only the original tuple, the reply is its inverse (reply ports given are overwritten);
+-- with only the reply tuple, the original is its inverse and its protocol is the reply's
+-- (0 when no reply port was given, as in 1.4.7); with both, a reply port not given is 0
+-- and a reply tuple without any port is refused. -n/-g set the reply destination/source.
+local function create_spec(cmd, command)
+  local function einval() kernel.failed(command, kernel.EINVAL) end
+  local ct, o = cmd.ct, cmd.options
+  local p = ct.proto
+  local ports, gre, icmp = PORT_PROTOS[p], p == 47, p == 1 or p == 58
+  local has_orig = o.src or o.dst
+  local has_reply = o["reply-src"] or o["reply-dst"]
+  local spec = { proto = p }
+  if has_orig then
+    spec.src, spec.dst = ct.src.text, ct.dst.text
+    if ports then
+      if not (ct.sport and ct.dport) then einval() end
+      spec.sport, spec.dport = ct.sport, ct.dport
+    elseif gre then
+      if not (ct.srckey and ct.dstkey) then einval() end
+      spec.srckey, spec.dstkey = ct.srckey, ct.dstkey
+    elseif icmp then
+      spec.icmp_type, spec.icmp_code, spec.icmp_id = ct.icmp_type, ct.icmp_code, ct.icmp_id or 0
+    end
+    if has_reply then
+      -- (an address not given comes from -n/-g below, or is the inverse one)
+      spec.reply_src = ct.reply_src and ct.reply_src.text
+      spec.reply_dst = ct.reply_dst and ct.reply_dst.text
+      if ports then
+        if not (ct.reply_sport or ct.reply_dport) then einval() end
+        spec.reply_sport, spec.reply_dport = ct.reply_sport or 0, ct.reply_dport or 0
+      elseif gre then
+        if not (ct.reply_srckey or ct.reply_dstkey) then einval() end
+        spec.reply_srckey, spec.reply_dstkey = ct.reply_srckey or 0, ct.reply_dstkey or 0
+      end
+    end
+  else
+    spec.src, spec.dst = ct.reply_dst.text, ct.reply_src.text
+    if icmp then einval() end
+    if ports and ct.reply_sport and ct.reply_dport then
+      spec.sport, spec.dport = ct.reply_dport, ct.reply_sport
+    elseif gre and ct.reply_srckey and ct.reply_dstkey then
+      spec.srckey, spec.dstkey = ct.reply_dstkey, ct.reply_srckey
+    elseif ports or gre then
+      spec.proto, ports = 0, false
+    end
+  end
+  -- -n and -g set the reply destination and source (and their ports)
+  if cmd.nat.src and cmd.nat.src.addr then
+    spec.reply_dst = cmd.nat.src.addr.text
+    if cmd.nat.src.port and ports then spec.reply_dport = cmd.nat.src.port end
+  end
+  if cmd.nat.dst and cmd.nat.dst.addr then
+    spec.reply_src = cmd.nat.dst.addr.text
+    if cmd.nat.dst.port and ports then spec.reply_sport = cmd.nat.dst.port end
+  end
+  spec.timeout = ct.timeout
+  if ct.state and (spec.proto == 6 or spec.proto == 132 or spec.proto == 33) then
+    spec.state = ct.state
+  end
+  if cmd.status then spec.status = cmd.status.value end
+  if cmd.mark then spec.mark = cmd.mark.value end
+  spec.zone, spec.orig_zone, spec.reply_zone = ct.zone, ct.orig_zone, ct.reply_zone
+  if spec.proto == 132 then spec.vtag, spec.reply_vtag = ct.vtag, ct.reply_vtag end
+  if cmd.labels.add then spec.labels = cmd.labels.add end
+  return spec
+end
+
+-- -I and -A: 1.4.7's -A sends the same request and counts an existing entry as 0 added.
+local function create(ctx, cmd, command)
+  local h = kernel.handle(ctx, cmd)
+  local spec = create_spec(cmd, command)
+  local ok, res, msg, errno = pcall(h.create, h, spec)
+  if not ok then kernel.failed(command, kernel.EINVAL) end
+  if res then
+    ctx.counter = ctx.counter + 1
+  elseif not (command == "CT_ADD" and errno == kernel.EEXIST) then
+    kernel.failed(command, errno, msg)
+  end
+end
+function M.CT_CREATE(ctx, cmd) create(ctx, cmd, "CT_CREATE") end
+function M.CT_ADD(ctx, cmd) create(ctx, cmd, "CT_ADD") end
+
+-- -D: each matching entry is deleted (by tuple and id) and printed; an entry that went
+-- away meanwhile is skipped.
+function M.CT_DELETE(ctx, cmd)
+  check_masks(cmd)
+  local h = kernel.handle(ctx, cmd)
+  local f = filter.build(cmd, "delete")
+  kernel.guard("CT_DELETE", function()
+    for fl in h:dump(f) do
+      local n, msg, errno = h:delete(fl)
+      if n == 1 then
+        print_flow(ctx, cmd, "delete", fl)
+        ctx.counter = ctx.counter + 1
+      elseif n == nil and errno ~= kernel.ENOENT then
+        kernel.failed("CT_DELETE", errno, msg)
+      end
+    end
+  end)
+end
+
+local function u32(v) return v & 0xffffffff end
+
+-- The changes -U makes to entry t, or nil when it already has them (conntrack then
+-- neither sends nor counts it).
+local function update_changes(cmd, t)
+  local ch, differs = {}, false
+  local ct = cmd.ct
+  if ct.timeout then
+    ch.timeout = ct.timeout
+    if ct.timeout ~= t.timeout then differs = true end
+  end
+  if cmd.mark then
+    local old = t.mark or 0
+    local new = u32((old & ~cmd.mark.mask) ~ cmd.mark.value)
+    ch.mark = new
+    if new ~= old then differs = true end
+  end
+  if cmd.status then
+    local parse = require "conntrack.cli.parse"
+    local v = cmd.status.value
+    local have = 0
+    for name, bit in pairs(parse.STATUS_BITS) do
+      if t.status and t.status[name] then have = have | bit end
+    end
+    if v ~= 0 then ch.status = v end
+    if v & have ~= v then differs = true end
+  end
+  if ct.state and t.state then
+    ch.state = ct.state
+    if ct.state ~= t.state then differs = true end
+  end
+  -- conntrack sends labels with a mask the entry never has, so adding always differs;
+  -- deleting differs when the entry has label storage (deleting all: any label set)
+  if cmd.labels.add then
+    ch.labels_add = cmd.labels.add
+    differs = true
+  elseif cmd.labels.del == true then
+    local all = {}
+    for name in pairs(t.labels or {}) do all[#all + 1] = name end
+    if #all > 0 then ch.labels_del = all; differs = true end
+  elseif cmd.labels.del then
+    ch.labels_del = cmd.labels.del
+    if t.labels then differs = true end
+  end
+  if not differs or next(ch) == nil then return nil end
+  return ch
+end
+
+-- -U: every matching entry that the changes would alter is updated, read back and printed.
+function M.CT_UPDATE(ctx, cmd)
+  check_masks(cmd)
+  local h = kernel.handle(ctx, cmd)
+  local f = filter.build(cmd, "update")
+  local nat_given = false
+  for _, nat in pairs(cmd.nat) do
+    if nat.addr or nat.port then nat_given = true end
+  end
+  kernel.guard("CT_UPDATE", function()
+    for fl in h:dump(f) do
+      local ch = update_changes(cmd, fl:totable())
+      if ch and nat_given then
+        -- conntrack sends the NAT addresses too, which the kernel refuses in an update
+        ctx.err:write("Operation failed: Operation not supported\n")
+      elseif ch then
+        local n, msg, errno = h:update(fl, ch)
+        if n == 1 then
+          local now = h:get(fl)
+          if now then
+            print_flow(ctx, cmd, "update", now)
+            ctx.counter = ctx.counter + 1
+          end
+        elseif n == nil and errno ~= kernel.ENOENT then
+          -- 1.4.7 reports it without its prefix and goes on
+          ctx.err:write("Operation failed: ", kernel.err2str(errno, "CT_UPDATE", msg), "\n")
+        end
+      end
+    end
+  end)
+end
+
+-- -F: the message comes before the result is known.
+function M.CT_FLUSH(ctx, cmd)
+  local h = kernel.handle(ctx, cmd)
+  local ok, msg, errno = h:flush(cmd.family and { family = cmd.family } or nil)
+  ctx.err:write(require("conntrack.cli.options").PREFIX,
+                "connection tracking table has been emptied.\n")
+  if not ok then kernel.failed("CT_FLUSH", errno, msg) end
+end
+
+local function read_file(path)
+  local f = io.open(path)
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- -C: the kernel's counter; /proc when netlink fails (then the failure is reported too).
+function M.CT_COUNT(ctx, cmd)
+  local h = kernel.handle(ctx, cmd)
+  local n, msg, errno = h:count()
+  if n then
+    ctx.out:write(fmt("%d\n", n))
+    return
+  end
+  local path = "/proc/sys/net/netfilter/nf_conntrack_count"
+  local s = read_file(path)
+  if not s then fail(1, "Can't open " .. path) end
+  local v = s:match("^%s*([+-]?%d+)")
+  if not v then fail(1, "Can't read " .. path) end
+  ctx.out:write(fmt("%d\n", tonumber(v)))
+  kernel.failed("CT_COUNT", errno, msg)
+end
+
+-- conntrack -S's fallback: /proc/net/stat/nf_conntrack, its hexadecimal columns named by
+-- the first line.
+local function proc_stats(ctx)
+  local s = read_file("/proc/net/stat/nf_conntrack")
+  if not s then return false end
+  local lines = {}
+  for line in s:gmatch("[^\n]+") do lines[#lines + 1] = line end
+  if #lines == 0 then return false end
+  local names = {}
+  for w in lines[1]:gmatch("%S+") do names[#names + 1] = w end
+  for cpu = 2, #lines do
+    local vals = {}
+    for w in lines[cpu]:gmatch("%S+") do vals[#vals + 1] = tonumber(w, 16) or 0 end
+    local parts = { fmt("cpu=%-4d\t", cpu - 2) }
+    for i, name in ipairs(names) do parts[#parts + 1] = fmt("%s=%d ", name, (vals[i] or 0) & 0xffffffff) end
+    ctx.out:write(table.concat(parts), "\n")
+  end
+  return #lines > 1
+end
+M.proc_stats = proc_stats
+
+-- The counters of -S in attribute order, with conntrack's names for the newer ones.
+local CT_STATS = { "searched", "found", "new", "invalid", "ignore", "delete", "delete_list",
+                   "insert", "insert_failed", "drop", "early_drop", "error", "search_restart",
+                   "clash_resolve", "chaintoolong", "unknown16", "unknown17", "unknown18",
+                   "unknown19" }
+local CT_STATS_NAMES = { unknown16 = "unknown1", unknown17 = "unknown2", unknown18 = "unknown3",
+                         unknown19 = "unknown4" }
+local EXP_STATS = { "expect_new", "expect_create", "expect_delete" }
+
+function M.print_stats(ctx, cpus, order, names)
+  for _, c in ipairs(cpus) do
+    local parts = { fmt("cpu=%-4d\t", c.cpu) }
+    for _, key in ipairs(order) do
+      if c[key] then parts[#parts + 1] = fmt("%s=%d ", names[key] or key, c[key]) end
+    end
+    ctx.out:write(table.concat(parts), "\n")
+  end
+end
+
+local function stats(ctx, cmd, method, command, order, names)
+  local h = kernel.handle(ctx, cmd)
+  local cpus, msg, errno = h[method](h)
+  if cpus then
+    M.print_stats(ctx, cpus, order, names)
+    return
+  end
+  if not proc_stats(ctx) then fail(1, "Can't open /proc interface") end
+  kernel.failed(command, errno, msg)
+end
+
+function M.CT_STATS(ctx, cmd)
+  stats(ctx, cmd, "stats", "CT_STATS", CT_STATS, CT_STATS_NAMES)
+end
+
+function M.EXP_STATS(ctx, cmd)
+  stats(ctx, cmd, "expect_stats", "EXP_STATS", EXP_STATS, {})
+end
+
+return M

@@ -1,0 +1,388 @@
+--- conntrack's do_parse: one command line into a command table, with every error of
+-- 1.4.7 raised in the same order (getopt order while scanning, then the family default,
+-- --any-nat, the option rules in bit order, the tuple pairs, the protocol's own rules).
+--
+-- Errors are raised as { status = 1|2, msg = "..." } (see init.lua); lines that conntrack
+-- prints without its prefix (warnings, perror) are written to ctx.err as they happen.
+--
+-- The command table:
+--   command   "CT_LIST", "EXP_GET", ... or "NONE"; table: the table word's choice
+--   options   set of the option names given (their bit names, e.g. "src", "mask-src")
+--   family    nil, "ipv4" or "ipv6"
+--   handler, protonum   the protocol of -p, and l4flags the set of its options given
+--   ct        the template of the entry: src, dst, reply_src, reply_dst (addresses:
+--             { family, bytes, text }), proto, ports, keys, icmp fields, state, timeout,
+--             zone, orig_zone, reply_zone, secmark, id, vtag, role
+--   mask, exptuple   the templates of an expectation's mask and expected tuple
+--   mark      { value, mask } of -m; status { value, mask, kernel_mask } of -u
+--   nat       { src = { addr, port }, dst = ..., any = bool }
+--   labels    { filter = {names}, add = {names}, del = {names} | true (all) }
+--   output    set of -o names; event_mask; bufsize; netns
+-- @module conntrack.cli.parse
+local getopt = require "conntrack.cli.getopt"
+local options = require "conntrack.cli.options"
+local values = require "conntrack.cli.values"
+local rules = require "conntrack.cli.rules"
+-- loaded when an option needs them (start-up time matters for -C and -G)
+local protocols = setmetatable({}, { __index = function(t, k)
+  local m = require "conntrack.cli.protocols"
+  setmetatable(t, { __index = m })
+  return m[k]
+end })
+local labelmap = setmetatable({}, { __index = function(t, k)
+  local m = require "conntrack.cli.labelmap"
+  setmetatable(t, { __index = m })
+  return m[k]
+end })
+
+local M = {}
+
+local fmt = string.format
+
+local function fail(status, f, ...)
+  error({ status = status, msg = select("#", ...) > 0 and fmt(f, ...) or f }, 0)
+end
+M.fail = fail
+
+local STATUS_NAMES = { "ASSURED", "SEEN_REPLY", "UNSET", "FIXED_TIMEOUT", "EXPECTED", "OFFLOAD",
+                       "HW_OFFLOAD" }
+local STATUS_BITS = { ASSURED = 4, SEEN_REPLY = 2, UNSET = 0, FIXED_TIMEOUT = 1024,
+                      EXPECTED = 1, OFFLOAD = 1 << 14, HW_OFFLOAD = 1 << 15 }
+local EVENT_NAMES = { "ALL", "NEW", "UPDATES", "DESTROY" }
+local EVENT_BITS = { ALL = 7, NEW = 1, UPDATES = 2, DESTROY = 4 }
+-- json is ct-lua's; it comes last so that conntrack's prefixes keep their meaning
+local OUTPUT_NAMES = { "xml", "extended", "timestamp", "id", "ktimestamp", "labels",
+                       "userspace", "save", "json" }
+M.STATUS_BITS = STATUS_BITS
+
+-- One item of a -u/-e/-o list (do_parse_parameter): the SRC_NAT/DST_NAT warning, or the
+-- name matched, or false.
+local function list_item(ctx, text, names)
+  local m = values.match_item(text, names)
+  if m == "SRC_NAT" or m == "DST_NAT" then
+    ctx.err:write("WARNING: ignoring ", m, ", use --", m == "SRC_NAT" and "src" or "dst",
+                  "-nat instead\n")
+    return true, nil
+  end
+  if m then return true, names[m] end
+  return false
+end
+
+-- parse_parameter: every item must match; returns the list of names matched.
+local function parse_list(ctx, arg, names)
+  local got = {}
+  for _, item in ipairs(values.split_list(arg)) do
+    if item.text == "" then fail(2, "Bad parameter `%s'", item.rest) end
+    local ok, name = list_item(ctx, item.text, names)
+    if not ok then fail(2, "Bad parameter `%s'", item.rest) end
+    if name then got[#got + 1] = name end
+  end
+  return got
+end
+
+-- parse_parameter_mask for -u: names add to the value, !names to the mask, UNREPLIED
+-- (a case-sensitive prefix test of the rest of the list) puts SEEN_REPLY in the mask.
+local function parse_status(ctx, arg, status)
+  for _, item in ipairs(values.split_list(arg)) do
+    local text, rest = item.text, item.rest
+    if text == "" and not item.last then fail(2, "Bad parameter `%s'", rest) end
+    local negated = text:sub(1, 1) == "!"
+    if negated then
+      text, rest = text:sub(2), rest:sub(2)
+      if text == "" and not item.last then fail(2, "Bad parameter `%s'", rest) end
+    end
+    if not negated and rest:sub(1, 9) == "UNREPLIED" then
+      status.mask = status.mask | STATUS_BITS.SEEN_REPLY
+    else
+      if text == "" then fail(2, "Bad parameter `%s'", rest) end
+      local ok, name = list_item(ctx, text, STATUS_NAMES)
+      if not ok then fail(2, "Bad parameter `%s'", rest) end
+      if name then
+        if negated then
+          status.mask = status.mask | STATUS_BITS[name]
+        else
+          status.value = status.value | STATUS_BITS[name]
+        end
+      end
+    end
+  end
+end
+
+-- The attribute an address option sets, and the option of its CIDR mask.
+local ADDR_OPTS = {
+  s = { field = "src", maskopt = "{", where = "ct" },
+  d = { field = "dst", maskopt = "}", where = "ct" },
+  r = { field = "reply_src", where = "ct" },
+  q = { field = "reply_dst", where = "ct" },
+  ["["] = { field = "src", maskopt = "{", where = "exptuple" },
+  ["]"] = { field = "dst", maskopt = "}", where = "exptuple" },
+  ["{"] = { field = "src", where = "mask" },
+  ["}"] = { field = "dst", where = "mask" },
+  n = { field = "snat", where = "nat" },
+  g = { field = "dnat", where = "nat" },
+  j = { field = "anynat", where = "nat" },
+}
+
+local function set_family(cmd, family)
+  if cmd.family == nil then
+    cmd.family = family
+  elseif cmd.family ~= family then
+    fail(2, "mismatched address family")
+  end
+end
+
+-- nfct_parse_addr_from_opt: an address option (with a CIDR suffix where allowed).
+local function parse_addr_opt(cmd, c, arg)
+  local spec = ADDR_OPTS[c]
+  local addr, prefix = values.parse_addr(arg, true)
+  if not addr then fail(2, "Invalid IP address `%s'", arg) end
+  set_family(cmd, addr.family)
+  if prefix ~= nil and not spec.maskopt then
+    fail(2, "CIDR notation unavailable for `--%s'", options.long_name(c))
+  elseif prefix == -2 then
+    fail(2, "Invalid netmask")
+  end
+  cmd.options[options.by_key[c].name] = true
+  if spec.where == "nat" then return addr end
+  cmd[spec.where][spec.field] = addr
+  if prefix == nil or (prefix == 32 and addr.family == "ipv4") or
+     (prefix == 128 and addr.family == "ipv6") then
+    return addr
+  end
+  local maskbytes = values.prefix_mask(prefix, #addr.bytes)
+  cmd.mask[spec.field] = { family = addr.family, bytes = maskbytes,
+                           text = values.addr_text(maskbytes), prefix = prefix }
+  cmd.options[options.by_key[spec.maskopt].name] = true
+  return addr
+end
+
+-- get_optional_arg: an attached argument is ignored (1.4.7's quirk); otherwise the next
+-- word when it does not start with '-' or '!'.
+local function optional_arg(g)
+  if g.optarg then return nil end
+  local w = g.argv[g.optind]
+  if g.optind < g.argc and w:sub(1, 1) ~= "-" and w:sub(1, 1) ~= "!" then
+    g.optind = g.optind + 1
+    return w
+  end
+  return nil
+end
+
+-- check_type: the table named by the next word (by prefix, in this order), or conntrack.
+local TABLES = { "expect", "conntrack", "dying", "unconfirmed" }
+local function check_type(g)
+  local word = optional_arg(g)
+  if word == nil then return "conntrack" end
+  for _, t in ipairs(TABLES) do
+    if t:sub(1, #word) == word then return t end
+  end
+  fail(2, "unknown type `%s'", word)
+end
+
+local function add_command(cmd, name)
+  if cmd.command ~= "NONE" then fail(2, "Invalid commands combination") end
+  cmd.command = name
+end
+
+-- The option string's letters of the commands.
+local COMMAND_KEYS = { L = true, I = true, D = true, G = true, F = true, E = true, V = true,
+                       h = true, C = true, S = true, U = true, A = true }
+
+local function u32(v) return v & 0xffffffff end
+
+--- Parses argv (0-based, argv[0] the program name; argc words). ctx = { err = handle }.
+-- output seeds the -o set (conntrack's output mask outlives a line of -R). Returns the
+-- command table or raises { status, msg }.
+function M.parse(ctx, argv, argc, output)
+  local seeded = {}
+  for k, v in pairs(output or {}) do seeded[k] = v end
+  local cmd = {
+    command = "NONE", table = "conntrack", options = {}, ct = {}, mask = {}, exptuple = {},
+    nat = {}, output = seeded, l4flags = {}, labels = {}, fail = fail, argv0 = argv[0],
+  }
+  local longopts = options.longopts()
+  local g = getopt.new(argv, argc, options.OPTSTRING, longopts)
+  local h                     -- the protocol handler of the last -p
+  local offset = 0            -- conntrack's global_option_offset
+  local offsets = {}          -- each handler's option_offset (its latest merge)
+  local l4bits = {}           -- the handler flag bits set, whichever handler set them
+  local status               -- -u: value and mask accumulate over the options
+
+  while true do
+    local c = g:next()
+    if c == nil then break end
+    local arg = g.optarg
+    if COMMAND_KEYS[c] then
+      local tbl = check_type(g)
+      local o = options.by_key[c]
+      if c == "L" then
+        if tbl == "dying" or tbl == "unconfirmed" then
+          add_command(cmd, o.command[1])
+        else
+          add_command(cmd, o.command[tbl == "expect" and 2 or 1])
+        end
+      else
+        if tbl == "dying" or tbl == "unconfirmed" then
+          fail(2, "Can't do that command with tables `dying' and `unconfirmed'")
+        end
+        local name = o.command[tbl == "expect" and 2 or 1]
+        if not name then
+          fail(2, "Can't do --%s on %s", options.long_name(c),
+               tbl == "conntrack" and "conntrack" or "expectations")
+        end
+        add_command(cmd, name)
+      end
+      cmd.table = tbl
+    elseif ADDR_OPTS[c] and c ~= "n" and c ~= "g" and c ~= "j" then
+      parse_addr_opt(cmd, c, arg)
+    elseif c == "p" then
+      cmd.options.protonum = true
+      local handler, num = protocols.find(arg)
+      if not handler then fail(2, "`%s' unsupported protocol", arg) end
+      h = handler
+      offset = offset + 256
+      offsets[h] = offset
+      for _, o in ipairs(h.opts) do
+        longopts[#longopts + 1] = { name = o[1], has_arg = 1, val = o[2] + offset }
+      end
+      cmd.handler, cmd.protonum = h, num
+      cmd.ct.proto = num
+    elseif c == "t" then
+      cmd.options.timeout = true
+      cmd.ct.timeout = u32(values.atol(arg))
+    elseif c == "u" then
+      cmd.options.status = true
+      status = status or { value = 0, mask = 0 }
+      parse_status(ctx, arg, status)
+      if status.mask == 0 then status.mask = status.value end
+      cmd.status = { value = status.value, mask = status.mask }
+    elseif c == "e" then
+      cmd.options["event-mask"] = true
+      cmd.event_mask = cmd.event_mask or 0
+      for _, name in ipairs(parse_list(ctx, arg, EVENT_NAMES)) do
+        cmd.event_mask = cmd.event_mask | EVENT_BITS[name]
+      end
+    elseif c == "o" then
+      cmd.options.output = true
+      for _, name in ipairs(parse_list(ctx, arg, OUTPUT_NAMES)) do cmd.output[name] = true end
+      local out = cmd.output
+      local others = out.xml or out.extended or out.timestamp or out.id or out.ktimestamp or
+                     out.labels
+      if out.save and (others or out.json) then
+        fail(1, "cannot combine save output with any other output type, use -o save only")
+      end
+      if out.json and others then
+        fail(1, "cannot combine json output with any other output type, use -o json only")
+      end
+      if out.labels then labelmap.init(ctx) end
+    elseif c == "z" then
+      cmd.options.zero = true
+    elseif c == "n" or c == "g" or c == "j" then
+      cmd.options[options.by_key[c].name] = true
+      local word = optional_arg(g)
+      if word then
+        local address, port = values.split_nat(word)
+        if not address then fail(2, port) end
+        local addr = parse_addr_opt(cmd, c, address)
+        local nat = { addr = addr, port = port and tonumber(port) }
+        if c == "j" then
+          cmd.nat.src, cmd.nat.dst = nat, nat
+        else
+          cmd.nat[c == "n" and "src" or "dst"] = nat
+        end
+      end
+    elseif c == "w" or c == "(" or c == ")" then
+      local o = options.by_key[c]
+      cmd.options[o.name] = true
+      cmd.ct[o.name == "zone" and "zone" or o.name == "orig-zone" and "orig_zone" or
+             "reply_zone"] = values.trunc((values.strtoul(arg, 0)), 16)
+    elseif c == "i" or c == "c" then
+      local o = options.by_key[c]
+      cmd.options[o.name] = true
+      cmd.ct[o.name] = u32((values.strtoul(arg, 0)))
+    elseif c == "m" then
+      cmd.options.mark = true
+      local v, e = values.strtoul(arg, 0)
+      local m = 0xffffffff
+      if arg:sub(e, e) == "/" then m = (values.strtoul(arg, 0, e + 1)) end
+      cmd.mark = { value = u32(v), mask = u32(m) }
+    elseif c == "l" or c == "<" or c == ">" then
+      local o = options.by_key[c]
+      cmd.options[o.name] = true
+      labelmap.init(ctx)
+      if cmd.options["label-add"] and cmd.options["label-del"] then
+        fail(1, "cannot use --label-add and --label-del at the same time")
+      end
+      local list = arg
+      if c == ">" then
+        list = optional_arg(g)
+        if not list then cmd.labels.del = true end
+      end
+      if list then
+        local names = {}
+        for name in (list .. ","):gmatch("([^,]*),") do
+          if not labelmap.bit(name) then fail(2, "unknown label '%s'", name) end
+          names[#names + 1] = name
+        end
+        local key = c == "l" and "filter" or c == "<" and "add" or "del"
+        if type(cmd.labels[key]) ~= "table" then cmd.labels[key] = {} end
+        for _, n in ipairs(names) do table.insert(cmd.labels[key], n) end
+      end
+    elseif c == "a" then
+      ctx.err:write("WARNING: ignoring -a, deprecated option.\n")
+    elseif c == "f" then
+      cmd.options.family = true
+      if arg:sub(1, 4) == "ipv4" then set_family(cmd, "ipv4")
+      elseif arg:sub(1, 4) == "ipv6" then set_family(cmd, "ipv6")
+      else fail(2, "`%s' unsupported protocol", arg) end
+    elseif c == "b" then
+      cmd.options["buffer-size"] = true
+      cmd.bufsize = values.atol(arg)
+    elseif c == "netns" then
+      cmd.netns = arg
+    elseif c == ":" then
+      fail(2, "option `%s' requires an argument", g.argv[g.optind - 1])
+    elseif c == "?" then
+      fail(2, "unknown option `%s'", g.argv[g.optind - 1])
+    elseif type(c) == "number" and h then
+      -- a protocol option: its code relative to the handler's offset, as a C char
+      local code = (c - offsets[h]) & 0xff
+      if code >= 128 then code = code - 256 end
+      local what = h.codes[code]
+      if what then
+        l4bits[what[1]] = true
+        what[2](cmd, arg, h)
+      end
+    end
+  end
+
+  -- the default family
+  if cmd.family == nil then
+    local c = cmd.command
+    if not (c == "CT_LIST" or c == "CT_UPDATE" or c == "CT_DELETE" or c == "CT_GET" or
+            c == "CT_FLUSH" or c == "CT_EVENT") then
+      cmd.family = "ipv4"
+      cmd.family_default = true
+    end
+  end
+  if cmd.options["any-nat"] and (cmd.options["src-nat"] or cmd.options["dst-nat"]) then
+    fail(2, "cannot specify `--src-nat' or `--dst-nat' with `--any-nat'")
+  end
+  local names = {}
+  for bit = 0, options.NUMBER_OF_OPT - 1 do names[#names + 1] = options.bit_names[bit] end
+  local msg = rules.check(rules.commands[cmd.command], names, cmd.options, rules.pairs,
+                          rules.pair_msgs)
+  if msg then fail(2, msg) end
+  for bit in pairs(l4bits) do
+    if h.flags[bit + 1] then cmd.l4flags[h.flags[bit + 1]] = true end
+  end
+  if cmd.command ~= "CT_HELP" and h and h.rules then
+    local rcmd = cmd.command == "CT_ADD" and "CT_CREATE" or cmd.command
+    msg = rules.check(h.rules[rcmd], h.flags, cmd.l4flags, h.pairs, h.pair_msgs)
+    if msg then fail(2, msg) end
+  end
+  cmd.handler = h
+  return cmd
+end
+
+return M

@@ -1,0 +1,212 @@
+-- The pure parts of `ct-lua conntrack` (lua/conntrack/cli), in-process and without the
+-- kernel: glibc getopt_long's semantics, the C value parsers, the rules and the parse
+-- errors through main(argv, out, err). The differential suite (cli_spec.lua) compares
+-- whole runs with /usr/sbin/conntrack; this one pins the building blocks.
+local getopt = require "conntrack.cli.getopt"
+local values = require "conntrack.cli.values"
+local rules = require "conntrack.cli.rules"
+local options = require "conntrack.cli.options"
+local cli = require "conntrack.cli"
+
+local PREFIX = "conntrack v1.4.7 (conntrack-tools): "
+local TRY = "Try `conntrack -h' or 'conntrack --help' for more information.\n"
+
+local function sink()
+  local s = { parts = {} }
+  function s:write(...)
+    for _, v in ipairs({ ... }) do self.parts[#self.parts + 1] = v end
+    return self
+  end
+  function s:flush() end
+  function s:text() return table.concat(self.parts) end
+  return s
+end
+
+-- Runs main on the words; returns status, stdout, stderr.
+local function run(...)
+  local argv = { [0] = "conntrack", ... }
+  local out, err = sink(), sink()
+  local status = cli.main(argv, out, err)
+  return status, out:text(), err:text()
+end
+
+-- All options getopt returns for argv (0-based list after the program name).
+local function scan(words, optstring, longopts)
+  local argv = { [0] = "prog" }
+  for i, w in ipairs(words) do argv[i] = w end
+  local g = getopt.new(argv, #words + 1, optstring, longopts)
+  local got = {}
+  while true do
+    local c = g:next()
+    if c == nil then break end
+    got[#got + 1] = tostring(c) .. (g.optarg and ("=" .. g.optarg) or "")
+  end
+  local rest = {}
+  for i = g.optind, #words do rest[#rest + 1] = argv[i] end
+  return got, rest
+end
+
+describe("getopt_long", function()
+  local long = {
+    { name = "src", has_arg = 1, val = "s" }, { name = "src-nat", has_arg = 2, val = "n" },
+    { name = "orig-src", has_arg = 1, val = "s" }, { name = "zero", has_arg = 0, val = "z" },
+    { name = "dump", has_arg = 2, val = "L" },
+  }
+
+  it("permutes non-options to the end", function()
+    local got, rest = scan({ "a", "-z", "b", "--src", "1" }, ":L::zs:n::", long)
+    assert.same({ "z", "s=1" }, got)
+    assert.same({ "a", "b" }, rest)
+  end)
+
+  it("takes an exact name over a longer one and an unambiguous prefix", function()
+    assert.same({ "s=1" }, (scan({ "--src", "1" }, ":s:", long)))
+    assert.same({ "n" }, (scan({ "--src-" }, ":n::", long)))
+    assert.same({ "z" }, (scan({ "--ze" }, ":z", long)))
+  end)
+
+  it("does not count aliases of one option as ambiguous", function()
+    local l = { { name = "orig-src", has_arg = 1, val = "s" }, { name = "orig-srcx", has_arg = 1, val = "s" } }
+    assert.same({ "s=1" }, (scan({ "--orig-s", "1" }, ":s:", l)))
+  end)
+
+  it("reports an ambiguous prefix, a missing argument and an argument to a flag", function()
+    assert.same({ "?" }, (scan({ "--sr" }, ":s:", long)))
+    assert.same({ ":" }, (scan({ "--src" }, ":s:", long)))
+    assert.same({ "?" }, (scan({ "--zero=1" }, ":z", long)))
+  end)
+
+  it("gives optional arguments only when attached", function()
+    assert.same({ "L", }, (scan({ "-L", "x" }, ":L::", long)))
+    assert.same({ "L=x" }, (scan({ "-Lx" }, ":L::", long)))
+    assert.same({ "L=x" }, (scan({ "--dump=x" }, ":L::", long)))
+  end)
+
+  it("stops at --", function()
+    local got, rest = scan({ "-z", "--", "-s" }, ":zs:", long)
+    assert.same({ "z" }, got)
+    assert.same({ "-s" }, rest)
+  end)
+end)
+
+describe("C value parsers", function()
+  it("inet_aton accepts the short and numeric forms", function()
+    assert.same({ 10, 0, 0, 1 }, values.inet_aton("10.1"))
+    assert.same({ 10, 0, 0, 1 }, values.inet_aton("0x0a000001"))
+    assert.same({ 1, 2, 3, 4 }, values.inet_aton("1.2.3.4 trailing"))
+    assert.same({ 10, 0, 0, 8 }, values.inet_aton("012.0.0.010"))
+    assert.is_nil(values.inet_aton("1.1.1.300"))
+    assert.is_nil(values.inet_aton("08.1.1.1"))
+    assert.is_nil(values.inet_aton("1.2.3.4x"))
+  end)
+
+  it("inet_pton6 follows glibc", function()
+    assert.equal(16, #values.inet_pton6("::1"))
+    assert.equal(16, #values.inet_pton6("::ffff:1.2.3.4"))
+    assert.is_nil(values.inet_pton6(":1"))
+    assert.is_nil(values.inet_pton6("1:::2"))
+  end)
+
+  it("strtoul takes base 0, signs and stops at garbage", function()
+    assert.equal(15, (values.strtoul("017", 0)))
+    assert.equal(17, (values.strtoul("0x11", 0)))
+    assert.equal(-5, (values.strtoul("-5", 0)))           -- 2^64 - 5
+    local v, e = values.strtoul("20foo", 0)
+    assert.equal(20, v)
+    assert.equal(3, e)
+    assert.equal(0, (values.strtoul("foo", 0)))
+  end)
+
+  it("atoi and atol as C", function()
+    assert.equal(0, values.atoi("abc"))
+    assert.equal(-5, values.atol("-5"))
+    assert.equal(99999, values.atoi("99999"))
+  end)
+
+  it("parses CIDR suffixes as conntrack", function()
+    local a, p = values.parse_addr("1.1.1.1/24", true)
+    assert.equal("1.1.1.1", a.text)
+    assert.equal(24, p)
+    assert.equal(-2, select(2, values.parse_addr("1.1.1.1/33", true)))
+    assert.equal(-2, select(2, values.parse_addr("1.1.1.1/x", true)))
+    assert.equal(0, select(2, values.parse_addr("1.1.1.1/", true)))
+  end)
+
+  it("splits NAT addresses and ports", function()
+    assert.same({ "1.2.3.4", "80" }, { values.split_nat("1.2.3.4:80") })
+    assert.same({ "::1", "80" }, { values.split_nat("[::1]:80") })
+    assert.same({ "2001:db8::1" }, { values.split_nat("2001:db8::1") })
+    assert.same({ nil, "No port specified after `:'" }, { values.split_nat("1.1.1.1:") })
+    assert.same({ nil, "Invalid port `70000'" }, { values.split_nat(":70000") })
+    assert.same({ nil, "No IPv6 address specified" }, { values.split_nat("[]:80") })
+  end)
+end)
+
+describe("rules", function()
+  local names = {}
+  for bit = 0, options.NUMBER_OF_OPT - 1 do names[#names + 1] = options.bit_names[bit] end
+
+  it("reports the first bit that is missing or illegal", function()
+    assert.equal("You need to supply the `--protonum' option for this command",
+                 rules.check(rules.commands.CT_GET, names, { src = true, dst = true }, rules.pairs,
+                             rules.pair_msgs))
+    assert.equal("Illegal option `--timeout' with this command",
+                 rules.check(rules.commands.CT_LIST, names, { timeout = true, zero = true }))
+  end)
+
+  it("needs one complete tuple pair", function()
+    assert.equal("you have to specify `--reply-src' and `--reply-dst'",
+                 rules.check(rules.commands.CT_CREATE, names,
+                             { ["reply-src"] = true, protonum = true, timeout = true },
+                             rules.pairs, rules.pair_msgs))
+    assert.is_nil(rules.check(rules.commands.CT_CREATE, names,
+                              { src = true, dst = true, protonum = true, timeout = true },
+                              rules.pairs, rules.pair_msgs))
+  end)
+end)
+
+describe("main(argv, out, err)", function()
+  it("prints the version and the usage", function()
+    local status, out = run("-V")
+    assert.equal(0, status)
+    assert.equal("conntrack v1.4.7 (conntrack-tools)\n", out)
+    status, out = run("-h", "-p", "tcp")
+    assert.equal(0, status)
+    assert.truthy(out:find("^Command line interface for the connection tracking system"))
+    assert.truthy(out:find("Proto `tcp' help:\n", 1, true))
+  end)
+
+  local errors = {
+    { { "--bogus" }, "unknown option `--bogus'" },
+    { { "-L", "-o" }, "option `-o' requires an argument" },
+    { { "-L", "-s", "1.1.1.300" }, "Invalid IP address `1.1.1.300'" },
+    { { "-L", "--sport", "80", "-p", "tcp" }, "unknown option `--sport'" },
+    { { "-L", "-D" }, "Invalid commands combination" },
+    { { "-L", "expectx" }, "unknown type `expectx'" },
+    { { "-U", "expect" }, "Can't do --update on expectations" },
+    { { "-L", "-u", ",ASSURED" }, "Bad parameter `,ASSURED'" },
+    { { "-L", "-Xz" }, "unknown option `-L'" },
+    { { "-I", "-s", "1.1.1.1", "-p", "tcp", "-t", "1" }, "you have to specify `--src' and `--dst'" },
+    { { "-L", "--dst-nat", "[::1" }, "No closing ']' around IPv6 address" },
+  }
+  for _, case in ipairs(errors) do
+    it("reports " .. case[2], function()
+      local status, out, err = run(table.unpack(case[1]))
+      assert.equal(2, status)
+      assert.equal("", out)
+      assert.equal(PREFIX .. case[2] .. "\n" .. TRY, err)
+    end)
+  end
+
+  it("exits 1 without the hint for -o save with another type", function()
+    local status, _, err = run("-L", "-o", "save,xml")
+    assert.equal(1, status)
+    assert.equal(PREFIX .. "cannot combine save output with any other output type, use -o save only\n", err)
+  end)
+
+  it("warns about SRC_NAT in a list before going on", function()
+    local _, _, err = run("-E", "-e", "S", "-s", "1.1.1.300")
+    assert.equal("WARNING: ignoring SRC_NAT, use --src-nat instead\n" .. PREFIX ..
+                 "Invalid IP address `1.1.1.300'\n" .. TRY, err)
+  end)
+end)
