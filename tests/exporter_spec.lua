@@ -180,13 +180,7 @@ end
 ---------------------------------------------------------------------------------------
 -- Processes, HTTP, conntrack(8)
 
---- Seconds on the kernel's monotonic uptime clock.
-local function now()
-  local f = assert(io.open("/proc/uptime"))
-  local seconds = f:read("n")
-  f:close()
-  return seconds
-end
+local now = H.now
 
 local function read_file(path)
   local f = io.open(path, "rb")

@@ -23,21 +23,9 @@ local PERM_HINT = "(CAP_NET_ADMIN is needed; `unshare -rn` gives a private table
 ---------------------------------------------------------------------------------------
 -- helpers
 
---- Seconds on the kernel's monotonic uptime clock.
-local function now()
-  local f = assert(io.open("/proc/uptime"))
-  local seconds = f:read("n")
-  f:close()
-  return seconds
-end
+local now = H.now
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local text = f:read("a")
-  f:close()
-  return text
-end
+local read_file = H.read_file
 
 --- Polls fn every 20 ms until it returns a true value, which is returned; fails after
 -- seconds, with what describe() says.

@@ -25,13 +25,7 @@ end
 
 local function exists(path) return read_file(path) ~= nil end
 
---- Seconds on the kernel's monotonic uptime clock.
-local function now()
-  local f = assert(io.open("/proc/uptime"))
-  local seconds = f:read("n")
-  f:close()
-  return seconds
-end
+local now = H.now
 
 local function eventually(seconds, what, fn)
   local deadline = now() + seconds

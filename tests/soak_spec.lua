@@ -31,12 +31,7 @@ local function read_file(path)
   return text
 end
 
-local function now()
-  local f = assert(io.open("/proc/uptime"))
-  local seconds = f:read("n")
-  f:close()
-  return seconds
-end
+local now = H.now
 
 local function eventually(seconds, what, fn)
   local deadline = now() + seconds

@@ -15,13 +15,7 @@ local WIDTH, HEIGHT = 120, 30
 ---------------------------------------------------------------------------------------
 -- helpers
 
---- Seconds on the kernel's monotonic uptime clock.
-local function now()
-  local f = assert(io.open("/proc/uptime"))
-  local seconds = f:read("n")
-  f:close()
-  return seconds
-end
+local now = H.now
 
 --- Polls fn until it returns a true value (then returns it) or seconds have passed (then
 -- fails, with what describe() says about the state of things).

@@ -14,21 +14,9 @@ local POLL = "sleep 0.05"
 ---------------------------------------------------------------------------------------
 -- helpers
 
---- Seconds on the kernel's monotonic uptime clock (os.time counts whole seconds).
-local function now()
-  local f = assert(io.open("/proc/uptime"))
-  local seconds = f:read("n")
-  f:close()
-  return seconds
-end
+local now = H.now
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local text = f:read("a")
-  f:close()
-  return text
-end
+local read_file = H.read_file
 
 --- Replaces a file in one step (write then rename), so a runner that reads it between
 -- two checks sees either version, never half of one.

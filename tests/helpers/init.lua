@@ -219,6 +219,20 @@ function H.conntrack_with_labelmap(dir, conf, args)
   return H.lines(out)
 end
 
+--- Seconds on a monotonic clock (os.time counts whole seconds of the wall clock).
+function H.now()
+  return require("conntrack").monotonic()
+end
+
+--- The content of a file, or "" when it cannot be read.
+function H.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
 --- Open file descriptors of this process. ls runs from popen, whose pipe
 -- may not yet be closed on our side when ls looks: take the least of a few.
 function H.fd_count()
