@@ -123,8 +123,9 @@ function H.peer()
   function peer:exec(cmd)
     return H.must("nsenter -t " .. pid .. " -n sh -c " .. H.quote(cmd))
   end
+  -- the returned pid is the command itself (sh execs it), so killing it ends the server
   function peer:spawn(cmd)
-    return H.must("nsenter -t " .. pid .. " -n sh -c " .. H.quote(cmd) ..
+    return H.must("nsenter -t " .. pid .. " -n sh -c " .. H.quote("exec " .. cmd) ..
                   " >/dev/null 2>&1 & echo $!"):match("%d+")
   end
   function peer:close()
