@@ -23,24 +23,10 @@ local PERM_HINT = "(CAP_NET_ADMIN is needed; `unshare -rn` gives a private table
 ---------------------------------------------------------------------------------------
 -- helpers
 
-local now = H.now
 
 local read_file = H.read_file
 
---- Polls fn every 20 ms until it returns a true value, which is returned; fails after
--- seconds, with what describe() says.
-local function eventually(seconds, what, fn, describe)
-  local deadline = now() + seconds
-  while true do
-    local value = fn()
-    if value then return value end
-    if now() > deadline then
-      error(string.format("timed out after %gs waiting for %s%s", seconds, what,
-                          describe and ("\n" .. describe()) or ""), 2)
-    end
-    H.run("sleep 0.02")
-  end
-end
+local eventually = H.eventually
 
 --- Every value a call returned, nils included.
 local function results(...)

@@ -9,28 +9,13 @@
 local H = require "helpers"
 
 local CT_LUA = "./ct-lua"
-local POLL = "sleep 0.05"
 local WIDTH, HEIGHT = 120, 30
 
 ---------------------------------------------------------------------------------------
 -- helpers
 
-local now = H.now
 
---- Polls fn until it returns a true value (then returns it) or seconds have passed (then
--- fails, with what describe() says about the state of things).
-local function eventually(seconds, what, fn, describe)
-  local deadline = now() + seconds
-  while true do
-    local value = fn()
-    if value then return value end
-    if now() > deadline then
-      error(string.format("timed out after %gs waiting for %s%s", seconds, what,
-                          describe and ("\n" .. describe()) or ""), 2)
-    end
-    H.run(POLL)
-  end
-end
+local eventually = H.eventually
 
 local function same_list(a, b)
   if #a ~= #b then return false end

@@ -14,7 +14,6 @@ local POLL = "sleep 0.05"
 ---------------------------------------------------------------------------------------
 -- helpers
 
-local now = H.now
 
 local read_file = H.read_file
 
@@ -34,20 +33,7 @@ local function count_of(text, plain)
   end
 end
 
---- Polls fn until it returns a true value (then returns it) or seconds have passed (then
--- fails, with what describe() says about the state of things).
-local function eventually(seconds, what, fn, describe)
-  local deadline = now() + seconds
-  while true do
-    local value = fn()
-    if value then return value end
-    if now() > deadline then
-      error(string.format("timed out after %gs waiting for %s%s", seconds, what,
-                          describe and ("\n" .. describe()) or ""), 2)
-    end
-    H.run(POLL)
-  end
-end
+local eventually = H.eventually
 
 local scratch    -- a directory for the scripts and outputs of one test
 local processes  -- the background processes started by the current test

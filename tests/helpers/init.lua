@@ -225,6 +225,21 @@ function H.now()
   return require("conntrack").monotonic()
 end
 
+--- Polls fn every 20 ms until it returns a true value, which it returns; after
+-- seconds it fails, naming what it waited for and what describe() (if given) says.
+function H.eventually(seconds, what, fn, describe)
+  local deadline = H.now() + seconds
+  while true do
+    local value = fn()
+    if value then return value end
+    if H.now() > deadline then
+      error(string.format("timed out after %gs waiting for %s%s", seconds, what,
+                          describe and ("\n" .. describe()) or ""), 2)
+    end
+    H.run("sleep 0.02")
+  end
+end
+
 --- The content of a file, or "" when it cannot be read.
 function H.read_file(path)
   local f = io.open(path, "rb")
