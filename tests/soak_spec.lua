@@ -150,7 +150,7 @@ local H = require "tests.helpers"
 local pid, proto, report = arg[1], arg[2], arg[3]
 local peer = { pid = pid, addr = "10.7.0.2" }
 function peer:spawn(cmd)
-  return H.must("nsenter -t " .. pid .. " -n sh -c " .. H.quote(cmd) ..
+  return H.must("nsenter -t " .. pid .. " -n sh -c " .. H.quote("exec " .. cmd) ..
                 " >/dev/null 2>&1 & echo $!"):match("%d+")
 end
 local done = 0
