@@ -190,6 +190,7 @@ static void batch_add(struct ct_batch *b, int idx, const struct ct_change *chang
 			return;
 		}
 	}
+	ct_spec_complete(req, old);
 	batch_queue(b, CT_MSG(nchanges ? IPCTNL_MSG_CT_NEW : IPCTNL_MSG_CT_DELETE), 0, req, idx);
 	nfct_destroy(req);
 }

@@ -52,12 +52,13 @@ enum ct_kind {
 	K_LABELS,	/* set of label names or bit numbers */
 	K_LABELS_ADD,	/* labels to set, leaving the others (update only) */
 	K_LABELS_DEL,	/* labels to clear, leaving the others (update only) */
-	K_NAT,		/* read-only boolean from nfct_getobjopt */
+	K_NAT,		/* reads and filters as a boolean; create takes the NAT target */
+	K_TCP_FLAGS,	/* a set of one direction's TCP window-tracking flags */
 	K_ICMP_REPLY_TYPE,	/* derived: the kernel inverts the query type */
 };
 
 /* Which protocols a field applies to; a flow of another protocol reads nil. */
-enum ct_scope { S_ANY, S_PORTS, S_GRE, S_ICMP, S_SCTP };
+enum ct_scope { S_ANY, S_PORTS, S_GRE, S_ICMP, S_SCTP, S_TCP };
 
 enum ct_field_flag {
 	F_READ   = 1 << 0,	/* readable from a flow */
@@ -87,6 +88,8 @@ struct ct_value {
 		uint8_t bits[16];	/* label bits */
 	} v, mask;
 	uint8_t family;		/* of an address value */
+	uint16_t port;		/* of a NAT target, when has_port */
+	bool has_port;
 	bool has_mask;
 	bool negate;		/* a filter term that must not match */
 	char str[128];
@@ -109,6 +112,7 @@ const struct ct_field *ct_field_named(const char *name);
 const struct ct_field *ct_field_check(const struct ct_arg *a, int name_idx, unsigned need);
 void ct_field_parse(const struct ct_arg *a, const struct ct_field *f, int idx, struct ct_value *out);
 bool ct_field_applies(const struct ct_field *f, const struct nf_conntrack *ct);
+bool ct_field_is_set(const struct ct_field *f);
 bool ct_field_present(const struct ct_field *f, const struct nf_conntrack *ct);
 void ct_field_push(lua_State *L, const struct ct_field *f, const struct nf_conntrack *ct,
 		   struct nfct_labelmap *labelmap);
@@ -129,6 +133,7 @@ struct ct_change {
 void ct_spec_build(const struct ct_arg *a, int idx, unsigned need, struct nf_conntrack *ct);
 void ct_spec_identity(struct nf_conntrack *req, const struct nf_conntrack *entry, bool with_id);
 void ct_spec_changes(const struct ct_arg *a, int idx, struct ct_change *changes, size_t *n);
+void ct_spec_complete(struct nf_conntrack *req, const struct nf_conntrack *entry);
 
 /* ---- filter.c: a filter spec compiled for the kernel and for C ---------- */
 
@@ -146,7 +151,7 @@ struct ct_filter {
 void ct_filter_compile(const struct ct_arg *a, int idx, struct ct_filter *filter);
 void ct_filter_push_predicate(lua_State *L, int idx);
 bool ct_filter_match(const struct ct_filter *filter, const struct nf_conntrack *ct);
-void ct_filter_to_request(const struct ct_filter *filter, struct nlmsghdr *nlh);
+void ct_filter_to_request(struct ct_filter *filter, struct nlmsghdr *nlh, bool dump);
 bool ct_filter_kernel_only(const struct ct_filter *filter);
 void ct_filter_explain(lua_State *L, const struct ct_filter *filter);
 

@@ -214,7 +214,10 @@ int ct_dump_push(lua_State *L, int handle_idx, int filter_idx, int arg, const ch
 		return err;
 	d->seq = ++d->sock.seq;
 	nlh = ct_request_header(req, type, NLM_F_DUMP, d->filter.family, d->seq);
-	ct_filter_to_request(&d->filter, nlh);
+	/* only the main table's dump reads a filter (an expectation dump would
+	 * take these attribute numbers for others) */
+	if (type == CT_MSG(IPCTNL_MSG_CT_GET) || type == CT_MSG(IPCTNL_MSG_CT_GET_CTRZERO))
+		ct_filter_to_request(&d->filter, nlh, true);
 	err = ct_socket_send(&d->sock, nlh, nlh->nlmsg_len);
 	if (err)
 		dump_release(d);

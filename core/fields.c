@@ -104,13 +104,17 @@ const struct ct_field ct_fields[] = {
 	  "name of the attached helper, e.g. \"ftp\"" },
 	{ "secctx", K_STRING, S_ANY, ATTR_SECCTX, 0, R | FI,
 	  "security context" },
-	{ "snat", K_NAT, S_ANY, NFCT_GOPT_IS_SNAT, 0, R | FI,
-	  "true when the entry is source-NATed" },
-	{ "dnat", K_NAT, S_ANY, NFCT_GOPT_IS_DNAT, 0, R | FI,
-	  "true when the entry is destination-NATed" },
-	{ "vtag", K_U32, S_SCTP, ATTR_SCTP_VTAG_ORIG, 0, R | FI | C,
+	{ "snat", K_NAT, S_ANY, NFCT_GOPT_IS_SNAT, 0, R | FI | C,
+	  "true when the entry is source-NATed; create: the NAT target \"ADDR[:PORT]\"" },
+	{ "dnat", K_NAT, S_ANY, NFCT_GOPT_IS_DNAT, 0, R | FI | C,
+	  "true when the entry is destination-NATed; create: \"ADDR[:PORT]\"" },
+	{ "tcp_flags", K_TCP_FLAGS, S_TCP, ATTR_TCP_FLAGS_ORIG, 0, R | FI | C | CH,
+	  "TCP window tracking of the original direction, a set such as { BE_LIBERAL = true }" },
+	{ "reply_tcp_flags", K_TCP_FLAGS, S_TCP, ATTR_TCP_FLAGS_REPL, 0, R | FI | C | CH | RP,
+	  "TCP window tracking of the reply direction" },
+	{ "vtag", K_U32, S_SCTP, ATTR_SCTP_VTAG_ORIG, 0, R | FI | C | CH,
 	  "SCTP verification tag of the original direction" },
-	{ "reply_vtag", K_U32, S_SCTP, ATTR_SCTP_VTAG_REPL, 0, R | FI | C | RP,
+	{ "reply_vtag", K_U32, S_SCTP, ATTR_SCTP_VTAG_REPL, 0, R | FI | C | CH | RP,
 	  "SCTP verification tag of the reply direction" },
 };
 const size_t ct_nfields = sizeof(ct_fields) / sizeof(ct_fields[0]);
@@ -152,6 +156,26 @@ static const char *const status_names[] = {
 	"SEQ_ADJUST", "SRC_NAT_DONE", "DST_NAT_DONE", "DYING", "FIXED_TIMEOUT",
 	"TEMPLATE", "UNTRACKED", "HELPER", "OFFLOAD", "HW_OFFLOAD", NULL
 };
+
+/* Bit n of a TCP direction's flags (IP_CT_TCP_FLAG_*, linux/netfilter/nf_conntrack_tcp.h). */
+static const char *const tcp_flag_names[] = {
+	"WINDOW_SCALE", "SACK_PERM", "CLOSE_INIT", "BE_LIBERAL", "DATA_UNACKNOWLEDGED",
+	"MAXACK_SET", "CHALLENGE_ACK", "SIMULTANEOUS_OPEN", NULL
+};
+
+/* The names of the bits of a flag set (status or TCP flags). */
+static const char *const *flag_names(const struct ct_field *f)
+{
+	return f->kind == K_STATUS ? status_names : tcp_flag_names;
+}
+
+/* The flag set of field f in ct, as bits. */
+static uint32_t flag_bits(const struct ct_field *f, const struct nf_conntrack *ct)
+{
+	if (f->kind == K_STATUS)
+		return nfct_get_attr_u32(ct, ATTR_STATUS);
+	return nfct_get_attr_u8(ct, (enum nf_conntrack_attr)f->attr);
+}
 
 #define LABEL_BITS 128	/* the kernel's label storage: 16 bytes */
 
@@ -300,6 +324,51 @@ static uint64_t parse_number(const struct ct_arg *a, const struct ct_field *f, i
 	return (uint64_t)n;
 }
 
+/*
+ * The NAT target of a new entry, as conntrack's -n/-g write it: "ADDR",
+ * "ADDR:PORT", "[ADDR6]" or "[ADDR6]:PORT" (a bare IPv6 address has no port).
+ */
+static void parse_nat(const struct ct_arg *a, const struct ct_field *f, int idx,
+		      struct ct_value *out)
+{
+	const char *s = lua_tostring(a->L, idx), *start, *port = NULL, *colon;
+	char text[INET6_ADDRSTRLEN];
+	size_t len;
+
+	if (lua_type(a->L, idx) != LUA_TSTRING)
+		arg_error(a, "field '%s' expects \"ADDR\" or \"ADDR:PORT\", got %s", f->name,
+			  luaL_typename(a->L, idx));
+	start = s;
+	len = strlen(s);
+	colon = strchr(s, ':');
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+
+		if (!close || (close[1] != '\0' && close[1] != ':'))
+			arg_error(a, "field '%s': invalid NAT target '%s'", f->name, s);
+		start = s + 1;
+		len = (size_t)(close - start);
+		port = close[1] == ':' ? close + 2 : NULL;
+	} else if (colon && !strchr(colon + 1, ':')) {
+		len = (size_t)(colon - s);
+		port = colon + 1;
+	}
+	if (len >= sizeof(text))
+		arg_error(a, "field '%s': invalid NAT target '%s'", f->name, s);
+	memcpy(text, start, len);
+	text[len] = '\0';
+	if (inet_pton(AF_INET, text, &out->v.addr) == 1)
+		out->family = AF_INET;
+	else if (inet_pton(AF_INET6, text, &out->v.addr) == 1)
+		out->family = AF_INET6;
+	else
+		arg_error(a, "field '%s': invalid NAT target '%s'", f->name, s);
+	if (port) {
+		out->port = (uint16_t)parse_number(a, f, idx, port, UINT16_MAX);
+		out->has_port = true;
+	}
+}
+
 /* "V" or "V/M" for a masked u32 (marks), or a plain integer. */
 static void parse_masked(const struct ct_arg *a, const struct ct_field *f, int idx,
 			 uint64_t max, struct ct_value *out)
@@ -378,26 +447,27 @@ static void parse_addr(const struct ct_arg *a, const struct ct_field *f, int idx
 	}
 }
 
-/* One word of a status list: "ASSURED" sets the bit, "!ASSURED" requires it clear. */
-static void status_word(const struct ct_arg *a, const struct ct_field *f, const char *word,
-			size_t len, struct ct_value *out)
+/* One word of a flag list: "ASSURED" sets the bit, "!ASSURED" requires it clear. */
+static void flag_word(const struct ct_arg *a, const struct ct_field *f, const char *word,
+		      size_t len, struct ct_value *out)
 {
+	const char *const *names = flag_names(f);
 	bool negate = len > 0 && word[0] == '!';
 
 	if (negate) {
 		word++;
 		len--;
 	}
-	for (int bit = 0; status_names[bit]; bit++) {
-		if (strlen(status_names[bit]) == len && strncmp(status_names[bit], word, len) == 0) {
+	for (int bit = 0; names[bit]; bit++) {
+		if (strlen(names[bit]) == len && strncmp(names[bit], word, len) == 0) {
 			out->mask.num |= 1u << bit;
 			if (!negate)
 				out->v.num |= 1u << bit;
 			return;
 		}
 	}
-	arg_error(a, "field '%s': unknown status flag '%s'", f->name,
-		  lua_pushlstring(a->L, word, len));
+	arg_error(a, "field '%s': unknown %s flag '%s'", f->name,
+		  f->kind == K_STATUS ? "status" : "TCP", lua_pushlstring(a->L, word, len));
 }
 
 /* One label: its bit joins the mask, and the value too when it is wanted. */
@@ -427,18 +497,19 @@ static void label_word(const struct ct_arg *a, const struct ct_field *f, int idx
 }
 
 /*
- * Status and labels are sets. Accepted: "A,B,!C"; { "A", "!C" };
- * { A = true, C = false }; and for status a raw integer.
+ * Flags (status, TCP flags) and labels are sets. Accepted: "A,B,!C";
+ * { "A", "!C" }; { A = true, C = false }; and for flags a raw integer.
  */
 static void parse_set(const struct ct_arg *a, const struct ct_field *f, int idx,
 		      struct ct_value *out)
 {
 	lua_State *L = a->L;
-	bool status = f->kind == K_STATUS;
+	bool flags = f->kind == K_STATUS || f->kind == K_TCP_FLAGS;
 
 	idx = lua_absindex(L, idx);
-	if (status && lua_type(L, idx) == LUA_TNUMBER) {
-		out->v.num = out->mask.num = parse_number(a, f, idx, NULL, UINT32_MAX);
+	if (flags && lua_type(L, idx) == LUA_TNUMBER) {
+		out->v.num = out->mask.num = parse_number(a, f, idx, NULL,
+							  f->kind == K_STATUS ? UINT32_MAX : UINT8_MAX);
 		return;
 	}
 	if (lua_type(L, idx) == LUA_TSTRING) {
@@ -449,8 +520,8 @@ static void parse_set(const struct ct_arg *a, const struct ct_field *f, int idx,
 
 			if (len == 0)
 				arg_error(a, "field '%s': empty name in '%s'", f->name, lua_tostring(L, idx));
-			if (status) {
-				status_word(a, f, s, len, out);
+			if (flags) {
+				flag_word(a, f, s, len, out);
 			} else {
 				lua_pushlstring(L, s, len);
 				label_word(a, f, -1, true, out);
@@ -472,14 +543,14 @@ static void parse_set(const struct ct_arg *a, const struct ct_field *f, int idx,
 		int name = keyed ? -2 : -1;
 		struct ct_value one = { 0 };
 
-		if (status) {
+		if (flags) {
 			size_t len;
 			const char *word;
 
 			if (lua_type(L, name) != LUA_TSTRING)
 				arg_error(a, "field '%s': flag names must be strings", f->name);
 			word = lua_tolstring(L, name, &len);
-			status_word(a, f, word, len, &one);
+			flag_word(a, f, word, len, &one);
 			out->mask.num |= one.mask.num;
 			if (!keyed || lua_toboolean(L, -1))
 				out->v.num |= one.v.num;
@@ -570,12 +641,17 @@ static void parse_value(const struct ct_arg *a, const struct ct_field *f, int id
 		break;
 	}
 	case K_STATUS:
+	case K_TCP_FLAGS:
 	case K_LABELS:
 	case K_LABELS_ADD:
 	case K_LABELS_DEL:
 		parse_set(a, f, idx, out);
 		break;
 	case K_NAT:
+		if (!a->filtering) {
+			parse_nat(a, f, idx, out);
+			break;
+		}
 		if (lua_type(L, idx) != LUA_TBOOLEAN)
 			arg_error(a, "field '%s' expects a boolean, got %s", f->name, luaL_typename(L, idx));
 		out->v.num = (uint64_t)lua_toboolean(L, idx);
@@ -597,8 +673,8 @@ void ct_field_parse(const struct ct_arg *a, const struct ct_field *f, int idx,
 	lua_State *L = a->L;
 	const char *s = lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx) : NULL;
 
-	if (!a->filtering || !s || s[0] != '!' || f->kind == K_STATUS || f->kind == K_LABELS ||
-	    f->kind == K_LABELS_ADD || f->kind == K_LABELS_DEL) {
+	if (!a->filtering || !s || s[0] != '!' || f->kind == K_STATUS || f->kind == K_TCP_FLAGS ||
+	    f->kind == K_LABELS || f->kind == K_LABELS_ADD || f->kind == K_LABELS_DEL) {
 		parse_value(a, f, idx, out);
 		return;
 	}
@@ -629,10 +705,26 @@ bool ct_field_applies(const struct ct_field *f, const struct nf_conntrack *ct)
 	case S_GRE:   return p == IPPROTO_GRE;
 	case S_ICMP:  return p == IPPROTO_ICMP || p == IPPROTO_ICMPV6;
 	case S_SCTP:  return p == IPPROTO_SCTP;
+	case S_TCP:   return p == IPPROTO_TCP;
 	case S_PORTS: return p == IPPROTO_TCP || p == IPPROTO_UDP || p == IPPROTO_UDPLITE ||
 			     p == IPPROTO_SCTP || p == IPPROTO_DCCP;
 	}
 	return false;
+}
+
+/* Whether the values of field f are sets (read as { NAME = true, ... }). */
+bool ct_field_is_set(const struct ct_field *f)
+{
+	switch (f->kind) {
+	case K_STATUS:
+	case K_TCP_FLAGS:
+	case K_LABELS:
+	case K_LABELS_ADD:
+	case K_LABELS_DEL:
+		return true;
+	default:
+		return false;
+	}
 }
 
 /* The attribute that holds field f in ct (addresses and states depend on ct). */
@@ -747,14 +839,16 @@ void ct_field_push(lua_State *L, const struct ct_field *f, const struct nf_connt
 	case K_STATE:
 		lua_pushstring(L, state_name(ct));
 		break;
-	case K_STATUS: {
-		uint32_t status = nfct_get_attr_u32(ct, ATTR_STATUS);
+	case K_STATUS:
+	case K_TCP_FLAGS: {
+		const char *const *names = flag_names(f);
+		uint32_t bits = flag_bits(f, ct);
 
 		lua_newtable(L);
-		for (int bit = 0; status_names[bit]; bit++) {
-			if (status & (1u << bit)) {
+		for (int bit = 0; names[bit]; bit++) {
+			if (bits & (1u << bit)) {
 				lua_pushboolean(L, 1);
-				lua_setfield(L, -2, status_names[bit]);
+				lua_setfield(L, -2, names[bit]);
 			}
 		}
 		break;
@@ -804,7 +898,8 @@ bool ct_field_match(const struct ct_field *f, const struct ct_value *want,
 	case K_STATE:
 		return strcmp(state_name(ct), want->str) == 0;
 	case K_STATUS:
-		return (nfct_get_attr_u32(ct, ATTR_STATUS) & want->mask.num) == want->v.num;
+	case K_TCP_FLAGS:
+		return (flag_bits(f, ct) & want->mask.num) == want->v.num;
 	case K_LABELS: {
 		const struct nfct_bitmask *b = nfct_get_attr(ct, ATTR_CONNLABELS);
 
@@ -956,7 +1051,25 @@ int ct_field_store(const struct ct_field *f, const struct ct_value *val,
 		nfct_set_attr(ct, ATTR_CONNLABELS_MASK, mask);
 		return 0;
 	}
-	case K_NAT:
+	case K_TCP_FLAGS:
+		/* the kernel changes only the bits of the mask */
+		nfct_set_attr_u8(ct, attr, (uint8_t)val->v.num);
+		nfct_set_attr_u8(ct, attr == ATTR_TCP_FLAGS_ORIG ? ATTR_TCP_MASK_ORIG : ATTR_TCP_MASK_REPL,
+				 (uint8_t)val->mask.num);
+		return 0;
+	case K_NAT: {
+		bool snat = f->attr == NFCT_GOPT_IS_SNAT;
+
+		if (val->family == AF_INET6)
+			nfct_set_attr(ct, snat ? ATTR_SNAT_IPV6 : ATTR_DNAT_IPV6, &val->v.addr);
+		else
+			nfct_set_attr_u32(ct, snat ? ATTR_SNAT_IPV4 : ATTR_DNAT_IPV4,
+					  val->v.addr.s6_addr32[0]);
+		if (val->has_port)
+			nfct_set_attr_u16(ct, snat ? ATTR_SNAT_PORT : ATTR_DNAT_PORT,
+					  htons(val->port));
+		return 0;
+	}
 	case K_ICMP_REPLY_TYPE:
 		break;
 	}

@@ -90,16 +90,6 @@ bool ct_filter_match(const struct ct_filter *filter, const struct nf_conntrack *
 	return true;
 }
 
-/* The positive term for attribute attr, if the filter has one. */
-static const struct ct_value *find_term(const struct ct_filter *filter, enum ct_kind kind, int attr)
-{
-	for (size_t i = 0; i < filter->nterms; i++)
-		if (filter->terms[i].field->kind == kind && filter->terms[i].field->attr == attr &&
-		    !filter->terms[i].want.negate)
-			return &filter->terms[i].want;
-	return NULL;
-}
-
 /*
  * Push { kernel = { names }, c = { names }, predicate = bool }: which terms
  * the kernel applies (C checks every term again), and whether a Lua
@@ -122,32 +112,4 @@ void ct_filter_explain(lua_State *L, const struct ct_filter *filter)
 	lua_setfield(L, -2, "kernel");
 	lua_pushboolean(L, filter->has_predicate);
 	lua_setfield(L, -2, "predicate");
-}
-
-/*
- * Add what the kernel filters itself to a dump or flush request: the mark
- * (CTA_MARK with CTA_MARK_MASK). The family travels in the nfgenmsg header.
- */
-void ct_filter_to_request(const struct ct_filter *filter, struct nlmsghdr *nlh)
-{
-	const struct ct_value *mark = find_term(filter, K_U32, ATTR_MARK);
-
-	if (mark) {
-		mnl_attr_put_u32(nlh, CTA_MARK, htonl((uint32_t)mark->v.num));
-		mnl_attr_put_u32(nlh, CTA_MARK_MASK,
-				 htonl(mark->has_mask ? (uint32_t)mark->mask.num : UINT32_MAX));
-	}
-}
-
-/* True when the kernel alone can apply the filter (family and mark only). */
-bool ct_filter_kernel_only(const struct ct_filter *filter)
-{
-	for (size_t i = 0; i < filter->nterms; i++) {
-		const struct ct_field *f = filter->terms[i].field;
-
-		if (filter->terms[i].want.negate ||
-		    (f->kind != K_FAMILY && !(f->kind == K_U32 && f->attr == ATTR_MARK)))
-			return false;
-	}
-	return !filter->has_predicate;
 }

@@ -264,11 +264,33 @@ static int handle_flush(lua_State *L)
 	/* the kernel applies a flush's family only to version 1 messages:
 	 * older tools sent AF_INET while meaning "everything" */
 	((struct nfgenmsg *)mnl_nlmsg_get_payload(nlh))->version = 1;
-	ct_filter_to_request(&filter, nlh);
+	ct_filter_to_request(&filter, nlh, false);
 	err = ct_socket_talk(&h->sock, nlh, buf, sizeof(buf), NULL, NULL);
 	if (err)
 		return ct_fail(L, "flush", err);
 	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/*
+ * h:explain([filter]) -> { kernel = { field, ... }, c = { field, ... },
+ * predicate = bool }: which terms of the filter a dump of the conntrack
+ * table leaves to the kernel (C checks them all again) and whether a Lua
+ * predicate runs last.
+ */
+static int handle_explain(lua_State *L)
+{
+	struct ct_arg a = { L, 2, 3, true };
+	char buf[MNL_SOCKET_BUFFER_SIZE];
+	struct ct_filter filter;
+
+	ct_handle_check(L, 1);
+	lua_settop(L, 2);
+	lua_getiuservalue(L, 1, CT_UV_LABELMAP);
+	ct_filter_compile(&a, 2, &filter);
+	ct_filter_to_request(&filter, ct_request_header(buf, CT_MSG(IPCTNL_MSG_CT_GET), NLM_F_DUMP,
+							 filter.family, 0), true);
+	ct_filter_explain(L, &filter);
 	return 1;
 }
 
@@ -279,6 +301,7 @@ static const luaL_Reg handle_methods[] = {
 	{ "update", ct_handle_update },
 	{ "delete", ct_handle_delete },
 	{ "flush", handle_flush },
+	{ "explain", handle_explain },
 	{ "count", handle_count },
 	{ "listen", ct_handle_listen },
 	{ "close", handle_close },

@@ -7,7 +7,7 @@
 #include "ct.h"
 #include "module.h"
 
-/* fields = { { name =, doc =, read =, filter =, create =, change =, tuple = }, ... } */
+/* fields = { { name =, doc =, set =, read =, filter =, create =, change =, tuple = }, ... } */
 static void push_field_list(lua_State *L)
 {
 	static const struct {
@@ -20,11 +20,13 @@ static void push_field_list(lua_State *L)
 
 	lua_createtable(L, (int)ct_nfields, 0);
 	for (size_t i = 0; i < ct_nfields; i++) {
-		lua_createtable(L, 0, 7);
+		lua_createtable(L, 0, 8);
 		lua_pushstring(L, ct_fields[i].name);
 		lua_setfield(L, -2, "name");
 		lua_pushstring(L, ct_fields[i].doc);
 		lua_setfield(L, -2, "doc");
+		lua_pushboolean(L, ct_field_is_set(&ct_fields[i]));
+		lua_setfield(L, -2, "set");
 		for (size_t u = 0; u < sizeof(uses) / sizeof(uses[0]); u++) {
 			lua_pushboolean(L, (ct_fields[i].flags & uses[u].flag) != 0);
 			lua_setfield(L, -2, uses[u].key);

@@ -8,6 +8,7 @@
 #include "ct.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -46,7 +47,7 @@ static void apply(const struct ct_arg *a, int idx, unsigned need, bool reply,
 		}
 		ct_field_parse(a, f, -1, &val);
 		lua_pop(L, 1);
-		if (f->kind == K_FAMILY || f->kind == K_ADDR) {
+		if (f->kind == K_FAMILY || f->kind == K_ADDR || f->kind == K_NAT) {
 			uint8_t fam = f->kind == K_FAMILY ? (uint8_t)val.v.num : val.family;
 
 			if (*family && *family != fam)
@@ -148,6 +149,28 @@ void ct_spec_identity(struct nf_conntrack *req, const struct nf_conntrack *entry
 	for (size_t i = 0; i < sizeof(identity) / sizeof(identity[0]); i++)
 		if ((identity[i] != ATTR_ID || with_id) && nfct_attr_is_set(entry, identity[i]))
 			nfct_copy_attr(req, entry, identity[i]);
+}
+
+/*
+ * The kernel changes an SCTP entry's state and verification tags only all
+ * three at once (EINVAL otherwise): a change of some takes the others from
+ * the entry.
+ */
+void ct_spec_complete(struct nf_conntrack *req, const struct nf_conntrack *entry)
+{
+	static const enum nf_conntrack_attr sctp[] = {
+		ATTR_SCTP_STATE, ATTR_SCTP_VTAG_ORIG, ATTR_SCTP_VTAG_REPL
+	};
+	const size_t n = sizeof(sctp) / sizeof(sctp[0]);
+	bool changed = false;
+
+	if (nfct_get_attr_u8(entry, ATTR_ORIG_L4PROTO) != IPPROTO_SCTP)
+		return;
+	for (size_t i = 0; i < n; i++)
+		changed |= nfct_attr_is_set(req, sctp[i]) > 0;
+	for (size_t i = 0; changed && i < n; i++)
+		if (!nfct_attr_is_set(req, sctp[i]) && nfct_attr_is_set(entry, sctp[i]) > 0)
+			nfct_copy_attr(req, entry, sctp[i]);
 }
 
 /* Parse the changes of update into vals[]/fields[]; *n receives their number. */

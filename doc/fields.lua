@@ -41,8 +41,9 @@ local lines = {
   "-- @module conntrack",
   "",
   "--- Every field of a flow (" .. #fields .. " of them), in the order of the C table.",
-  "-- `conntrack.fields` is a list of tables with the keys `name`, `doc` (the line below) and",
-  "-- one boolean per use: `read`, `filter`, `tuple`, `create`, `change`. The uses:",
+  "-- `conntrack.fields` is a list of tables with the keys `name`, `doc` (the line below), `set`",
+  "-- (true when the values are sets, `{ NAME = true, ... }`) and one boolean per use: `read`,",
+  "-- `filter`, `tuple`, `create`, `change`. The uses:",
   "--",
 }
 for _, use in ipairs(USES) do

@@ -542,9 +542,10 @@ end
 -- runs left behind.
 local function table_state(file)
   local parts = {}
-  local dumps = { "-L -o extended" .. (file.env.labels and ",labels" or "") }
+  -- (save shows the status bits that extended does not, e.g. a NAT set up by the kernel)
+  local dumps = { "-L -o extended" .. (file.env.labels and ",labels" or ""), "-L -o save" }
   if file.env.ftp then   -- elsewhere there are no expectations (no helper)
-    dumps[2], dumps[3] = "-L expect", "-L expect -f ipv6"
+    dumps[3], dumps[4] = "-L expect", "-L expect -f ipv6"
   end
   for _, args in ipairs(dumps) do
     local out = root_conntrack(file, args)
@@ -552,6 +553,16 @@ local function table_state(file)
     table.sort(lines)
     for _, l in ipairs(lines) do parts[#parts + 1] = args .. ": " .. l end
   end
+  -- no conntrack output shows the TCP window-tracking flags; the library reads them
+  local flags, h = {}, H.open()
+  for f in h:dump{ proto = "tcp" } do
+    flags[#flags + 1] = ("tcp_flags: %s %s %s %s %s | %s"):format(f.src, f.dst, f.sport, f.dport,
+      table.concat(H.sorted_keys(f.tcp_flags), ","),
+      table.concat(H.sorted_keys(f.reply_tcp_flags), ","))
+  end
+  h:close()
+  table.sort(flags)
+  table.move(flags, 1, #flags, #parts + 1, parts)
   return table.concat(parts, "\n")
 end
 

@@ -387,9 +387,13 @@ describe("events", function()
           assert.is_nil(alive[e.flow.id], why)
           alive[e.flow.id] = true
           entries = entries + 1
+        elseif e.kind == "destroy" then
+          assert.is_true(alive[e.flow.id], why)  -- after its new, once
+          alive[e.flow.id] = false
         else
-          assert.is_true(alive[e.flow.id], why)  -- after its new, before its destroy
-          if e.kind == "destroy" then alive[e.flow.id] = false end
+          -- after its new; an update made on the other CPU while the entry died may come
+          -- after its destroy
+          assert.is_not_nil(alive[e.flow.id], why)
         end
         -- nf_conntrack_timestamp=1 (track_traffic): the kernel's time of the event
         assert.is_true(e.time >= w0 - 0.001 and e.time <= w1 + 0.001,

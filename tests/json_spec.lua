@@ -364,7 +364,8 @@ table inet ct_lua_json {
 -- name -> spec for h:create; each entry is a different kind of flow
 local SPECS = {
   tcp = { proto = "tcp", src = "10.0.0.1", dst = "10.0.0.2", sport = 1, dport = 2,
-          state = "ESTABLISHED", timeout = 100, mark = 7 },
+          state = "ESTABLISHED", timeout = 100, mark = 7,
+          tcp_flags = { SACK_PERM = true, BE_LIBERAL = true } },
   udp = { proto = "udp", src = "10.0.0.1", dst = "10.0.0.3", sport = 53, dport = 53,
           timeout = 30, mark = 0x10 },
   icmp = { proto = "icmp", src = "10.0.0.1", dst = "10.0.0.4", icmp_type = 8, icmp_code = 0,
@@ -408,8 +409,8 @@ end
 --- What json.flow(f) must parse to: f:totable() with its sets as sorted arrays.
 local function expected_flow(f)
   local t = f:totable()
-  for _, set in ipairs({ "status", "labels" }) do
-    if t[set] then t[set] = sorted_members(t[set]) end
+  for _, field in ipairs(conntrack.fields) do
+    if field.set and t[field.name] then t[field.name] = sorted_members(t[field.name]) end
   end
   return t
 end
@@ -495,7 +496,8 @@ describe("json.flow and json.event", function()
                    '"sport":1,"dport":2,"reply_src":"10.0.0.2","reply_dst":"10.0.0.1",' ..
                    '"reply_sport":2,"reply_dport":1,"state":"ESTABLISHED","timeout":%d+,' ..
                    '"mark":7,"zone":0,"orig_zone":0,"reply_zone":0,"status":%[[^%]]*%],' ..
-                   '"id":%d+,"use":%d+,"snat":false,"dnat":false}$', text)
+                   '"id":%d+,"use":%d+,"snat":false,"dnat":false,' ..
+                   '"tcp_flags":%["BE_LIBERAL","SACK_PERM"%],"reply_tcp_flags":%[%]}$', text)
   end)
 
   it("writes a status set as a sorted array of names", function()

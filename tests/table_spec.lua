@@ -18,18 +18,7 @@ local function results(...)
   return table.pack(...)
 end
 
---- An error message without the "file:line: " that luaL_error adds for the Lua caller,
--- so assertions compare the library's own text exactly.
-local function without_position(err)
-  return (tostring(err):gsub("^[^:\n]+:%d+: ", "", 1))
-end
-
---- The message of the error fn raises, without its position.
-local function raised(fn)
-  local ok, err = pcall(fn)
-  assert(not ok, "expected an error, but the call succeeded")
-  return without_position(err)
-end
+local without_position, raised = H.without_position, H.raised
 
 --- The lowest of four readings of H.fd_count. H.fd_count lists
 -- /proc/PID/fd through io.popen, and the listing can win the race against popen

@@ -327,7 +327,7 @@ end
 -- ---------------------------------------------------------------------------
 
 -- Set on first use from conntrack.fields, so that json.encode works without the C module:
--- per field index, its name, '{"name":' and ',"name":', the set state of status and labels
+-- per field index, its name, '{"name":' and ',"name":', the set state of the set fields
 -- (else false), and whether its values are cached.
 local NAMES, NFIELDS, FIRST_KEY, NEXT_KEY, SET_STATE, CACHED
 local flow_mt, totable    -- conntrack.flow's metatable and totable, from the first flow
@@ -347,8 +347,7 @@ local function load_fields()
   for i, f in ipairs(fields) do
     local name = f.name
     names[i], first[i], rest[i] = name, "{" .. quote_key(name), "," .. quote_key(name)
-    set_state[i] = (name == "status" or name == "labels") and
-                   { bits = {}, nbits = 0, cache = {}, ncache = 0 }
+    set_state[i] = f.set and { bits = {}, nbits = 0, cache = {}, ncache = 0 }
     cached[i] = not UNCACHED[name]
   end
   NAMES, NFIELDS, FIRST_KEY, NEXT_KEY, SET_STATE, CACHED =
@@ -494,7 +493,8 @@ end
 -- icmp_code, icmp_id, reply_src, reply_dst, reply_sport, reply_dport, reply_srckey,
 -- reply_dstkey, reply_icmp_type, reply_icmp_code, reply_icmp_id, state, timeout, mark,
 -- secmark, zone, orig_zone, reply_zone, status, labels, packets, bytes, reply_packets,
--- reply_bytes, start, stop, id, use, helper, secctx, snat, dnat, vtag, reply_vtag (fields
+-- reply_bytes, start, stop, id, use, helper, secctx, snat, dnat, tcp_flags, reply_tcp_flags,
+-- vtag, reply_vtag (fields
 -- added to conntrack.fields later take their place in that list). A field the flow lacks is
 -- left out, never `null`. Values:
 --
@@ -504,14 +504,15 @@ end
 --   (seconds), `mark`, `secmark`, zones, counters, `start` and `stop` (nanoseconds since the
 --   epoch), `id`, `use`, `vtag`, `reply_vtag`;
 -- - booleans: `snat`, `dnat`;
--- - `status`: an array of the set flags' names in ascending order, e.g.
---   `["ASSURED","CONFIRMED","SEEN_REPLY"]`, `[]` when none is set;
+-- - `status`, `tcp_flags`, `reply_tcp_flags`: an array of the set flags' names in ascending
+--   order, e.g. `["ASSURED","CONFIRMED","SEEN_REPLY"]`, `[]` when none is set;
 -- - `labels`: an array of the label names in ascending order, then the bit numbers of labels
 --   without a name (numbers, ascending), e.g. `["blue","red",5,70]`.
 --
 -- Example: `{"family":"ipv4","proto":"tcp","src":"10.0.0.1","dst":"10.0.0.2","sport":1,
 -- "dport":2,...,"state":"ESTABLISHED","timeout":100,"mark":7,"zone":0,...,
--- "status":["CONFIRMED"],"id":3197031564,"use":1,"snat":false,"dnat":false}`.
+-- "status":["CONFIRMED"],"id":3197031564,"use":1,"snat":false,"dnat":false,
+-- "tcp_flags":["BE_LIBERAL","SACK_PERM"],"reply_tcp_flags":["BE_LIBERAL","SACK_PERM"]}`.
 -- @param flow a `conntrack.flow`
 -- @treturn string the JSON object
 -- @raise `json.flow: expected a conntrack.flow, got TYPE`

@@ -220,6 +220,27 @@ function H.conntrack_with_labelmap(dir, conf, args)
   return H.lines(out)
 end
 
+--- An error message without the "file:line: " that luaL_error adds for the Lua caller,
+-- so assertions compare the library's own text exactly.
+function H.without_position(err)
+  return (tostring(err):gsub("^[^:\n]+:%d+: ", "", 1))
+end
+
+--- The message of the error fn raises, without its position.
+function H.raised(fn)
+  local ok, err = pcall(fn)
+  assert(not ok, "expected an error, but the call succeeded")
+  return H.without_position(err)
+end
+
+--- The keys of t, sorted.
+function H.sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys)
+  return keys
+end
+
 --- Seconds on a monotonic clock (os.time counts whole seconds of the wall clock).
 function H.now()
   return require("conntrack").monotonic()

@@ -15,6 +15,7 @@ local function lazy(name)
 end
 local filter = lazy "conntrack.cli.filter"
 local output = lazy "conntrack.cli.output"
+local protocols = lazy "conntrack.cli.protocols"
 
 local M = {}
 
@@ -138,11 +139,19 @@ end
 local PORT_PROTOS = { [6] = true, [17] = true, [136] = true, [132] = true, [33] = true }
 
 
+-- The library's NAT target ("ADDR", "ADDR:PORT", "[ADDR6]:PORT") of -n or -g, if any.
+local function nat_target(nat)
+  if not (nat and nat.addr) then return nil end
+  local addr = nat.addr.text
+  if not nat.port then return addr end
+  return (addr:find(":", 1, true) and "[" .. addr .. "]" or addr) .. ":" .. nat.port
+end
+
 -- The library spec of -I/-A, built the way conntrack's template reaches the kernel: with
 -- only the original tuple, the reply is its inverse (reply ports given are overwritten);
 -- with only the reply tuple, the original is its inverse and its protocol is the reply's
 -- (0 when no reply port was given, as in 1.4.7); with both, a reply port not given is 0
--- and a reply tuple without any port is refused. -n/-g set the reply destination/source.
+-- and a reply tuple without any port is refused.
 local function create_spec(cmd, command)
   local function einval() kernel.failed(command, kernel.EINVAL) end
   local ct, o = cmd.ct, cmd.options
@@ -163,7 +172,7 @@ local function create_spec(cmd, command)
       spec.icmp_type, spec.icmp_code, spec.icmp_id = ct.icmp_type, ct.icmp_code, ct.icmp_id or 0
     end
     if has_reply then
-      -- (an address not given comes from -n/-g below, or is the inverse one)
+      -- (an address not given is the inverse one)
       spec.reply_src = ct.reply_src and ct.reply_src.text
       spec.reply_dst = ct.reply_dst and ct.reply_dst.text
       if ports then
@@ -182,18 +191,11 @@ local function create_spec(cmd, command)
     elseif gre and ct.reply_srckey and ct.reply_dstkey then
       spec.srckey, spec.dstkey = ct.reply_dstkey, ct.reply_srckey
     elseif ports or gre then
-      spec.proto, ports = 0, false
+      spec.proto = 0
     end
   end
-  -- -n and -g set the reply destination and source (and their ports)
-  if cmd.nat.src and cmd.nat.src.addr then
-    spec.reply_dst = cmd.nat.src.addr.text
-    if cmd.nat.src.port and ports then spec.reply_dport = cmd.nat.src.port end
-  end
-  if cmd.nat.dst and cmd.nat.dst.addr then
-    spec.reply_src = cmd.nat.dst.addr.text
-    if cmd.nat.dst.port and ports then spec.reply_sport = cmd.nat.dst.port end
-  end
+  -- -n and -g have the kernel set up NAT, which rewrites the reply tuple
+  spec.snat, spec.dnat = nat_target(cmd.nat.src), nat_target(cmd.nat.dst)
   spec.timeout = ct.timeout
   if ct.state and (spec.proto == 6 or spec.proto == 132 or spec.proto == 33) then
     spec.state = ct.state
@@ -203,6 +205,10 @@ local function create_spec(cmd, command)
   spec.zone, spec.orig_zone, spec.reply_zone = ct.zone, ct.orig_zone, ct.reply_zone
   if spec.proto == 132 then spec.vtag, spec.reply_vtag = ct.vtag, ct.reply_vtag end
   if cmd.labels.add then spec.labels = cmd.labels.add end
+  if spec.proto == 6 then
+    spec.tcp_flags = protocols.tcp_window_flags(ct.state)
+    spec.reply_tcp_flags = spec.tcp_flags
+  end
   return spec
 end
 
@@ -267,9 +273,11 @@ local function update_changes(cmd, t)
     if v ~= 0 then ch.status = v end
     if v & have ~= v then differs = true end
   end
-  if ct.state and t.state then
-    ch.state = ct.state
-    if ct.state ~= t.state then differs = true end
+  for _, k in ipairs{ "state", "vtag", "reply_vtag" } do
+    if ct[k] and t[k] then
+      ch[k] = ct[k]
+      if ct[k] ~= t[k] then differs = true end
+    end
   end
   -- conntrack sends labels with a mask the entry never has, so adding always differs;
   -- deleting differs when the entry has label storage (deleting all: any label set)
@@ -285,7 +293,22 @@ local function update_changes(cmd, t)
     if t.labels then differs = true end
   end
   if not differs or next(ch) == nil then return nil end
+  if ct.proto == 6 then   -- sent along, never a reason to update
+    ch.tcp_flags = protocols.tcp_window_flags(ct.state)
+    ch.reply_tcp_flags = ch.tcp_flags
+  end
   return ch
+end
+
+-- The error the kernel gives conntrack's update of fl with changes ch, which the library
+-- would make whole: NAT addresses (never changed by an update), or an SCTP state or tag
+-- without the other two (the kernel takes the three together; the library completes them).
+local function refusal(ch, fl, nat_given)
+  if nat_given then return kernel.EOPNOTSUPP end
+  if fl.proto == "sctp" and (ch.state or ch.vtag or ch.reply_vtag) and
+     not (ch.state and ch.vtag and ch.reply_vtag) then
+    return kernel.EINVAL
+  end
 end
 
 -- -U: every matching entry that the changes would alter is updated, read back and printed.
@@ -300,9 +323,9 @@ function M.CT_UPDATE(ctx, cmd)
   kernel.guard("CT_UPDATE", function()
     for fl in h:dump(f) do
       local ch = update_changes(cmd, fl:totable())
-      if ch and nat_given then
-        -- conntrack sends the NAT addresses too, which the kernel refuses in an update
-        ctx.err:write("Operation failed: Operation not supported\n")
+      local refused = ch and refusal(ch, fl, nat_given)
+      if refused then
+        ctx.err:write("Operation failed: ", kernel.err2str(refused, "CT_UPDATE"), "\n")
       elseif ch then
         local n, msg, errno = h:update(fl, ch)
         if n == 1 then

@@ -2,9 +2,10 @@
 -- @module conntrack.cli.kernel
 local M = {}
 
-local EPERM, ENOENT, EINTR, ENOMEM, EEXIST, EINVAL, ENOSPC, ETIME, EAFNOSUPPORT, ENOTSUPP =
-      1, 2, 4, 12, 17, 22, 28, 62, 97, 524
+local EPERM, ENOENT, EINTR, ENOMEM, EEXIST, EINVAL, ENOSPC, ETIME, EOPNOTSUPP, EAFNOSUPPORT,
+      ENOTSUPP = 1, 2, 4, 12, 17, 22, 28, 62, 95, 97, 524
 M.ENOENT, M.EEXIST, M.EINVAL, M.ENOSPC, M.ENOBUFS, M.EPERM = ENOENT, EEXIST, EINVAL, ENOSPC, 105, EPERM
+M.EOPNOTSUPP = EOPNOTSUPP
 
 -- Commands that share a message (conntrack's err2str masks; its 0xFFFF covers the
 -- commands of bits 0..15, so -A, -S and -C expect are not in it).
@@ -35,7 +36,7 @@ local TABLE = {
 -- strerror for the errors the library words its own way
 local STRERROR = {
   [EPERM] = "Operation not permitted", [ENOSPC] = "No space left on device",
-  [EINTR] = "Interrupted system call",
+  [EINTR] = "Interrupted system call", [EOPNOTSUPP] = "Operation not supported",
 }
 
 --- strerror(errno), from the library's "conntrack.op: <strerror>" message when it has one.

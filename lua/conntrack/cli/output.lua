@@ -10,6 +10,7 @@
 --   event   -E: extended, ktimestamp, id, labels, timestamp prefix; XML with header
 -- @module conntrack.cli.output
 local labelmap = require "conntrack.cli.labelmap"
+local bswap32 = require("conntrack.cli.values").bswap32
 
 local M = {}
 
@@ -20,10 +21,6 @@ M.XML_HEADER = '<?xml version="1.0" encoding="utf-8"?>\n'
 -- -o save's status names, in bit order (EXPECTED, SEEN_REPLY, ASSURED, FIXED_TIMEOUT)
 local SAVE_STATUS = { "EXPECTED", "SEEN_REPLY", "ASSURED", "FIXED_TIMEOUT" }
 local SAVE_TYPE = { new = "-A ", update = "-U ", destroy = "-D " }
-
-local function bswap32(v)
-  return ((v & 0xff) << 24) | ((v & 0xff00) << 8) | ((v >> 8) & 0xff00) | ((v >> 24) & 0xff)
-end
 
 -- The protocol options of -o save, per handler name: { option, field[, transform] }.
 local PORTS = { { "--sport", "sport" }, { "--dport", "dport" },

@@ -10,7 +10,7 @@ local values = require "conntrack.cli.values"
 
 local M = {}
 
-local atoi, strtoul, trunc = values.atoi, values.strtoul, values.trunc
+local atoi, strtoul, trunc, bswap32 = values.atoi, values.strtoul, values.trunc, values.bswap32
 
 local function port(arg) return trunc(atoi(arg), 16) end
 local function key(arg) return trunc((strtoul(arg, 0)), 16) end
@@ -21,6 +21,17 @@ local SCTP_STATES = { "NONE", "CLOSED", "COOKIE_WAIT", "COOKIE_ECHOED", "ESTABLI
                       "SHUTDOWN_SENT", "SHUTDOWN_RECD", "SHUTDOWN_ACK_SENT" }
 local DCCP_STATES = { "NONE", "REQUEST", "RESPOND", "PARTOPEN", "OPEN", "CLOSEREQ", "CLOSING",
                       "TIMEWAIT", "IGNORE", "INVALID" }
+
+--- The window-tracking flags conntrack's tcp handler puts in both directions of every
+-- entry it writes with -p tcp: tracking off (BE_LIBERAL, SACK_PERM) so that a hand-made
+-- entry passes real packets, and CLOSE_INIT from TIME_WAIT on so that it may reopen.
+function M.tcp_window_flags(state)
+  local flags = { BE_LIBERAL = true, SACK_PERM = true }
+  for i = 8, #TCP_STATES do
+    if TCP_STATES[i] == state then flags.CLOSE_INIT = true end
+  end
+  return flags
+end
 
 local function find_state(states, name)
   for _, s in ipairs(states) do
@@ -53,8 +64,10 @@ local set = {
   icmp_type = function(cmd, arg, h) cmd.ct.icmp_type = trunc(atoi(arg), 8); cmd.ct.proto = h.num end,
   icmp_code = function(cmd, arg, h) cmd.ct.icmp_code = trunc(atoi(arg), 8); cmd.ct.proto = h.num end,
   icmp_id = function(cmd, arg, h) cmd.ct.icmp_id = port(arg); cmd.ct.proto = h.num end,
-  vtag = function(cmd, arg) cmd.ct.vtag = trunc(atoi(arg), 32) end,
-  reply_vtag = function(cmd, arg) cmd.ct.reply_vtag = trunc(atoi(arg), 32) end,
+  -- conntrack byte-swaps the tag (htonl on a value libnetfilter_conntrack converts
+  -- again), so the kernel's tag, which the library reads and writes, is the swap of it
+  vtag = function(cmd, arg) cmd.ct.vtag = bswap32(trunc(atoi(arg), 32)) end,
+  reply_vtag = function(cmd, arg) cmd.ct.reply_vtag = bswap32(trunc(atoi(arg), 32)) end,
   tcp_state = function(cmd, arg)
     local s = find_state(TCP_STATES, arg)
     if arg == "LISTEN" then s = "SYN_SENT2" end

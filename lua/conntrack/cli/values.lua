@@ -100,6 +100,11 @@ function M.trunc(v, bits)
   return v & ((1 << bits) - 1)
 end
 
+--- The 32-bit v with its bytes reversed (htonl/ntohl on this little-endian machine).
+function M.bswap32(v)
+  return ((v & 0xff) << 24) | ((v & 0xff00) << 8) | ((v >> 8) & 0xff00) | ((v >> 24) & 0xff)
+end
+
 -- ---------------------------------------------------------------------------
 -- Addresses
 -- ---------------------------------------------------------------------------

@@ -1,0 +1,204 @@
+/*
+ * The part of a filter that ctnetlink applies to a conntrack dump itself, so
+ * that entries which cannot match are never copied out of the kernel:
+ *   - the family, in the nfgenmsg header;
+ *   - CTA_MARK/CTA_MARK_MASK, and CTA_STATUS/CTA_STATUS_MASK;
+ *   - CTA_FILTER (Linux 5.8): the protocol, exact IPv4 addresses and TCP/UDP
+ *     ports of the original and reply tuples, sent as partial tuples in
+ *     CTA_TUPLE_ORIG/CTA_TUPLE_REPLY with a flag word per direction that
+ *     says which members count.
+ * The C filter checks every term again, so this only ever saves work: a
+ * kernel older than an attribute skips attribute types it does not know and
+ * dumps more. What the kernel cannot do stays in C: negations, masks and
+ * prefixes; zones (a filter's CTA_ZONE is parsed but never compared); IPv6
+ * addresses (the kernel's comparison is inverted and drops the equal one);
+ * other protocols' ports and GRE keys (not compared); ICMP type, code and id
+ * (a type without an inverse fails the whole dump with EINVAL); and any
+ * tuple when the family is open (CTA_FILTER then fails with EOPNOTSUPP).
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#include "ct.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <linux/netfilter/nfnetlink_conntrack.h>
+
+/* CTA_FILTER_ORIG_FLAGS/REPLY_FLAGS bits: the kernel's CTA_FILTER_F_*,
+ * which the UAPI header does not export. */
+enum {
+	FLAG_IP_SRC = 1u << 0,
+	FLAG_IP_DST = 1u << 1,
+	FLAG_PROTO_NUM = 1u << 3,
+	FLAG_PORT_SRC = 1u << 4,
+	FLAG_PORT_DST = 1u << 5,
+};
+
+/* One direction's partial tuple: the term chosen for each member. */
+struct partial_tuple {
+	uint32_t flags;
+	const struct ct_value *src, *dst, *sport, *dport;
+};
+
+static bool exact_ipv4(const struct ct_value *want)
+{
+	static const uint8_t ones[4] = { 0xff, 0xff, 0xff, 0xff };
+
+	return want->family == AF_INET && memcmp(want->mask.bits, ones, sizeof(ones)) == 0;
+}
+
+/* The protocol the filter asks for, or -1. */
+static int wanted_proto(const struct ct_filter *filter)
+{
+	for (size_t i = 0; i < filter->nterms; i++)
+		if (filter->terms[i].field->kind == K_PROTO && !filter->terms[i].want.negate)
+			return (int)filter->terms[i].want.v.num;
+	return -1;
+}
+
+static bool is_source(const struct ct_field *f)
+{
+	switch (f->attr) {
+	case ATTR_ORIG_IPV4_SRC:
+	case ATTR_REPL_IPV4_SRC:
+	case ATTR_ORIG_PORT_SRC:
+	case ATTR_REPL_PORT_SRC:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/*
+ * Put a tuple term into its direction's partial tuple. Returns false when
+ * the kernel cannot compare it.
+ */
+static bool add_to_tuple(struct partial_tuple *orig, struct partial_tuple *reply,
+			 const struct ct_field *f, const struct ct_value *want, int proto)
+{
+	struct partial_tuple *t = f->flags & F_REPLY ? reply : orig;
+	bool src = is_source(f);
+
+	if (f->kind == K_ADDR && exact_ipv4(want)) {
+		*(src ? &t->src : &t->dst) = want;
+		t->flags |= src ? FLAG_IP_SRC : FLAG_IP_DST;
+		return true;
+	}
+	if (f->kind == K_PORT && f->scope == S_PORTS && !want->has_mask &&
+	    (proto == IPPROTO_TCP || proto == IPPROTO_UDP)) {
+		*(src ? &t->sport : &t->dport) = want;
+		t->flags |= FLAG_PROTO_NUM | (src ? FLAG_PORT_SRC : FLAG_PORT_DST);
+		return true;
+	}
+	return false;
+}
+
+static void put_tuple(struct nlmsghdr *nlh, uint16_t type, const struct partial_tuple *t,
+		      int proto)
+{
+	struct nlattr *tuple = mnl_attr_nest_start(nlh, type), *nest;
+
+	if (t->src || t->dst) {
+		nest = mnl_attr_nest_start(nlh, CTA_TUPLE_IP);
+		if (t->src)
+			mnl_attr_put(nlh, CTA_IP_V4_SRC, sizeof(struct in_addr), &t->src->v.addr);
+		if (t->dst)
+			mnl_attr_put(nlh, CTA_IP_V4_DST, sizeof(struct in_addr), &t->dst->v.addr);
+		mnl_attr_nest_end(nlh, nest);
+	}
+	if (t->flags & FLAG_PROTO_NUM) {
+		nest = mnl_attr_nest_start(nlh, CTA_TUPLE_PROTO);
+		mnl_attr_put_u8(nlh, CTA_PROTO_NUM, (uint8_t)proto);
+		if (t->sport)
+			mnl_attr_put_u16(nlh, CTA_PROTO_SRC_PORT, htons((uint16_t)t->sport->v.num));
+		if (t->dport)
+			mnl_attr_put_u16(nlh, CTA_PROTO_DST_PORT, htons((uint16_t)t->dport->v.num));
+		mnl_attr_nest_end(nlh, nest);
+	}
+	mnl_attr_nest_end(nlh, tuple);
+}
+
+static void put_tuples(struct nlmsghdr *nlh, const struct partial_tuple *orig,
+		       const struct partial_tuple *reply, int proto)
+{
+	struct nlattr *nest;
+
+	if (orig->flags)
+		put_tuple(nlh, CTA_TUPLE_ORIG, orig, proto);
+	if (reply->flags)
+		put_tuple(nlh, CTA_TUPLE_REPLY, reply, proto);
+	nest = mnl_attr_nest_start(nlh, CTA_FILTER);
+	mnl_attr_put_u32(nlh, CTA_FILTER_ORIG_FLAGS, orig->flags);
+	mnl_attr_put_u32(nlh, CTA_FILTER_REPLY_FLAGS, reply->flags);
+	mnl_attr_nest_end(nlh, nest);
+}
+
+/* The mark term, and for a dump the status term, as request attributes. */
+static bool put_masked(struct nlmsghdr *nlh, const struct ct_field *f,
+		       const struct ct_value *want, bool dump)
+{
+	if (f->kind == K_U32 && f->attr == ATTR_MARK) {
+		mnl_attr_put_u32(nlh, CTA_MARK, htonl((uint32_t)want->v.num));
+		mnl_attr_put_u32(nlh, CTA_MARK_MASK,
+				 htonl(want->has_mask ? (uint32_t)want->mask.num : UINT32_MAX));
+		return true;
+	}
+	/* a set's mask holds the flags it names; an empty set matches everything,
+	 * and the kernel refuses it */
+	if (dump && f->kind == K_STATUS && want->mask.num != 0) {
+		mnl_attr_put_u32(nlh, CTA_STATUS, htonl((uint32_t)want->v.num));
+		mnl_attr_put_u32(nlh, CTA_STATUS_MASK, htonl((uint32_t)want->mask.num));
+		return true;
+	}
+	return false;
+}
+
+/*
+ * Add what the kernel can filter to a request on the conntrack table (the
+ * family travels in its header) and mark those terms in_kernel. A dump
+ * takes everything above; a flush only the mark: the kernel refuses
+ * CTA_FILTER there, and one too old for status filters would ignore the
+ * status and flush everything.
+ */
+void ct_filter_to_request(struct ct_filter *filter, struct nlmsghdr *nlh, bool dump)
+{
+	struct partial_tuple orig = { 0 }, reply = { 0 };
+	bool tuples = dump && (filter->family == AF_INET || filter->family == AF_INET6);
+	int proto = wanted_proto(filter);
+
+	for (size_t i = 0; i < filter->nterms; i++) {
+		const struct ct_field *f = filter->terms[i].field;
+		const struct ct_value *want = &filter->terms[i].want;
+		bool *in_kernel = &filter->terms[i].in_kernel;
+
+		if (want->negate)
+			continue;
+		if (f->kind == K_FAMILY)
+			*in_kernel = true;
+		else if (f->kind == K_PROTO)
+			*in_kernel = tuples;
+		else if (!put_masked(nlh, f, want, dump))
+			*in_kernel = tuples && add_to_tuple(&orig, &reply, f, want, proto);
+		else
+			*in_kernel = true;
+	}
+	if (tuples && proto >= 0)
+		orig.flags |= FLAG_PROTO_NUM;
+	if (orig.flags || reply.flags)
+		put_tuples(nlh, &orig, &reply, proto);
+}
+
+/* True when the kernel alone can apply the filter to a flush. */
+bool ct_filter_kernel_only(const struct ct_filter *filter)
+{
+	for (size_t i = 0; i < filter->nterms; i++) {
+		const struct ct_field *f = filter->terms[i].field;
+
+		if (filter->terms[i].want.negate ||
+		    (f->kind != K_FAMILY && !(f->kind == K_U32 && f->attr == ATTR_MARK)))
+			return false;
+	}
+	return !filter->has_predicate;
+}
