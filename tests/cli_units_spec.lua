@@ -117,6 +117,21 @@ describe("C value parsers", function()
     assert.equal(0, (values.strtoul("foo", 0)))
   end)
 
+  it("strtoul saturates at 2^64 - 1 with ERANGE past it, in every base", function()
+    for _, case in ipairs{ { "18446744073709551615", -1, false },
+                           { "18446744073709551616", -1, true },
+                           { "99999999999999999999", -1, true },
+                           { "0xffffffffffffffff", -1, false },
+                           { "0x10000000000000000", -1, true },
+                           { "01777777777777777777777", -1, false },
+                           { "02000000000000000000000", -1, true },
+                           { "18446744073709551614", -2, false } } do
+      local v, _, over = values.strtoul(case[1], 0)
+      assert.equal(case[2], v, case[1])
+      assert.equal(case[3], over, case[1])
+    end
+  end)
+
   it("atoi and atol as C", function()
     assert.equal(0, values.atoi("abc"))
     assert.equal(-5, values.atol("-5"))

@@ -19,12 +19,14 @@ local NAMES = {
   EXP_COUNT = "-C expect", CT_STATS = "-S", EXP_STATS = "-S expect",
 }
 
+local sub = string.sub
+
 local function fail(status, msg) error({ status = status, msg = msg }, 0) end
 
 -- iptables' add_param_to_argv: words split on blanks; double quotes group (inside them a
 -- backslash escapes the next character) and a closing quote ends the word, even an
 -- empty one.
-local function split(line, argv)
+local function split_quoted(line, argv)
   local quote_open, escaped = false, false
   local param = {}
   local function add(c)
@@ -60,50 +62,82 @@ local function split(line, argv)
   if #param > 0 then push() end
 end
 
--- The lines as fgets(buffer, 10240) reads them.
-local function lines_of(data)
-  local out, pos, n = {}, 1, #data
-  while pos <= n do
-    local nl = data:find("\n", pos, true)
-    local stop = nl or n
-    if stop - pos + 1 > 10239 then stop = pos + 10238 end
-    out[#out + 1] = data:sub(pos, stop)
-    pos = stop + 1
+-- The same for the usual line without quotes, a word at a time.
+local function split(line, argv)
+  if line:find('"', 1, true) then return split_quoted(line, argv) end
+  for word in line:gmatch("[^ \t\n]+") do
+    if #word >= PARAM_MAX then fail(2, "Parameter too long!") end
+    if #argv + 2 >= MAX_ARGC then fail(2, "too many arguments") end
+    argv[#argv + 1] = word
   end
-  return out
 end
 
-function M.run(ctx, argv)
-  local name = argv[2]
-  if name == "-" then name = "/dev/stdin" end
-  local f = io.open(name, "rb")
-  if not f then fail(2, "Failed to open file " .. name .. " for reading") end
-  local data = f:read("a") or ""
-  f:close()
-  local cmds, output = {}, {}
-  for _, buffer in ipairs(lines_of(data)) do
-    buffer = buffer:gsub("^[ \t]+", "")
-    local first = buffer:sub(1, 1)
-    if first ~= "\n" and first ~= "#" then
-      local words = { [0] = argv[0] }
-      local list = {}
-      split(buffer, list)
-      for i, w in ipairs(list) do words[i] = w end
-      local cmd = parse.parse(ctx, words, #list + 1, output)
-      output = cmd.output
-      cmds[#cmds + 1] = cmd
+-- Calls fn with each buffer fgets(buffer, 10240) reads from f: a line, or a 10239-byte
+-- piece of a longer one.
+local function each_buffer(f, fn)
+  for line in f:lines("L") do
+    while #line > 10239 do
+      fn(sub(line, 1, 10239))
+      line = sub(line, 10240)
     end
+    fn(line)
   end
-  -- conntrack's -o flags are one global mask: every line prints with all of them
-  for _, cmd in ipairs(cmds) do cmd.output = output end
-  for _, cmd in ipairs(cmds) do
-    if not ALLOWED[cmd.command] then
-      fail(2, string.format("Cannot use command `%s' with --load-file",
-                            NAMES[cmd.command] or "unknown"))
+end
+
+-- Parses every command line of f in order and calls fn with each. The -o flags of one
+-- line carry over to the next (conntrack's are one global mask); returns their sum.
+local function each_command(ctx, f, argv0, fn)
+  local output = {}
+  each_buffer(f, function(buffer)
+    buffer = buffer:gsub("^[ \t]+", "")
+    local first = sub(buffer, 1, 1)
+    if first ~= "\n" and first ~= "#" then
+      local words = { [0] = argv0 }
+      split(buffer, words)
+      local cmd = parse.parse(ctx, words, #words + 1, output)
+      output = cmd.output
+      fn(cmd)
     end
+  end)
+  return output
+end
+
+-- The file to read twice: FILE itself, or for "-" (or anything that cannot seek) a copy
+-- of it in a temporary file, so that memory does not grow with the input.
+local function open_input(name)
+  local path = name == "-" and "/dev/stdin" or name
+  local f = io.open(path, "rb")
+  if not f then fail(2, "Failed to open file " .. path .. " for reading") end
+  if name ~= "-" and f:seek("set", 0) then return f end
+  local copy = assert(io.tmpfile())
+  for block in f:lines(65536) do copy:write(block) end
+  f:close()
+  copy:seek("set", 0)
+  return copy
+end
+
+local SILENT = { write = function(self) return self end }
+
+--- -R FILE: parses every line (a parse error stops everything, exit 2), checks that each
+-- command may be loaded, then parses and runs them in order. Lines are read twice rather
+-- than kept, so memory does not grow with the file.
+function M.run(ctx, argv)
+  local f <close> = open_input(argv[2])
+  local refused
+  local output = each_command(ctx, f, argv[0], function(cmd)
+    if not ALLOWED[cmd.command] then refused = refused or cmd.command end
+  end)
+  if refused then
+    fail(2, string.format("Cannot use command `%s' with --load-file", NAMES[refused] or "unknown"))
   end
   local cli = require "conntrack.cli"
-  for _, cmd in ipairs(cmds) do cli.execute(ctx, cmd) end
+  f:seek("set", 0)
+  -- the second parse says nothing: its warnings were printed by the first
+  local quiet = setmetatable({ err = SILENT }, { __index = ctx })
+  each_command(quiet, f, argv[0], function(cmd)
+    cmd.output = output
+    cli.execute(ctx, cmd)
+  end)
   return 0
 end
 

@@ -155,18 +155,25 @@ do
   M.OPTSTRING = table.concat(parts)
 end
 
---- The long options for getopt, in conntrack's order.
+-- The long options, built on first use (-R parses a command line per line of its file).
+local LONGOPTS
+
+--- The long options for getopt, in conntrack's order: a new list, which the caller may
+-- extend (its entries are shared and read-only).
 function M.longopts()
-  local byname = {}
-  for _, o in ipairs(M.options) do
-    for _, name in ipairs(o.long) do byname[name] = o end
+  if not LONGOPTS then
+    local byname = {}
+    for _, o in ipairs(M.options) do
+      for _, name in ipairs(o.long) do byname[name] = o end
+    end
+    LONGOPTS = {}
+    for _, name in ipairs(M.LONG_ORDER) do
+      local o = byname[name]
+      LONGOPTS[#LONGOPTS + 1] = { name = name, has_arg = o.arg, val = o.key,
+                                  exact_only = o.extension }
+    end
   end
-  local list = {}
-  for _, name in ipairs(M.LONG_ORDER) do
-    local o = byname[name]
-    list[#list + 1] = { name = name, has_arg = o.arg, val = o.key, exact_only = o.extension }
-  end
-  return list
+  return table.move(LONGOPTS, 1, #LONGOPTS, 1, {})
 end
 
 local SECTIONS = {

@@ -193,6 +193,31 @@ local function u32(v) return v & 0xffffffff end
 --- Parses argv (0-based, argv[0] the program name; argc words). ctx = { err = handle }.
 -- output seeds the -o set (conntrack's output mask outlives a line of -R). Returns the
 -- command table or raises { status, msg }.
+-- The long options of protocol handler h merged at offset (conntrack's merge_options),
+-- built once per handler and offset: -R merges them again on every line.
+local merged = setmetatable({}, { __mode = "k" })
+local function handler_longopts(h, offset)
+  local by_offset = merged[h] or {}
+  merged[h] = by_offset
+  local list = by_offset[offset]
+  if not list then
+    list = {}
+    for k, o in ipairs(h.opts) do list[k] = { name = o[1], has_arg = 1, val = o[2] + offset } end
+    by_offset[offset] = list
+  end
+  return list
+end
+
+-- The option names in bit order, as rules.check takes them (built once).
+local OPTION_NAMES
+local function option_names()
+  if not OPTION_NAMES then
+    OPTION_NAMES = {}
+    for bit = 0, options.NUMBER_OF_OPT - 1 do OPTION_NAMES[bit + 1] = options.bit_names[bit] end
+  end
+  return OPTION_NAMES
+end
+
 function M.parse(ctx, argv, argc, output)
   local seeded = {}
   for k, v in pairs(output or {}) do seeded[k] = v end
@@ -242,9 +267,7 @@ function M.parse(ctx, argv, argc, output)
       h = handler
       offset = offset + 256
       offsets[h] = offset
-      for _, o in ipairs(h.opts) do
-        longopts[#longopts + 1] = { name = o[1], has_arg = 1, val = o[2] + offset }
-      end
+      table.move(handler_longopts(h, offset), 1, #h.opts, #longopts + 1, longopts)
       cmd.handler, cmd.protonum = h, num
       cmd.ct.proto = num
     elseif c == "t" then
@@ -368,9 +391,7 @@ function M.parse(ctx, argv, argc, output)
   if cmd.options["any-nat"] and (cmd.options["src-nat"] or cmd.options["dst-nat"]) then
     fail(2, "cannot specify `--src-nat' or `--dst-nat' with `--any-nat'")
   end
-  local names = {}
-  for bit = 0, options.NUMBER_OF_OPT - 1 do names[#names + 1] = options.bit_names[bit] end
-  local msg = rules.check(rules.commands[cmd.command], names, cmd.options, rules.pairs,
+  local msg = rules.check(rules.commands[cmd.command], option_names(), cmd.options, rules.pairs,
                           rules.pair_msgs)
   if msg then fail(2, msg) end
   for bit in pairs(l4bits) do

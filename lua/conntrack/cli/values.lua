@@ -6,13 +6,20 @@
 -- @module conntrack.cli.values
 local M = {}
 
-local byte, sub, find, lower = string.byte, string.sub, string.find, string.lower
+local byte, sub, find, lower, match = string.byte, string.sub, string.find, string.lower,
+                                     string.match
 
 local U32 = 0xffffffff
 local ULONG_MAX = -1          -- 2^64 - 1 as a Lua integer (strtoul's overflow value)
 
 local function isspace(c)
   return c == 32 or (c >= 9 and c <= 13)
+end
+
+-- Whether s has a decimal digit at i.
+local function digit_at(s, i)
+  local c = byte(s, i)
+  return c ~= nil and c >= 48 and c <= 57
 end
 
 local function digit_value(c)
@@ -22,11 +29,21 @@ local function digit_value(c)
   return 99
 end
 
+-- floor((2^64 - 1) / base) in unsigned arithmetic (// on a Lua integer is signed).
+local function ulong_limit(base)
+  local q = (ULONG_MAX >> 1) // base << 1      -- the remainder is now below 2 * base
+  if not math.ult(ULONG_MAX - q * base, base) then q = q + 1 end
+  return q
+end
+
 --- strtoul(s + i - 1, &end, base): returns value (a 64-bit unsigned number held in a Lua
 -- integer), the index just after the number (i when nothing was parsed) and whether it
 -- overflowed (ERANGE). Leading blanks and a sign are accepted; "-N" is 2^64 - N.
 function M.strtoul(s, base, i)
   i = i or 1
+  -- the usual word, a plain decimal that cannot overflow, needs none of the C rules
+  local plain = (base == 10 or base == 0) and match(s, "^[1-9]%d?%d?%d?%d?%d?%d?%d?%d?%d?()", i)
+  if plain and not digit_at(s, plain) then return tonumber(sub(s, i, plain - 1)), plain, false end
   local start, n = i, #s
   while i <= n and isspace(byte(s, i)) do i = i + 1 end
   local neg = false
@@ -45,8 +62,8 @@ function M.strtoul(s, base, i)
     any = true
     if not over then
       -- v * base + d > 2^64 - 1 ?
-      if math.ult(ULONG_MAX // base, v) or
-         (v == ULONG_MAX // base and math.ult(ULONG_MAX - v * base, d)) then
+      local limit = ulong_limit(base)
+      if math.ult(limit, v) or (v == limit and math.ult(ULONG_MAX - v * base, d)) then
         over = true
       else
         v = v * base + d
@@ -63,6 +80,8 @@ end
 --- strtol(s, &end, 10) clamped to a 64-bit long: value, end index.
 function M.strtol(s, i)
   i = i or 1
+  local plain = match(s, "^[1-9]%d?%d?%d?%d?%d?%d?%d?%d?%d?()", i)
+  if plain and not digit_at(s, plain) then return tonumber(sub(s, i, plain - 1)), plain end
   local start, n = i, #s
   while i <= n and isspace(byte(s, i)) do i = i + 1 end
   local neg = false
@@ -112,6 +131,16 @@ end
 --- glibc's inet_aton: "a", "a.b", "a.b.c" and "a.b.c.d" with C numbers in each part
 -- (0x hex, 0 octal), anything after a blank ignored. Returns the 4 bytes as a table or nil.
 function M.inet_aton(s)
+  -- the usual "a.b.c.d" in plain decimals needs none of the C rules
+  local quad = { match(s, "^(%d%d?%d?)%.(%d%d?%d?)%.(%d%d?%d?)%.(%d%d?%d?)$") }
+  if quad[4] then
+    local plain = true
+    for k, p in ipairs(quad) do
+      quad[k] = tonumber(p)
+      if (#p > 1 and byte(p, 1) == 48) or quad[k] > 255 then plain = false end
+    end
+    if plain then return quad end
+  end
   local parts, i = {}, 1
   local val, digit
   while true do
