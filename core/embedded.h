@@ -1,5 +1,5 @@
 /*
-** Lua sources compiled into the ct-lua binary.
+** Lua files compiled into the ct-lua binary, as bytecode.
 ** The definitions are generated at build time by tools/embed.lua from lua/ and scripts/.
 */
 #ifndef CT_EMBEDDED_H
@@ -10,7 +10,7 @@
 struct ct_embedded {
   const char *name;       /* module name ("conntrack.util") or script name ("summary") */
   const char *chunkname;  /* "@" .. repository path, so tracebacks name the repository file */
-  const char *source;     /* exact file bytes (NUL-terminated for convenience) */
+  const char *source;     /* the file's chunk, precompiled (string.dump), NUL-terminated */
   size_t size;            /* number of bytes in source, terminator excluded */
 };
 

@@ -145,20 +145,9 @@ static void print_version (void) {
 }
 
 
-/*
-** Loads an embedded source. Like luaL_loadfile, a first line starting with '#' (a shebang)
-** is skipped; loading from its newline keeps the line numbers of the repository file.
-*/
+/* Loads an embedded chunk: bytecode that tools/embed.lua compiled from the file. */
 static int load_embedded (lua_State *L, const struct ct_embedded *e) {
-  const char *src = e->source;
-  size_t size = e->size;
-  if (size > 0 && src[0] == '#') {
-    const char *end = src + size;
-    const char *nl = memchr(src, '\n', size);
-    src = nl != NULL ? nl : end;
-    size = (size_t)(end - src);
-  }
-  return luaL_loadbuffer(L, src, size, e->chunkname);
+  return luaL_loadbufferx(L, e->source, e->size, e->chunkname, "b");
 }
 
 /*
