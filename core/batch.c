@@ -2,8 +2,9 @@
  * update and delete. One flow is one request; a filter streams a dump and
  * sends the requests for its matches in pipelined batches: up to BATCH_MAX
  * messages in one datagram, then their ACKs, counted one by one. Nothing
- * is in flight while Lua runs (the filter's predicate), so an error raised
- * there leaves the handle's socket in step.
+ * is in flight while Lua runs (the filter's predicate, and the caller's
+ * function called with each entry done once its batch is acknowledged), so
+ * an error raised there leaves the handle's socket in step.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -30,18 +31,23 @@ struct ct_batch {
 	size_t len;
 	unsigned int pending;
 	bool acked[BATCH_MAX];
+	bool applied[BATCH_MAX];
 	lua_Integer done;
 	int err;		/* the first failure */
 	bool skip_vanished;	/* ENOENT: deleted by someone else meanwhile */
 	int inflight;		/* stack index: slot -> what names the request */
 	int report;		/* stack index: the failures, and .vanished */
+	int each;		/* stack index of the function called with each flow done, or 0 */
+	bool raised;		/* it raised: the error is report.raised, nothing more is sent */
 };
 
 /* Pushes the batch's two tables (in flight, report): the caller keeps them there. */
 static void batch_init(struct ct_batch *b, lua_State *L, const char *op, struct ct_socket *sock,
-		       bool skip_vanished)
+		       bool skip_vanished, int each)
 {
 	b->L = L;
+	b->each = each;
+	b->raised = false;
 	b->op = op;
 	b->sock = sock;
 	b->len = 0;
@@ -97,16 +103,37 @@ static void report(struct ct_batch *b, unsigned int slot, int err, bool unknown)
 	lua_rawseti(L, b->report, (lua_Integer)luaL_len(L, b->report) + 1);
 }
 
+/* Call the caller's function with what names each request the kernel applied, in order. */
+static void call_each(struct ct_batch *b, unsigned int count)
+{
+	lua_State *L = b->L;
+
+	for (unsigned int i = 0; b->each && !b->raised && i < count; i++) {
+		if (!b->applied[i])
+			continue;
+		lua_pushvalue(L, b->each);
+		lua_rawgeti(L, b->inflight, i + 1);
+		if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+			lua_setfield(L, b->report, "raised");
+			b->raised = true;
+		}
+	}
+}
+
 /* Send the queued requests and account for each of their ACKs. */
 static void batch_send(struct ct_batch *b)
 {
 	unsigned int last = b->sock->seq, first = last - b->pending + 1, count = b->pending;
 	int err;
 
+	if (b->raised) {	/* the caller's function stopped the run: send nothing more */
+		b->len = 0;
+		b->pending = 0;
+	}
 	if (!b->pending)
 		return;
 	for (unsigned int i = 0; i < count; i++)
-		b->acked[i] = false;
+		b->acked[i] = b->applied[i] = false;
 	err = ct_socket_send(b->sock, b->buf, b->len);
 	for (unsigned int i = 0; err && i < count; i++) {	/* none was sent */
 		report(b, i + 1, err, false);
@@ -133,9 +160,10 @@ static void batch_send(struct ct_batch *b)
 		slot = nlh->nlmsg_seq - first;
 		b->acked[slot] = true;
 		b->pending--;
-		if (mnl_cb_run(ack, len, 0, b->sock->portid, NULL, NULL) >= 0)
+		if (mnl_cb_run(ack, len, 0, b->sock->portid, NULL, NULL) >= 0) {
 			b->done++;
-		else
+			b->applied[slot] = true;
+		} else
 			report(b, slot + 1, errno, false);
 	}
 	for (unsigned int i = 0; i < count; i++)
@@ -143,6 +171,7 @@ static void batch_send(struct ct_batch *b)
 			report(b, i + 1, 0, true);
 	b->len = 0;
 	b->pending = 0;
+	call_each(b, count);
 }
 
 /*
@@ -156,6 +185,8 @@ static void batch_queue(struct ct_batch *b, uint16_t type, uint16_t flags,
 
 	if (b->len + CT_REQUEST_MAX > sizeof(b->buf) || b->pending == BATCH_MAX)
 		batch_send(b);
+	if (b->raised)
+		return;
 	nlh = ct_request_header(b->buf + b->len, type, NLM_F_ACK | flags,
 				nfct_get_attr_u8(req, ATTR_ORIG_L3PROTO), ++b->sock->seq);
 	nfct_nlmsg_build(nlh, req);
@@ -174,8 +205,11 @@ static void batch_add(struct ct_batch *b, int idx, const struct ct_change *chang
 		      size_t nchanges)
 {
 	const struct nf_conntrack *old = ((struct ct_flow *)lua_touserdata(b->L, idx))->ct;
-	struct nf_conntrack *req = nfct_new();
+	struct nf_conntrack *req;
 
+	if (b->raised)
+		return;
+	req = nfct_new();
 	if (!req) {
 		batch_fail(b, ENOMEM);
 		return;
@@ -219,8 +253,13 @@ static int batch_results(struct ct_batch *b, bool with_vanished)
 	return 2;
 }
 
-/* Shared by update and delete: the target is at 2, the changes (if any) given. */
-static int mutate(lua_State *L, const char *op, const struct ct_change *changes, size_t n)
+/*
+ * Shared by update and delete: the target is at 2, the changes (if any)
+ * given, and each (a stack index, or 0) the function called with each
+ * entry done.
+ */
+static int mutate(lua_State *L, const char *op, const struct ct_change *changes, size_t n,
+		  int each)
 {
 	struct ct_handle *h = ct_handle_check(L, 1);
 	struct ct_flow *flow = luaL_testudata(L, 2, CT_FLOW_TYPE);
@@ -228,12 +267,12 @@ static int mutate(lua_State *L, const char *op, const struct ct_change *changes,
 
 	if (flow) {
 		ct_flow_check(L, 2);
-		batch_init(&b, L, op, &h->sock, false);
+		batch_init(&b, L, op, &h->sock, false, each);
 		batch_add(&b, 2, changes, n);
 	} else {
 		int dump, ret, attempts = 0;
 
-		batch_init(&b, L, op, &h->sock, true);
+		batch_init(&b, L, op, &h->sock, true, each);
 		dump = lua_gettop(L) + 1;
 		do {
 			int err;
@@ -242,10 +281,13 @@ static int mutate(lua_State *L, const char *op, const struct ct_change *changes,
 			err = ct_dump_push(L, 1, 2, 2, op, CT_MSG(IPCTNL_MSG_CT_GET));
 			if (err)
 				return ct_fail(L, op, err);
-			while ((ret = ct_dump_next_flow(L, dump)) > 0) {
+			while (!b.raised && (ret = ct_dump_next_flow(L, dump)) > 0) {
 				batch_add(&b, lua_gettop(L), changes, n);
 				lua_pop(L, 1);
 			}
+			/* the function raised: give the dump's socket back now, not at the next GC */
+			if (b.raised && luaL_callmeta(L, dump, "__close"))
+				lua_pop(L, 1);
 			/* an interrupted dump may have missed entries: a delete can
 			 * simply go again (what it deleted is gone); an update would
 			 * count entries twice, so it reports the interruption */
@@ -254,6 +296,10 @@ static int mutate(lua_State *L, const char *op, const struct ct_change *changes,
 			batch_fail(&b, -ret);
 	}
 	batch_send(&b);
+	if (b.raised) {
+		lua_getfield(L, b.report, "raised");
+		return lua_error(L);
+	}
 	if (flow && b.err)
 		return ct_fail(L, op, b.err);
 	return batch_results(&b, !flow);
@@ -285,7 +331,7 @@ int ct_handle_create_many(lua_State *L)
 		lua_rawseti(L, 4, i);
 		lua_pop(L, 1);
 	}
-	batch_init(&b, L, "create", &h->sock, false);
+	batch_init(&b, L, "create", &h->sock, false, 0);
 	for (lua_Integer i = 1; i <= n; i++) {
 		lua_pushinteger(L, i);
 		lua_rawgeti(L, 4, i);
@@ -303,26 +349,42 @@ static void check_target(lua_State *L)
 		luaL_argerror(L, 2, "a flow or a filter is required ({} matches every entry)");
 }
 
-/* h:delete(flow | filter) -> count[, vanished] | nil, message, errno[, report] */
-int ct_handle_delete(lua_State *L)
+/* The optional function at idx, called with each entry done: its index, or 0. */
+static int each_arg(lua_State *L, int idx)
 {
-	lua_settop(L, 2);
-	check_target(L);
-	return mutate(L, "delete", NULL, 0);
+	if (lua_isnoneornil(L, idx))
+		return 0;
+	luaL_checktype(L, idx, LUA_TFUNCTION);
+	return idx;
 }
 
-/* h:update(flow | filter, changes) -> count[, vanished] | nil, message, errno[, report] */
+/*
+ * h:delete(flow | filter[, each]) -> count[, vanished] | nil, message, errno[, report];
+ * each(flow) is called with every entry deleted, in order.
+ */
+int ct_handle_delete(lua_State *L)
+{
+	lua_settop(L, 3);
+	check_target(L);
+	return mutate(L, "delete", NULL, 0, each_arg(L, 3));
+}
+
+/*
+ * h:update(flow | filter, changes[, each]) -> count[, vanished] | nil, message, errno[,
+ * report]; each(flow) is called with every entry updated (as it was before), in order.
+ */
 int ct_handle_update(lua_State *L)
 {
 	struct ct_change changes[64];
-	struct ct_arg a = { L, 3, 4, false };
+	struct ct_arg a = { L, 3, 5, false };
 	size_t n;
 
 	ct_handle_check(L, 1);
 	check_target(L);
-	lua_settop(L, 3);
+	lua_settop(L, 4);
+	each_arg(L, 4);
 	lua_getiuservalue(L, 1, CT_UV_LABELMAP);
 	ct_spec_changes(&a, 3, changes, &n);
-	lua_settop(L, 2);
-	return mutate(L, "update", changes, n);
+	lua_settop(L, 4);
+	return mutate(L, "update", changes, n, lua_isnil(L, 4) ? 0 : 4);
 }

@@ -594,6 +594,54 @@ describe("conntrack table", function()
       end)
     end
 
+    it("update and delete call their function with each entry done, in the dump's order",
+       function()
+      populate(300)
+      local order, updated, deleted = {}, {}, {}
+      for f in h:dump{ proto = "udp" } do order[#order + 1] = f.id end
+      assert.equal(300, (h:update({ proto = "udp" }, { mark = 5 }, function(f)
+        updated[#updated + 1] = f.id
+      end)))
+      assert.same(order, updated)
+      assert.equal(300, (h:delete({ mark = 5 }, function(f)
+        assert.equal(5, f.mark)
+        deleted[#deleted + 1] = f.id
+      end)))
+      assert.same(order, deleted)
+      local one = udp(7, { sport = 7 })
+      assert(h:create(one))
+      local flow = assert(h:get(tuple_of(one)))
+      local called
+      assert.equal(1, (h:delete(flow, function(f) called = f end)))
+      assert.equal(flow, called)
+    end)
+
+    it("an error in the function given to delete stops it: the error propagates, the " ..
+       "dump is freed, only requests already sent were applied, the handle works", function()
+      populate(300)
+      local base, calls = fd_count(), 0
+      local ok, got = pcall(h.delete, h, {}, function()
+        calls = calls + 1
+        if calls == 70 then error(sentinel, 0) end
+      end)
+      assert.is_false(ok)
+      assert.equal(sentinel, got)
+      assert.equal(70, calls)
+      assert.equal(base, fd_count())
+      local left = h:count()
+      assert.is_true(left <= 300 - 70 and left > 0, left .. " entries left")
+      assert.equal(left, (h:delete{}))
+    end)
+
+    it("a function that is not one is refused before anything is sent", function()
+      populate(10)
+      assert.equal("bad argument #2 to 'delete' (function expected, got number)",
+                   raised(function() return h:delete({}, 5) end))
+      assert.equal("bad argument #3 to 'update' (function expected, got string)",
+                   raised(function() return h:update({}, { mark = 1 }, "x") end))
+      assert.equal(10, (h:count()))
+    end)
+
     it("breaking out of a dump frees its socket at once", function()
       populate(300)
       local base, inside = fd_count(), nil

@@ -233,17 +233,13 @@ function M.CT_DELETE(ctx, cmd)
   check_masks(cmd)
   local h = kernel.handle(ctx, cmd)
   local f = filter.build(cmd, "delete")
-  kernel.guard("CT_DELETE", function()
-    for fl in h:dump(f) do
-      local n, msg, errno = h:delete(fl)
-      if n == 1 then
-        print_flow(ctx, cmd, "delete", fl)
-        ctx.counter = ctx.counter + 1
-      elseif n == nil and errno ~= kernel.ENOENT then
-        kernel.failed("CT_DELETE", errno, msg)
-      end
-    end
+  -- pipelined: each entry is printed once the kernel acknowledged its delete, in the
+  -- dump's order; entries that vanished meanwhile are skipped (1.4.8)
+  local n, msg, errno = h:delete(f, function(fl)
+    print_flow(ctx, cmd, "delete", fl)
+    ctx.counter = ctx.counter + 1
   end)
+  if not n then kernel.failed("CT_DELETE", errno, msg) end
 end
 
 local function u32(v) return v & 0xffffffff end
