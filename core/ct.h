@@ -292,6 +292,7 @@ bool ct_seen_take_gone(struct ct_seen *s, uint32_t generation, struct nf_conntra
 /* ---- poll.c, signals.c: waiting on several objects ---------------------- */
 
 void ct_poll_open(lua_State *L);
+void ct_requester_open(lua_State *L);
 void ct_file_open(lua_State *L);
 void ct_signals_open(lua_State *L);
 int ct_handle_update(lua_State *L);

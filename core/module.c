@@ -66,6 +66,7 @@ int luaopen_conntrack_core(lua_State *L)
 	ct_handle_open(L);
 	ct_poll_open(L);
 	ct_file_open(L);
+	ct_requester_open(L);
 	ct_signals_open(L);
 	push_method_tables(L);
 	lua_setfield(L, -2, "methods");

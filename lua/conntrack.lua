@@ -51,10 +51,13 @@ return {
   poll = core.poll,
   -- conntrack.monotonic() -> seconds on a clock that never jumps, for timers.
   monotonic = core.monotonic,
-  --- conntrack.replace_file(path, text) -> true | nil, message, errno: writes a
+  -- conntrack.replace_file(path, text) -> true | nil, message, errno: writes a
   -- new file beside path (never through a planted symlink) and renames it over path.
   replace_file = core.replace_file,
   -- conntrack.signals{ "HUP", ... } -> a pollable object whose recv()
   -- returns the signals received (they are blocked and read from a signalfd).
   signals = core.signals,
+  -- conntrack.requester(portid[, previous]) -> { portid =, inode =, pid =, name = } | nil:
+  -- the process whose ctnetlink request made an event (event.portid), in this namespace.
+  requester = core.requester,
 }

@@ -1058,6 +1058,45 @@ describe("events", function()
   end)
 
   -------------------------------------------------------------------------------------
+  describe("requester", function()
+    it("names the process whose ctnetlink request made an event, and reuses a result " ..
+       "while its socket stays bound", function()
+      local ev <close> = assert(h:listen{ events = { "new" } })
+      local other = assert(conntrack.open())
+      assert(other:create(udp_specs(1, 1)[1]))
+      local e = recv_until(ev, 5, function(all) return #all >= 1 end)[1]
+      local who = assert(conntrack.requester(e.portid))
+      assert.equal(e.portid, who.portid)
+      assert.equal(tonumber(H.pid()), who.pid)
+      assert.equal(H.read_file("/proc/" .. H.pid() .. "/stat"):match("^%d+ %(([^)]*)%)"),
+                   who.name)
+      assert.is_true(who.inode > 0)
+      assert.equal(who, conntrack.requester(e.portid, who))
+      other:close()
+      assert.is_nil(conntrack.requester(e.portid, who))  -- its socket is gone
+    end)
+
+    it("finds the owner of a port that is not its pid, and checks its arguments", function()
+      local ev <close> = assert(h:listen{ events = { "new" } })
+      -- conntrack(8) binds its socket to its pid, but a short-lived child may exit first:
+      -- a listener's own sockets are a requester that stays
+      local second = assert(conntrack.open())
+      local third = assert(conntrack.open())
+      assert(third:create(udp_specs(1, 2)[1]))
+      local e = recv_until(ev, 5, function(all) return #all >= 1 end)[1]
+      assert.is_not.equal(tonumber(H.pid()), e.portid)  -- a later socket of this process
+      assert.equal(tonumber(H.pid()), conntrack.requester(e.portid).pid)
+      second:close()
+      third:close()
+      assert.equal("bad argument #1 to 'requester' (number expected, got string)",
+                   raised(function() return conntrack.requester("x") end))
+      assert.equal("bad argument #1 to 'requester' (port id out of range)",
+                   raised(function() return conntrack.requester(-1) end))
+      assert.equal("bad argument #2 to 'requester' (table expected, got number)",
+                   raised(function() return conntrack.requester(1, 2) end))
+    end)
+  end)
+
   describe("lifetime and errors", function()
     it("tostring, close, and methods of a closed object", function()
       local ev = assert(h:listen())

@@ -21,57 +21,12 @@ local ENOBUFS_WARNING = "WARNING: We have hit ENOBUFS! We are losing events.\n" 
 
 local BUFSIZE_MAX = 512 << 20
 
-local function read_file(path)
-  local f = io.open(path)
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function lines_of(cmdline)
-  local p = io.popen(cmdline)
-  if not p then return {} end
-  local t = {}
-  for l in p:lines() do t[#t + 1] = l end
-  p:close()
-  return t
-end
-
--- The inode of the netlink socket (NETLINK_NETFILTER) bound to portid.
-local function socket_inode(portid)
-  local s = read_file("/proc/net/netlink")
-  if not s then return nil end
-  for line in s:gmatch("[^\n]+") do
-    local prot, pid, inode = line:match("^%x+%s+(%d+)%s+(%d+)%s+%x+%s+%d+%s+%d+%s+%x+%s+%d+%s+%d+%s+(%d+)")
-    if prot == "12" and tonumber(pid) == portid then return inode end
-  end
-end
-
--- The pid of the process that holds the socket inode: the hinted one first (netlink
--- users commonly take their pid as port id), then any; one `find` walks /proc for us.
-local function owner(inode, hint)
-  local pattern = "socket:[" .. inode .. "]"
-  for _, where in ipairs({ "/proc/" .. hint .. "/fd", "/proc/[0-9]*/fd" }) do
-    local found = lines_of("find " .. where .. " -maxdepth 1 -lname '" .. pattern ..
-                           "' -print -quit 2>/dev/null")[1]
-    local pid = found and found:match("^/proc/(%d+)/")
-    if pid then return pid end
-  end
-end
-
--- conntrack's get_progname: the program that owns the requester's port, looked up in
--- /proc (racy: the requester may have exited). The last answer is kept.
-local last = {}
+-- conntrack's get_progname: the program that owns the requester's port (racy: the
+-- requester may have exited). The last answer is kept while its socket stays bound.
+local last
 local function progname(portid)
-  local inode = socket_inode(portid)
-  if not inode then return nil end
-  if last.portid == portid and last.inode == inode then return last.name end
-  local pid = owner(inode, portid)
-  local stat = pid and read_file("/proc/" .. pid .. "/stat")
-  local name = stat and stat:match("^%d+ %(([^)]*)")
-  last = { portid = portid, inode = inode, name = name }
-  return name
+  last = conntrack.requester(portid, last)
+  return last and last.name
 end
 
 local KINDS = { [1] = "new", [2] = "update", [4] = "destroy" }
