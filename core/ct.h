@@ -229,6 +229,19 @@ unsigned int ct_format_event(lua_State *L, int opts);
 int ct_pairs(lua_State *L, lua_CFunction totable);
 bool ct_format_flag(lua_State *L, int opts, const char *name);
 
+/* How flow:format and h:write print an entry (libnetfilter_conntrack's printer). */
+#define CT_FORMAT_MAX 8192	/* the longest line, XML included */
+struct ct_format {
+	unsigned int type;	/* NFCT_T_*: the [NEW]-style prefix of an event, or UNKNOWN */
+	unsigned int output;	/* NFCT_O_DEFAULT or NFCT_O_XML */
+	unsigned int flags;	/* NFCT_OF_* */
+	bool labels;		/* name the labels (needs the labelmap) */
+};
+
+void ct_format_parse(lua_State *L, int idx, const char *const *extra, struct ct_format *fmt);
+size_t ct_format_print(char *buf, size_t size, const struct nf_conntrack *ct,
+		       const struct ct_format *fmt, struct nfct_labelmap *map);
+
 /* ---- expect.c: conntrack.expect ----------------------------------------- */
 
 enum { CT_EXPECTED, CT_MASK, CT_MASTER, CT_NAT, CT_EXPECT_TUPLES };
@@ -270,6 +283,10 @@ void ct_dump_open(lua_State *L);
 int ct_dump_push(lua_State *L, int handle_idx, int filter_idx, int arg, const char *op,
 		 uint16_t type);
 int ct_dump_next_flow(lua_State *L, int idx);
+int ct_dump_next_entry(struct ct_dump *d, const struct nf_conntrack **ct);
+bool ct_dump_has_predicate(lua_State *L, int idx);
+uint16_t ct_dump_type(lua_State *L, int idx);
+int ct_handle_write(lua_State *L);
 int ct_dump_iter(lua_State *L);
 
 int ct_handle_create_many(lua_State *L);

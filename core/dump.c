@@ -165,6 +165,35 @@ int ct_dump_next_flow(lua_State *L, int idx)
 }
 
 /*
+ * For a caller that needs no Lua object per entry: the next entry that
+ * passes the C filter, parsed into *ct (the dump's own, valid until the next
+ * call), as 1; 0 at the end, or -errno, both after the dump released its
+ * socket. The dump must have no predicate (ct_dump_has_predicate).
+ */
+int ct_dump_next_entry(struct ct_dump *d, const struct nf_conntrack **ct)
+{
+	int ret;
+
+	drop_pending(d);
+	ret = next_entry(d);
+	if (ret <= 0) {
+		dump_release(d);
+		return ret;
+	}
+	*ct = d->pending;
+	return 1;
+}
+
+/* Whether the dump at idx runs a Lua predicate on its entries. */
+bool ct_dump_has_predicate(lua_State *L, int idx)
+{
+	bool has = lua_getiuservalue(L, idx, UV_PREDICATE) != LUA_TNIL;
+
+	lua_pop(L, 1);
+	return has;
+}
+
+/*
  * The generic for's iterator: (dump, _) -> flow | nothing. Kernel errors
  * are raised: a for loop has no other way to say the listing is incomplete.
  */

@@ -173,41 +173,69 @@ bool ct_format_flag(lua_State *L, int opts, const char *name)
 }
 
 /*
+ * Read the format options at idx (nil: the default line) into fmt; names
+ * extra keys the caller accepts besides the format's own (NULL-terminated,
+ * or NULL).
+ */
+void ct_format_parse(lua_State *L, int idx, const char *const *extra, struct ct_format *fmt)
+{
+	static const char *const own[] = {
+		"xml", "extended", "id", "ktimestamp", "labels", "event"
+	};
+	const size_t nown = sizeof(own) / sizeof(own[0]);
+	const char *names[16];
+	size_t n = 0;
+
+	for (; n < nown; n++)
+		names[n] = own[n];
+	for (size_t i = 0; extra && extra[i] && n < sizeof(names) / sizeof(names[0]) - 1; i++)
+		names[n++] = extra[i];
+	names[n] = NULL;
+	memset(fmt, 0, sizeof(*fmt));
+	fmt->output = NFCT_O_DEFAULT;
+	fmt->type = NFCT_T_UNKNOWN;
+	if (lua_isnoneornil(L, idx))
+		return;
+	ct_check_options(L, idx, idx, names);
+	fmt->type = ct_format_event(L, idx);
+	if (ct_format_flag(L, idx, "extended"))
+		fmt->flags |= NFCT_OF_SHOW_LAYER3;
+	if (ct_format_flag(L, idx, "id"))
+		fmt->flags |= NFCT_OF_ID;
+	if (ct_format_flag(L, idx, "ktimestamp"))
+		fmt->flags |= NFCT_OF_TIMESTAMP;
+	if (ct_format_flag(L, idx, "xml"))
+		fmt->output = NFCT_O_XML;
+	fmt->labels = ct_format_flag(L, idx, "labels");
+}
+
+/* The text of ct in format fmt into buf (map: the label names, when fmt asks for them). */
+size_t ct_format_print(char *buf, size_t size, const struct nf_conntrack *ct,
+		       const struct ct_format *fmt, struct nfct_labelmap *map)
+{
+	int len = nfct_snprintf_labels(buf, size, ct, fmt->type, fmt->output, fmt->flags,
+				       fmt->labels ? map : NULL);
+
+	return len < 0 ? 0 : (size_t)len < size ? (size_t)len : size - 1;
+}
+
+/*
  * flow:format{ xml =, extended =, id =, ktimestamp =, labels =, event = }
  * -> the text conntrack(8) prints with the matching -o options (and, for an
  * event, its [NEW] prefix), through libnetfilter_conntrack's own printer.
  */
 static int flow_format(lua_State *L)
 {
-	static const char *const options[] = {
-		"xml", "extended", "id", "ktimestamp", "labels", "event", NULL
-	};
 	struct ct_flow *flow = ct_flow_check(L, 1);
-	unsigned int flags = 0, type;
-	struct nfct_labelmap *map = NULL;
+	struct ct_format fmt;
 	luaL_Buffer b;
 	char *out;
-	int len;
 
 	lua_settop(L, 2);
-	if (lua_isnil(L, 2)) {
-		lua_newtable(L);
-		lua_replace(L, 2);
-	}
-	ct_check_options(L, 2, 2, options);
-	type = ct_format_event(L, 2);
-	if (ct_format_flag(L, 2, "extended"))
-		flags |= NFCT_OF_SHOW_LAYER3;
-	if (ct_format_flag(L, 2, "id"))
-		flags |= NFCT_OF_ID;
-	if (ct_format_flag(L, 2, "ktimestamp"))
-		flags |= NFCT_OF_TIMESTAMP;
-	if (ct_format_flag(L, 2, "labels"))
-		map = flow_labelmap(L, 1);
-	out = luaL_buffinitsize(L, &b, 8192);
-	len = nfct_snprintf_labels(out, 8192, flow->ct, type,
-				   ct_format_flag(L, 2, "xml") ? NFCT_O_XML : NFCT_O_DEFAULT, flags, map);
-	luaL_pushresultsize(&b, len < 0 ? 0 : (size_t)(len < 8192 ? len : 8191));
+	ct_format_parse(L, 2, NULL, &fmt);
+	out = luaL_buffinitsize(L, &b, CT_FORMAT_MAX);
+	luaL_pushresultsize(&b, ct_format_print(out, CT_FORMAT_MAX, flow->ct, &fmt,
+						 fmt.labels ? flow_labelmap(L, 1) : NULL));
 	return 1;
 }
 

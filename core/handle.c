@@ -86,7 +86,7 @@ static int ct_open(lua_State *L)
  * "unconfirmed", zero = bool } at idx (zero: read the counters and reset
  * them, CT_GET_CTRZERO, which the conntrack table alone has).
  */
-static uint16_t dump_type(lua_State *L, int idx)
+uint16_t ct_dump_type(lua_State *L, int idx)
 {
 	static const char *const tables[] = { "conntrack", "dying", "unconfirmed", NULL };
 	static const uint16_t types[] = { IPCTNL_MSG_CT_GET, IPCTNL_MSG_CT_GET_DYING,
@@ -115,7 +115,7 @@ static int handle_dump(lua_State *L)
 
 	ct_handle_check(L, 1);
 	lua_settop(L, 3);
-	type = dump_type(L, 3);
+	type = ct_dump_type(L, 3);
 	lua_settop(L, 2);
 	lua_pushcfunction(L, ct_dump_iter);
 	err = ct_dump_push(L, 1, 2, 2, "dump", type);
@@ -302,6 +302,7 @@ static const luaL_Reg handle_methods[] = {
 	{ "delete", ct_handle_delete },
 	{ "flush", handle_flush },
 	{ "explain", handle_explain },
+	{ "write", ct_handle_write },
 	{ "count", handle_count },
 	{ "listen", ct_handle_listen },
 	{ "close", handle_close },

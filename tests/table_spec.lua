@@ -697,6 +697,77 @@ describe("conntrack table", function()
   end)
 
   -------------------------------------------------------------------------------------
+  describe("write", function()
+    local path
+
+    before_each(function()
+      path = os.tmpname()
+      assert(h:create(tcp(1)))
+      assert(h:create(udp(2)))
+      assert(h:create(udp(3, { src = "fd00:1::1", dst = "fd00:9::1" })))
+    end)
+
+    after_each(function() os.remove(path) end)
+
+    --- h:write(file, format, filter, options) into a fresh file: its text and the count.
+    local function written(format, filter, options)
+      local f = assert(io.open(path, "w"))
+      local n = h:write(f, format, filter, options)
+      f:close()
+      return H.read_file(path), n
+    end
+
+    --- What a dump loop prints with flow:format.
+    local function formatted(format, filter)
+      local lines = {}
+      for fl in h:dump(filter) do lines[#lines + 1] = fl:format(format) .. "\n" end
+      return table.concat(lines), #lines
+    end
+
+    for _, case in ipairs{
+      { "the default line", nil },
+      { "extended with ids", { extended = true, id = true } },
+      { "XML", { xml = true } },
+      { "a filter", { extended = true }, { proto = "udp" } },
+      { "a predicate", nil, { function(f) return f.sport ~= 2 end } },
+    } do
+      it("writes what flow:format gives for each entry of the dump: " .. case[1], function()
+        local text, n = written(case[2], case[3])
+        local want, count = formatted(case[2], case[3])
+        assert.is_true(count > 0)
+        assert.equal(count, n)
+        assert.equal(H.normalize(want), H.normalize(text))
+      end)
+    end
+
+    it("writes the header before the first line only, and nothing for no entry", function()
+      local text, n = written({ header = "<h>\n" }, { proto = "tcp" })
+      assert.equal(1, n)
+      assert.equal("<h>\n", text:sub(1, 4))
+      text, n = written({ header = "<h>\n" }, { proto = "icmp" })
+      assert.same({ "", 0 }, { text, n })
+    end)
+
+    it("checks its file and format, and reports an output error", function()
+      local closed = assert(io.open(path, "w"))
+      closed:close()
+      assert.equal("bad argument #1 to 'write' (attempt to use a closed file)",
+                   raised(function() return h:write(closed) end))
+      assert.equal("bad argument #1 to 'write' (FILE* expected, got string)",
+                   raised(function() return h:write("out") end))
+      assert.equal("bad argument #2 to 'write' (unknown option 'bogus')",
+                   raised(function() return h:write(io.stdout, { bogus = true }) end))
+      assert.equal("bad argument #3 to 'write' (unknown field 'dprot')",
+                   raised(function() return h:write(io.stdout, nil, { dprot = 1 }) end))
+      local readonly = assert(io.open(path, "r"))
+      local n, msg, errno = h:write(readonly)
+      readonly:close()
+      assert.is_nil(n)
+      assert.equal("conntrack.write: Bad file descriptor", msg)
+      assert.equal(9, errno)
+    end)
+  end)
+
   describe("garbage collection", function()
     -- With the GC stopped the fds must pile up (the test can fail), then the
     -- collector alone must give every one back.

@@ -74,7 +74,17 @@ function M.CT_LIST(ctx, cmd)
   local h = kernel.handle(ctx, cmd)
   local f = filter.build(cmd, "list")
   local opts = special and { table = cmd.table } or (cmd.options.zero and { zero = true }) or nil
+  local o = cmd.output
   kernel.guard("CT_LIST", function()
+    if io.type(ctx.out) == "file" and not (o.json or o.save) then
+      -- printed in C straight to the file: no Lua object per entry
+      local format = output.format_options(o, "list")
+      format.header = o.xml and (output.XML_HEADER .. "<conntrack>\n") or nil
+      local n = h:write(ctx.out, format, f, opts) or 0   -- (output errors go unseen, as in C)
+      ctx.xml_header = ctx.xml_header or (o.xml and n > 0)
+      ctx.counter = ctx.counter + n
+      return
+    end
     for fl in h:dump(f, opts) do
       print_flow(ctx, cmd, "list", fl)
       ctx.counter = ctx.counter + 1

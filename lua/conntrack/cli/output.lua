@@ -75,6 +75,18 @@ function M.save(f, kind)
   return (concat(p):gsub(" +$", ""))
 end
 
+--- The options of flow:format (and h:write) for the -o flags out (not save or json)
+-- printed from place.
+function M.format_options(out, place)
+  return {
+    xml = out.xml or nil,
+    extended = out.extended or nil,
+    id = out.id or nil,
+    ktimestamp = (out.ktimestamp and (place == "list" or place == "event")) or nil,
+    labels = (place ~= "delete" and labelmap.loaded()) or nil,
+  }
+end
+
 --- A function(flow, kind) -> text of a flow for the -o flags out (a set) printed from
 -- place (see above); kind is the event kind ("new", ...) or nil. The format options are
 -- built once per command.
@@ -83,13 +95,7 @@ function M.formatter(out, place)
     local fixed = place == "delete" and "destroy" or "new"
     return function(f, kind) return M.save(f, place == "event" and kind or fixed) end
   end
-  local opts = {
-    xml = out.xml or nil,
-    extended = out.extended or nil,
-    id = out.id or nil,
-    ktimestamp = (out.ktimestamp and (place == "list" or place == "event")) or nil,
-    labels = (place ~= "delete" and labelmap.loaded()) or nil,
-  }
+  local opts = M.format_options(out, place)
   local when = place == "event" and out.xml and out.timestamp
   return function(f, kind)
     opts.event = kind
