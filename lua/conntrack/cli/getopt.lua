@@ -16,12 +16,15 @@ local byte, sub, find = string.byte, string.sub, string.find
 local Getopt = {}
 Getopt.__index = Getopt
 
---- new(argv, optstring, longopts): argv is 0-based (argv[0] is the program) and is
--- permuted in place; longopts is a list of { name =, has_arg = 0|1|2, val = } that the
--- caller may extend between calls; `exact_only` entries never match an abbreviation.
-function M.new(argv, argc, optstring, longopts)
+--- new(argv, optstring, longopts[, index, indexed]): argv is 0-based (argv[0] is the
+-- program) and is permuted in place; longopts is a list of { name =, has_arg = 0|1|2,
+-- val = } that the caller may extend between calls; `exact_only` entries never match an
+-- abbreviation. index, when given, maps the names of the first `indexed` options to the
+-- first option of each name (a caller that parses many command lines builds it once).
+function M.new(argv, argc, optstring, longopts, index, indexed)
   local self = setmetatable({
-    argv = argv, argc = argc, longopts = longopts, optind = 1, optarg = nil,
+    argv = argv, argc = argc, longopts = longopts, index = index or {}, indexed = indexed or 0,
+    optind = 1, optarg = nil,
     nextchar = nil, first_nonopt = 1, last_nonopt = 1, permute = true,
   }, Getopt)
   if byte(optstring, 1) == 43 then          -- '+'
@@ -52,16 +55,24 @@ function Getopt:nonoption(i)
   return byte(w, 1) ~= 45 or #w == 1
 end
 
+-- The first long option named exactly name: the caller's index of names covers its first
+-- `indexed` options (built once for many command lines); the rest are searched in order.
+function Getopt:exact(name)
+  local p = self.index[name]
+  if p then return p end
+  local longopts = self.longopts
+  for k = self.indexed + 1, #longopts do
+    if longopts[k].name == name then return longopts[k] end
+  end
+end
+
 -- The long option at nextchar ("--" already skipped). Returns val, '?' or ':'.
 function Getopt:long_option()
   local d, argv = self, self.argv
   local text = d.nextchar
   local eq = find(text, "=", 1, true)
   local name = eq and sub(text, 1, eq - 1) or text
-  local pfound
-  for _, p in ipairs(d.longopts) do
-    if p.name == name then pfound = p; break end
-  end
+  local pfound = d:exact(name)
   if not pfound then
     local ambiguous = false
     for _, p in ipairs(d.longopts) do

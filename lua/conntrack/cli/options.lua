@@ -155,25 +155,28 @@ do
   M.OPTSTRING = table.concat(parts)
 end
 
--- The long options, built on first use (-R parses a command line per line of its file).
-local LONGOPTS
+-- The long options and the index of their names, built on first use (-R parses a
+-- command line per line of its file).
+local LONGOPTS, INDEX
 
 --- The long options for getopt, in conntrack's order: a new list, which the caller may
--- extend (its entries are shared and read-only).
+-- extend (its entries are shared and read-only), then the index of their names and how
+-- many options it covers (getopt.new's last two arguments).
 function M.longopts()
   if not LONGOPTS then
     local byname = {}
     for _, o in ipairs(M.options) do
       for _, name in ipairs(o.long) do byname[name] = o end
     end
-    LONGOPTS = {}
+    LONGOPTS, INDEX = {}, {}
     for _, name in ipairs(M.LONG_ORDER) do
       local o = byname[name]
-      LONGOPTS[#LONGOPTS + 1] = { name = name, has_arg = o.arg, val = o.key,
-                                  exact_only = o.extension }
+      local p = { name = name, has_arg = o.arg, val = o.key, exact_only = o.extension }
+      LONGOPTS[#LONGOPTS + 1] = p
+      INDEX[name] = INDEX[name] or p
     end
   end
-  return table.move(LONGOPTS, 1, #LONGOPTS, 1, {})
+  return table.move(LONGOPTS, 1, #LONGOPTS, 1, {}), INDEX, #LONGOPTS
 end
 
 local SECTIONS = {

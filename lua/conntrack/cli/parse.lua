@@ -225,8 +225,8 @@ function M.parse(ctx, argv, argc, output)
     command = "NONE", table = "conntrack", options = {}, ct = {}, mask = {}, exptuple = {},
     nat = {}, output = seeded, l4flags = {}, labels = {}, fail = fail, argv0 = argv[0],
   }
-  local longopts = options.longopts()
-  local g = getopt.new(argv, argc, options.OPTSTRING, longopts)
+  local longopts, index, indexed = options.longopts()
+  local g = getopt.new(argv, argc, options.OPTSTRING, longopts, index, indexed)
   local h                     -- the protocol handler of the last -p
   local offset = 0            -- conntrack's global_option_offset
   local offsets = {}          -- each handler's option_offset (its latest merge)
