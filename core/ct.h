@@ -121,6 +121,7 @@ bool ct_field_match(const struct ct_field *f, const struct ct_value *want,
 int ct_field_store(const struct ct_field *f, const struct ct_value *val,
 		   struct nf_conntrack *ct, const struct nf_conntrack *old);
 int ct_proto_number(const char *name);
+const char *ct_proto_name(uint8_t num);
 int ct_state_number(uint8_t proto, const char *name);
 
 /* ---- spec.c: a Lua table of fields applied to a conntrack object --------- */
@@ -241,6 +242,11 @@ struct ct_format {
 void ct_format_parse(lua_State *L, int idx, const char *const *extra, struct ct_format *fmt);
 size_t ct_format_print(char *buf, size_t size, const struct nf_conntrack *ct,
 		       const struct ct_format *fmt, struct nfct_labelmap *map);
+
+/* ---- print.c: conntrack -L's line without printf ------------------------ */
+
+int ct_print_default(char *buf, size_t size, const struct nf_conntrack *ct, unsigned int type,
+		     unsigned int flags, bool labels);
 
 /* ---- expect.c: conntrack.expect ----------------------------------------- */
 

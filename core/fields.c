@@ -187,7 +187,7 @@ int ct_proto_number(const char *name)
 	return -1;
 }
 
-static const char *proto_name(uint8_t num)
+const char *ct_proto_name(uint8_t num)
 {
 	for (size_t i = 0; i < sizeof(protocols) / sizeof(protocols[0]); i++)
 		if (protocols[i].num == num)
@@ -816,7 +816,7 @@ void ct_field_push(lua_State *L, const struct ct_field *f, const struct nf_connt
 		lua_pushstring(L, ct_family(ct) == AF_INET6 ? "ipv6" : "ipv4");
 		break;
 	case K_PROTO: {
-		const char *name = proto_name(ct_proto(ct));
+		const char *name = ct_proto_name(ct_proto(ct));
 
 		if (name)
 			lua_pushstring(L, name);

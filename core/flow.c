@@ -213,8 +213,12 @@ void ct_format_parse(lua_State *L, int idx, const char *const *extra, struct ct_
 size_t ct_format_print(char *buf, size_t size, const struct nf_conntrack *ct,
 		       const struct ct_format *fmt, struct nfct_labelmap *map)
 {
-	int len = nfct_snprintf_labels(buf, size, ct, fmt->type, fmt->output, fmt->flags,
-				       fmt->labels ? map : NULL);
+	int len = fmt->output == NFCT_O_DEFAULT ?
+		  ct_print_default(buf, size, ct, fmt->type, fmt->flags, fmt->labels && map) : -1;
+
+	if (len < 0)
+		len = nfct_snprintf_labels(buf, size, ct, fmt->type, fmt->output, fmt->flags,
+					   fmt->labels ? map : NULL);
 
 	return len < 0 ? 0 : (size_t)len < size ? (size_t)len : size - 1;
 }

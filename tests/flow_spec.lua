@@ -383,6 +383,12 @@ describe("flow fields of every protocol", function()
       assert.equal(H.normalize(lines[id]), H.normalize(tostring(f)))
     end)
 
+    it(entry.name .. ": format() writes tostring's line (core/print.c equals libnfct's printer)",
+       function()
+      local f = both(entry)
+      assert.equal(H.normalize(tostring(f)), H.normalize(f:format()))
+    end)
+
     it(entry.name .. ": every field is what conntrack -L -o extended,id shows", function()
       local f, e = both(entry)
       local vtags = e.l4name == "sctp" and vtags_from_save(entry.dst) or nil

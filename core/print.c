@@ -1,0 +1,333 @@
+/*
+ * conntrack -L's line, written without printf. libnetfilter_conntrack's
+ * printer formats every field through snprintf, which is most of what a
+ * long listing costs once the kernel has sent it; this writes the same
+ * bytes directly. It covers the entries a table holds (IPv4/IPv6, the
+ * protocols of conntrack, states, zones, counters, status, marks, ids,
+ * delta-time, helpers) and declines the rest, which the caller prints with
+ * libnetfilter_conntrack: ICMP (the reply's type, code and id are in no
+ * attribute libnfct exports), DCCP (whose state names libnfct takes from
+ * the SCTP table), security contexts, labels and the ktimestamp dates.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#include "ct.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+/* An output buffer that stops, and says so, when the next piece does not fit. */
+struct line {
+	char *p, *end;
+	bool full;
+};
+
+static void put(struct line *l, const char *s, size_t n)
+{
+	if (l->full || (size_t)(l->end - l->p) < n) {
+		l->full = true;
+		return;
+	}
+	memcpy(l->p, s, n);
+	l->p += n;
+}
+
+static void put_str(struct line *l, const char *s)
+{
+	put(l, s, strlen(s));
+}
+
+static void put_u64(struct line *l, uint64_t v)
+{
+	char digits[20], *d = digits + sizeof(digits);
+
+	do {
+		*--d = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	put(l, d, (size_t)(digits + sizeof(digits) - d));
+}
+
+/* "name=" then the number, then a blank */
+static void put_field(struct line *l, const char *name, uint64_t v)
+{
+	put_str(l, name);
+	put_u64(l, v);
+	put(l, " ", 1);
+}
+
+/* printf's "%-8s %u ": the name padded to 8, its number */
+static void put_name_num(struct line *l, const char *name, unsigned int num)
+{
+	size_t n = strlen(name);
+
+	put(l, name, n);
+	put(l, "        ", n < 8 ? 8 - n : 0);
+	put(l, " ", 1);
+	put_u64(l, num);
+	put(l, " ", 1);
+}
+
+static void put_hex_field(struct line *l, const char *name, unsigned int v)
+{
+	static const char hex[] = "0123456789abcdef";
+	char digits[8], *d = digits + sizeof(digits);
+
+	do {
+		*--d = hex[v & 15];
+		v >>= 4;
+	} while (v);
+	put_str(l, name);
+	put(l, d, (size_t)(digits + sizeof(digits) - d));
+	put(l, " ", 1);
+}
+
+static void put_ipv4(struct line *l, const uint8_t *a)
+{
+	for (int i = 0; i < 4; i++) {
+		if (i)
+			put(l, ".", 1);
+		put_u64(l, a[i]);
+	}
+}
+
+static void put_hex16(struct line *l, unsigned int v)
+{
+	static const char hex[] = "0123456789abcdef";
+	char digits[4], *d = digits + sizeof(digits);
+
+	do {
+		*--d = hex[v & 15];
+		v >>= 4;
+	} while (v);
+	put(l, d, (size_t)(digits + sizeof(digits) - d));
+}
+
+/*
+ * An IPv6 address as glibc's inet_ntop writes it: the longest run of two or
+ * more zero words (the first of equal ones) as "::", lower-case hex, and
+ * the last 32 bits as IPv4 for ::a.b.c.d and ::ffff:a.b.c.d.
+ */
+static void put_ipv6(struct line *l, const uint8_t *a)
+{
+	unsigned int words[8];
+	int best = -1, best_len = 0;
+
+	for (int i = 0; i < 8; i++)
+		words[i] = (unsigned int)(a[2 * i] << 8 | a[2 * i + 1]);
+	for (int i = 0; i < 8;) {
+		int run = 0;
+
+		while (i + run < 8 && words[i + run] == 0)
+			run++;
+		if (run >= 2 && run > best_len) {
+			best = i;
+			best_len = run;
+		}
+		i += run ? run : 1;
+	}
+	for (int i = 0; i < 8; i++) {
+		if (i == best) {
+			put(l, "::", i == 0 ? 2 : 1);
+			i += best_len - 1;
+			continue;
+		}
+		if (i == 6 && best == 0 && (best_len == 6 || (best_len == 5 && words[5] == 0xffff))) {
+			put_ipv4(l, a + 12);
+			return;
+		}
+		put_hex16(l, words[i]);
+		if (i < 7)
+			put(l, ":", 1);
+	}
+}
+
+static void put_addresses(struct line *l, const struct nf_conntrack *ct, bool reply)
+{
+	bool v4 = nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO) == AF_INET;
+	void (*put_addr)(struct line *, const uint8_t *) = v4 ? put_ipv4 : put_ipv6;
+	enum nf_conntrack_attr src = v4 ? (reply ? ATTR_REPL_IPV4_SRC : ATTR_ORIG_IPV4_SRC) :
+					  (reply ? ATTR_REPL_IPV6_SRC : ATTR_ORIG_IPV6_SRC);
+	enum nf_conntrack_attr dst = v4 ? (reply ? ATTR_REPL_IPV4_DST : ATTR_ORIG_IPV4_DST) :
+					  (reply ? ATTR_REPL_IPV6_DST : ATTR_ORIG_IPV6_DST);
+
+	put_str(l, "src=");
+	put_addr(l, nfct_get_attr(ct, src));
+	put_str(l, " dst=");
+	put_addr(l, nfct_get_attr(ct, dst));
+	put(l, " ", 1);
+}
+
+/* The layer-4 part of a tuple: ports or GRE keys (ICMP is declined). */
+static void put_l4(struct line *l, const struct nf_conntrack *ct, uint8_t proto, bool reply)
+{
+	enum nf_conntrack_attr sport = reply ? ATTR_REPL_PORT_SRC : ATTR_ORIG_PORT_SRC;
+	enum nf_conntrack_attr dport = reply ? ATTR_REPL_PORT_DST : ATTR_ORIG_PORT_DST;
+
+	switch (proto) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+	case IPPROTO_UDPLITE:
+	case IPPROTO_SCTP:
+	case IPPROTO_DCCP:	/* 0 when the kernel tracked it as generic (no ports sent) */
+		put_field(l, "sport=", ntohs(nfct_get_attr_u16(ct, sport)));
+		put_field(l, "dport=", ntohs(nfct_get_attr_u16(ct, dport)));
+		break;
+	case IPPROTO_GRE:
+		put_hex_field(l, "srckey=0x", ntohs(nfct_get_attr_u16(ct, sport)));
+		put_hex_field(l, "dstkey=0x", ntohs(nfct_get_attr_u16(ct, dport)));
+		break;
+	default:
+		break;
+	}
+}
+
+static bool has(const struct nf_conntrack *ct, enum nf_conntrack_attr attr)
+{
+	return nfct_attr_is_set(ct, attr) > 0;
+}
+
+static void put_counters(struct line *l, const struct nf_conntrack *ct, bool reply)
+{
+	enum nf_conntrack_attr packets = reply ? ATTR_REPL_COUNTER_PACKETS : ATTR_ORIG_COUNTER_PACKETS;
+	enum nf_conntrack_attr bytes = reply ? ATTR_REPL_COUNTER_BYTES : ATTR_ORIG_COUNTER_BYTES;
+
+	if (has(ct, packets) && has(ct, bytes)) {
+		put_field(l, "packets=", nfct_get_attr_u64(ct, packets));
+		put_field(l, "bytes=", nfct_get_attr_u64(ct, bytes));
+	}
+}
+
+/* One direction: addresses, layer 4, its zone, its counters. */
+static void put_direction(struct line *l, const struct nf_conntrack *ct, uint8_t proto, bool reply)
+{
+	put_addresses(l, ct, reply);
+	put_l4(l, ct, proto, reply);
+	if (has(ct, reply ? ATTR_REPL_ZONE : ATTR_ORIG_ZONE))
+		put_field(l, reply ? "zone-reply=" : "zone-orig=",
+			  nfct_get_attr_u16(ct, reply ? ATTR_REPL_ZONE : ATTR_ORIG_ZONE));
+	put_counters(l, ct, reply);
+}
+
+static const char *state_text(const struct nf_conntrack *ct)
+{
+	static const char *const tcp[] = {
+		"NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT",
+		"LAST_ACK", "TIME_WAIT", "CLOSE", "SYN_SENT2"
+	};
+	static const char *const sctp[] = {
+		"NONE", "CLOSED", "COOKIE_WAIT", "COOKIE_ECHOED", "ESTABLISHED", "SHUTDOWN_SENT",
+		"SHUTDOWN_RECD", "SHUTDOWN_ACK_SENT", "HEARTBEAT_SENT", "HEARTBEAT_ACKED"
+	};
+	uint8_t s;
+
+	if (has(ct, ATTR_TCP_STATE)) {
+		s = nfct_get_attr_u8(ct, ATTR_TCP_STATE);
+		return s < sizeof(tcp) / sizeof(tcp[0]) ? tcp[s] : tcp[0];
+	}
+	if (has(ct, ATTR_SCTP_STATE)) {
+		s = nfct_get_attr_u8(ct, ATTR_SCTP_STATE);
+		return s < sizeof(sctp) / sizeof(sctp[0]) ? sctp[s] : sctp[0];
+	}
+	return NULL;
+}
+
+/* What only libnetfilter_conntrack prints (see the top of the file). */
+static bool declined(const struct nf_conntrack *ct, unsigned int flags, bool labels)
+{
+	uint8_t family = nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO);
+	uint8_t proto = nfct_get_attr_u8(ct, ATTR_ORIG_L4PROTO);
+
+	return (family != AF_INET && family != AF_INET6) || proto == IPPROTO_ICMP ||
+	       proto == IPPROTO_ICMPV6 || has(ct, ATTR_DCCP_STATE) || has(ct, ATTR_SECCTX) ||
+	       (labels && has(ct, ATTR_CONNLABELS)) || (flags & NFCT_OF_TIMESTAMP);
+}
+
+static void put_status(struct line *l, const struct nf_conntrack *ct)
+{
+	uint32_t status = nfct_get_attr_u32(ct, ATTR_STATUS);
+
+	if (status & IPS_HW_OFFLOAD)
+		put_str(l, "[HW_OFFLOAD] ");
+	else if (status & IPS_OFFLOAD)
+		put_str(l, "[OFFLOAD] ");
+	else if (status & IPS_ASSURED)
+		put_str(l, "[ASSURED] ");
+}
+
+/* The entry's age in seconds, to its end or to now (delta-time). */
+static uint64_t delta_time(const struct nf_conntrack *ct)
+{
+	uint64_t start = nfct_get_attr_u64(ct, ATTR_TIMESTAMP_START) / 1000000000u;
+	uint64_t stop = has(ct, ATTR_TIMESTAMP_STOP) ?
+			nfct_get_attr_u64(ct, ATTR_TIMESTAMP_STOP) / 1000000000u : 0;
+
+	if (stop == 0)
+		stop = (uint64_t)time(NULL);
+	return stop - start;
+}
+
+/*
+ * The default (not XML) line of ct with the event prefix of type and the
+ * NFCT_OF_* flags into buf, NUL-terminated; labels says whether the caller
+ * wants them named. Returns its length, or -1 when the entry is one this
+ * printer declines or the line does not fit.
+ */
+int ct_print_default(char *buf, size_t size, const struct nf_conntrack *ct, unsigned int type,
+		     unsigned int flags, bool labels)
+{
+	static const char *const prefixes[] = {
+		[NFCT_T_NEW] = "    [NEW] ", [NFCT_T_UPDATE] = " [UPDATE] ", [NFCT_T_DESTROY] = "[DESTROY] ",
+	};
+	struct line l = { buf, buf + size - 1, false };
+	uint8_t proto = nfct_get_attr_u8(ct, ATTR_ORIG_L4PROTO);
+	const char *name = ct_proto_name(proto), *state;
+
+	if (size == 0 || declined(ct, flags, labels))
+		return -1;
+	if (type < sizeof(prefixes) / sizeof(prefixes[0]) && prefixes[type])
+		put_str(&l, prefixes[type]);
+	if (flags & NFCT_OF_SHOW_LAYER3)
+		put_name_num(&l, nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO) == AF_INET ? "ipv4" : "ipv6",
+			     nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO));
+	put_name_num(&l, name ? name : "unknown", proto);
+	if (has(ct, ATTR_TIMEOUT))
+		put_field(&l, "", nfct_get_attr_u32(ct, ATTR_TIMEOUT));
+	state = state_text(ct);
+	if (state) {
+		put_str(&l, state);
+		put(&l, " ", 1);
+	}
+	put_direction(&l, ct, proto, false);
+	if (has(ct, ATTR_STATUS) && !(nfct_get_attr_u32(ct, ATTR_STATUS) & IPS_SEEN_REPLY))
+		put_str(&l, "[UNREPLIED] ");
+	put_direction(&l, ct, proto, true);
+	if (has(ct, ATTR_STATUS))
+		put_status(&l, ct);
+	if (has(ct, ATTR_MARK))
+		put_field(&l, "mark=", nfct_get_attr_u32(ct, ATTR_MARK));
+	if (has(ct, ATTR_SECMARK))
+		put_field(&l, "secmark=", nfct_get_attr_u32(ct, ATTR_SECMARK));
+	if (has(ct, ATTR_ZONE))
+		put_field(&l, "zone=", nfct_get_attr_u16(ct, ATTR_ZONE));
+	if (has(ct, ATTR_TIMESTAMP_START))
+		put_field(&l, "delta-time=", delta_time(ct));
+	if (has(ct, ATTR_HELPER_NAME)) {
+		put_str(&l, "helper=");
+		put_str(&l, nfct_get_attr(ct, ATTR_HELPER_NAME));
+		put(&l, " ", 1);
+	}
+	if (has(ct, ATTR_USE))
+		put_field(&l, "use=", nfct_get_attr_u32(ct, ATTR_USE));
+	if ((flags & NFCT_OF_ID) && has(ct, ATTR_ID))
+		put_field(&l, "id=", nfct_get_attr_u32(ct, ATTR_ID));
+	if (l.full)
+		return -1;
+	if (l.p > buf)
+		l.p--;	/* the last blank */
+	*l.p = '\0';
+	return (int)(l.p - buf);
+}
