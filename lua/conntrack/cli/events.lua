@@ -20,6 +20,8 @@ local ENOBUFS_WARNING = "WARNING: We have hit ENOBUFS! We are losing events.\n" 
   "Please, check --buffer-size in conntrack(8) manpage.\n"
 
 local BUFSIZE_MAX = 512 << 20
+-- events taken per recv: each is printed at once, so a small batch keeps memory low
+local BATCH = 32
 
 -- conntrack's get_progname: the program that owns the requester's port (racy: the
 -- requester may have exited). The last answer is kept while its socket stays bound.
@@ -100,7 +102,7 @@ local function loop(ctx, cmd, ev, each, footer, what)
     if #sig:recv() > 0 then stop = true end
   end
   while not stop do
-    local batch, msg, errno = ev:recv()
+    local batch, msg, errno = ev:recv(BATCH)
     if not batch then
       sig:close()
       error({ status = 1, msg = "failed to received netlink event: " ..
@@ -109,10 +111,9 @@ local function loop(ctx, cmd, ev, each, footer, what)
     for _, e in ipairs(batch) do
       if e.kind == "overrun" then overrun(ctx, cmd, e) else each(ctx, cmd, e) end
     end
-    if #batch == 0 then
-      conntrack.poll({ ev, sig })
-      if #sig:recv() > 0 then stop = true end
-    end
+    if #batch == 0 then conntrack.poll({ ev, sig }) end
+    -- after every batch, so that a flood of events does not hold off SIGINT
+    if #sig:recv() > 0 then stop = true end
   end
   sig:close()
   if ctx.xml_header then
