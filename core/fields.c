@@ -344,11 +344,13 @@ static void parse_nat(const struct ct_arg *a, const struct ct_field *f, int idx,
 	if (s[0] == '[') {
 		const char *close = strchr(s, ']');
 
-		if (!close || (close[1] != '\0' && close[1] != ':'))
+		if (close && (close[1] == '\0' || close[1] == ':')) {
+			start = s + 1;
+			len = (size_t)(close - start);
+			port = close[1] == ':' ? close + 2 : NULL;
+		} else {
 			arg_error(a, "field '%s': invalid NAT target '%s'", f->name, s);
-		start = s + 1;
-		len = (size_t)(close - start);
-		port = close[1] == ':' ? close + 2 : NULL;
+		}
 	} else if (colon && !strchr(colon + 1, ':')) {
 		len = (size_t)(colon - s);
 		port = colon + 1;
