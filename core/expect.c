@@ -139,10 +139,14 @@ int ct_expect_parse(const struct nlmsghdr *nlh, struct ct_expect *e)
 	return err;
 }
 
-/* mnl callback: parse an expectation message into the (empty) ct_expect at data. */
+/* mnl callback: parse an expectation message into the ct_expect at data. A
+ * reply of several (the kernel sends one) keeps the last, leaking none. */
 int ct_expect_parse_cb(const struct nlmsghdr *nlh, void *data)
 {
-	int err = ct_expect_parse(nlh, data);
+	int err;
+
+	ct_expect_clear(data);
+	err = ct_expect_parse(nlh, data);
 
 	errno = err;
 	return err ? MNL_CB_ERROR : MNL_CB_OK;
