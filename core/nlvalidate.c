@@ -12,6 +12,8 @@
  * Types above a nest's bound are skipped, as 1.0.9 skips them. Where this
  * is stricter, the comment says why; a kernel never sends such messages.
  * Every occurrence of an attribute is checked, where 1.0.9 parses the last.
+ * The CTA_* values come from the kernel's header, which numbers them as
+ * 1.0.9's own copy does.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -45,7 +47,7 @@ struct nest {
 #define BYTES(n) { .len = (n) }
 #define NESTED(n) { .type = MNL_TYPE_NESTED, .nest = &(n) }
 /* 1.0.9 checks MNL_TYPE_STRING (not empty), then reads the payload with
- * str* functions: a NUL inside it keeps those reads in the message. */
+ * str* functions: a NUL at its end keeps those reads in the attribute. */
 #define STRING  { .type = MNL_TYPE_NUL_STRING }
 #define NEST_BOUND(name, known, bound, ...) \
 	static const struct rule name##_rules[(known) + 1] = { __VA_ARGS__ }; \
