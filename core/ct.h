@@ -196,6 +196,13 @@ int ct_socket_recv(struct ct_socket *s, void *buf, size_t size, size_t *len);
 int ct_socket_talk(struct ct_socket *s, struct nlmsghdr *nlh, void *buf, size_t bufsize,
 		   mnl_cb_t cb, void *data);
 
+int ct_parse_flow(const struct nlmsghdr *nlh, struct nf_conntrack *ct);
+
+/* ---- nlvalidate.c: what libnetfilter_conntrack may be given to parse ---- */
+
+bool ct_flow_msg_valid(const struct nlmsghdr *nlh);
+bool ct_expect_msg_valid(const struct nlmsghdr *nlh);
+
 /* ---- netns.c: sockets in another network namespace -------------------- */
 
 void ct_netns_open(lua_State *L);

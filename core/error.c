@@ -23,6 +23,11 @@ void ct_push_message(lua_State *L, const char *op, int err)
 				"gives it only to entries created while an nft rule uses 'ct label')",
 				op, strerror(err));
 		break;
+	case EBADMSG:
+		/* nlvalidate.c refused it: libnetfilter_conntrack would exit() */
+		lua_pushfstring(L, "conntrack.%s: malformed ctnetlink message from the kernel "
+				"(an attribute of the wrong length or type); it was not parsed", op);
+		break;
 	case EINTR:
 		/* libmnl's report of NLM_F_DUMP_INTR: interrupted syscalls are retried */
 		lua_pushfstring(L, "conntrack.%s: the table changed during the dump "

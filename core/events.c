@@ -320,19 +320,24 @@ static void note_seen(struct ct_events *ev, const struct nf_conntrack *ct, bool 
 
 /*
  * Parse one message and, if it passes the filter, append its event. Lua
- * runs only for the predicate, after the C filter.
+ * runs only for the predicate, after the C filter. A message that cannot
+ * be parsed (EBADMSG: malformed, see nlvalidate.c) is an error for recv to
+ * report after the events before it, never a silent gap in the stream.
  */
 static void queue_event(lua_State *L, struct ct_events *ev, int self, int queue,
 			const struct nlmsghdr *nlh)
 {
 	const char *kind = event_kind(nlh);
 	struct ct_flow *flow;
+	int err;
 
 	if (!kind)
 		return;
 	if (nlh->nlmsg_type >> 8 == NFNL_SUBSYS_CTNETLINK_EXP) {
 		/* filters are written for flows: expectations all come through */
-		if (ct_expect_parse(nlh, ct_expect_new(L)) != 0) {
+		err = ct_expect_parse(nlh, ct_expect_new(L));
+		if (err) {
+			ev->pending_err = err;
 			lua_pop(L, 1);
 			return;
 		}
@@ -346,7 +351,10 @@ static void queue_event(lua_State *L, struct ct_events *ev, int self, int queue,
 	if (!flow->ct)
 		luaL_error(L, "not enough memory");
 	ct_flow_account(L, &ev->unreported);
-	if (nfct_nlmsg_parse(nlh, flow->ct) < 0 || !ct_filter_match(&ev->filter, flow->ct)) {
+	err = ct_parse_flow(nlh, flow->ct);
+	if (err)
+		ev->pending_err = err;
+	if (err || !ct_filter_match(&ev->filter, flow->ct)) {
 		lua_pop(L, 1);
 		return;
 	}

@@ -77,10 +77,13 @@ static struct nf_conntrack *parse_tuple(const struct nlattr *attr, uint8_t famil
 	nlh->nlmsg_len += MNL_ALIGN(len);
 	mnl_attr_nest_end(nlh, nest);
 	ct = nfct_new();
-	if (!ct || nfct_nlmsg_parse(nlh, ct) < 0) {
-		*err = ct ? EPROTO : ENOMEM;
-		if (ct)
-			nfct_destroy(ct);
+	if (!ct) {
+		*err = ENOMEM;
+		return NULL;
+	}
+	*err = ct_parse_flow(nlh, ct);
+	if (*err) {
+		nfct_destroy(ct);
 		return NULL;
 	}
 	return ct;
@@ -117,6 +120,8 @@ int ct_expect_parse(const struct nlmsghdr *nlh, struct ct_expect *e)
 	int err = 0;
 
 	memset(&n, 0, sizeof(n));
+	if (!ct_expect_msg_valid(nlh))
+		return EBADMSG;
 	e->exp = nfexp_new();
 	if (!e->exp)
 		return ENOMEM;
@@ -134,10 +139,14 @@ int ct_expect_parse(const struct nlmsghdr *nlh, struct ct_expect *e)
 	return err;
 }
 
-/* mnl callback: parse an expectation message into the (empty) ct_expect at data. */
+/* mnl callback: parse an expectation message into the ct_expect at data. A
+ * reply of several (the kernel sends one) keeps the last, leaking none. */
 int ct_expect_parse_cb(const struct nlmsghdr *nlh, void *data)
 {
-	int err = ct_expect_parse(nlh, data);
+	int err;
+
+	ct_expect_clear(data);
+	err = ct_expect_parse(nlh, data);
 
 	errno = err;
 	return err ? MNL_CB_ERROR : MNL_CB_OK;

@@ -97,6 +97,8 @@ static int expect_get(lua_State *L)
 	family = expect_arg(L, exp, false);
 	found = ct_expect_new(L);
 	err = request(h, IPCTNL_MSG_EXP_GET, 0, exp, family, ct_expect_parse_cb, found);
+	if (!err && !found->exp)
+		err = EPROTO;	/* an ACK alone: the kernel sends the expectation before it */
 	if (err)
 		return ct_fail(L, "expect_get", err);
 	/* the kernel does not report an expectation's zone: keep the one it was found in,

@@ -159,6 +159,22 @@ static int entry_request(struct ct_handle *h, uint16_t type, uint16_t flags,
 	return ct_socket_talk(&h->sock, nlh, buf, sizeof(buf), cb, data);
 }
 
+/* mnl callback of get: the flow at data takes a fresh parse of each message,
+ * so a reply of several (the kernel sends one) keeps the last, leaking none. */
+static int get_cb(const struct nlmsghdr *nlh, void *data)
+{
+	struct ct_flow *flow = data;
+
+	if (flow->ct)
+		nfct_destroy(flow->ct);
+	flow->ct = nfct_new();
+	if (!flow->ct) {
+		errno = ENOMEM;
+		return MNL_CB_ERROR;
+	}
+	return ct_parse_cb(nlh, flow->ct);
+}
+
 /* h:get(tuple | flow) -> flow | nil, message, errno: the entry as it is now */
 static int handle_get(lua_State *L)
 {
@@ -167,10 +183,9 @@ static int handle_get(lua_State *L)
 	struct ct_flow *flow = ct_flow_new(L, 3);
 	int err;
 
-	flow->ct = nfct_new();
-	if (!flow->ct)
-		return ct_fail(L, "get", ENOMEM);
-	err = entry_request(h, CT_MSG(IPCTNL_MSG_CT_GET), 0, tuple, ct_parse_cb, flow->ct);
+	err = entry_request(h, CT_MSG(IPCTNL_MSG_CT_GET), 0, tuple, get_cb, flow);
+	if (!err && !flow->ct)
+		err = EPROTO;	/* an ACK alone: the kernel sends the entry before it */
 	if (err)
 		return ct_fail(L, "get", err);
 	return 1;

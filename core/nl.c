@@ -121,10 +121,25 @@ bool ct_datagram_ok(const void *buf, size_t len)
 	return true;
 }
 
+/*
+ * Parse a conntrack message into ct. Returns 0, EBADMSG for a message that
+ * libnetfilter_conntrack must not see (nlvalidate.c), or ENOMEM: once the
+ * message is valid, an allocation is all that can fail.
+ */
+int ct_parse_flow(const struct nlmsghdr *nlh, struct nf_conntrack *ct)
+{
+	if (!ct_flow_msg_valid(nlh))
+		return EBADMSG;
+	return nfct_nlmsg_parse(nlh, ct) < 0 ? ENOMEM : 0;
+}
+
 /* mnl callback: parse a conntrack message into the nf_conntrack at data. */
 int ct_parse_cb(const struct nlmsghdr *nlh, void *data)
 {
-	return nfct_nlmsg_parse(nlh, data) < 0 ? MNL_CB_ERROR : MNL_CB_OK;
+	int err = ct_parse_flow(nlh, data);
+
+	errno = err;
+	return err ? MNL_CB_ERROR : MNL_CB_OK;
 }
 
 /*

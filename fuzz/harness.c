@@ -89,11 +89,6 @@ static lua_State *new_state(void)
 
 static lua_State *state;
 
-lua_State *fuzz_state(void)
-{
-	return state;
-}
-
 void fuzz_run_lua(const char *name, const char *chunk, const uint8_t *input, size_t size,
 		  int selector, int flags)
 {

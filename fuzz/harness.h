@@ -51,9 +51,6 @@ void fuzz_run_lua(const char *name, const char *chunk, const uint8_t *input, siz
  * reports a finding the way a crash is reported. */
 #define FUZZ_LUA_LINES 1
 
-/* The Lua state the inputs run in (for errors raised from C callbacks). */
-lua_State *fuzz_state(void);
-
 /* Each target's entry point, called by libFuzzer. */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

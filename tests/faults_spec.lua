@@ -2,14 +2,14 @@
 -- does when the kernel refuses (EPERM, EEXIST, ENOENT, ENOMEM), when a buffer overflows
 -- (ENOBUFS), when a system call is interrupted (EINTR), when an object is used after it
 -- was closed, when Lua code raises inside a loop the library drives, when SIGINT arrives,
--- and when some requests of a batch fail.
+-- when some requests of a batch fail, and when the kernel's message is malformed.
 --
 -- Real faults where the kernel can be made to give them (a nested user namespace for
 -- EPERM, a tiny receive buffer for ENOBUFS, a second handle deleting entries for ENOENT);
 -- the others are injected into a ct-lua child process by an LD_PRELOAD shim,
--- tests/fixtures/faults.c, which makes chosen calls on ctnetlink sockets fail, or turns
--- the kernel's ACKs into errors, and logs every fault it injected so that each test can
--- check the fault really happened.
+-- tests/fixtures/faults.c, which makes chosen calls on ctnetlink sockets fail, turns
+-- the kernel's ACKs into errors or cuts an attribute of its messages, and logs every
+-- fault it injected so that each test can check the fault really happened.
 --
 -- NLM_F_DUMP_INTR (a dump the kernel marks interrupted) is the fifth fault of the issue;
 -- tests/consistency_spec.lua covers it with its own shim (a dump loop raises a retryable
@@ -564,6 +564,65 @@ describe("faults", function()
         -- the report, fourth, lists the one refused request
         assert.same({ { "nil", "conntrack." .. op .. ": " .. ENOMEM, "12", "#1" } }, rows(out))
       end
+    end)
+  end)
+
+  -------------------------------------------------------------------------------------
+  describe("a malformed message (the shim cuts a u32 attribute to 2 bytes)", function()
+    -- libnetfilter_conntrack 1.0.9 exit()s the process on such a message ("ctnetlink
+    -- kernel ABI is broken"); core/nlvalidate.c keeps it from the library.
+    local MALFORMED = "malformed ctnetlink message from the kernel (an attribute of the " ..
+                      "wrong length or type); it was not parsed"
+
+    it("in a dump: the loop raises conntrack.error 74 and the process goes on", function()
+      assert.equal(3, h:create(udp_list(1, 3)))
+      local out, status, err, injected = child([[
+        local n = 0
+        local ok, e = pcall(function() for _ in h:dump() do n = n + 1 end end)
+        show(ok, n, e.op, e.errno, e)
+        n = 0
+        for _ in h:dump() do n = n + 1 end
+        show(n)
+      ]], { call = "attr" })
+      assert.equal(0, status, err)
+      assert.not_matches("ABI is broken", err)
+      assert.same({ "attr EBADMSG" }, injected)
+      assert.same({ { "false", "0", "dump", "74", "conntrack.dump: " .. MALFORMED }, { "3" } },
+                  rows(out))
+    end)
+
+    it("in get: nil, message, 74, and the next get works", function()
+      assert.equal(1, h:create(udp_list(1, 1)))
+      local out, status, err, injected = child([[
+        show(h:get(tuple(1)))
+        show(h:get(tuple(1)).sport)
+      ]], { call = "attr" })
+      assert.equal(0, status, err)
+      assert.same({ "attr EBADMSG" }, injected)
+      assert.same({ { "nil", "conntrack.get: " .. MALFORMED, "74" }, { "1001" } }, rows(out))
+    end)
+
+    it("in events: recv returns the events before it, then nil, message, 74, then the " ..
+       "events after it", function()
+      local out, status, err, injected = child([[
+        local ev = assert(h:listen{ events = { "new" } })
+        for i = 1, 3 do assert(h:create(udp(i))) end
+        local seen = {}
+        H.eventually(5, "three receives", function()
+          local t, msg, errno = ev:recv()
+          if t then
+            for _, e in ipairs(t) do seen[#seen + 1] = tostring(e.flow.sport) end
+          else
+            seen[#seen + 1] = msg .. " " .. errno
+          end
+          ev:wait(0.05)
+          return #seen >= 3
+        end)
+        show(table.unpack(seen))
+      ]], { call = "attr", after = 1, sockets = "events" })
+      assert.equal(0, status, err)
+      assert.same({ "attr EBADMSG" }, injected)
+      assert.same({ { "1001", "conntrack.recv: " .. MALFORMED .. " 74", "1003" } }, rows(out))
     end)
   end)
 
