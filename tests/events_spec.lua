@@ -170,9 +170,14 @@ local function conntrack_events(args)
       if #events >= n then break end
       sleep(0.01)
     end
-    H.run("kill " .. pid .. "; while kill -0 " .. pid .. " 2>/dev/null; do sleep 0.01; done")
-    os.remove(out)
+    cli:close()
     return events
+  end
+  --- Ends it if it still runs (a test that failed before stop).
+  function cli:close()
+    H.run("kill " .. pid .. " 2>/dev/null; while kill -0 " .. pid .. " 2>/dev/null; do " ..
+          "sleep 0.01; done")
+    os.remove(out)
   end
   return cli
 end
@@ -241,6 +246,7 @@ describe("events", function()
   describe("kinds and groups", function()
     it("new, update and destroy from our API and from conntrack(8), as conntrack -E and -L show them", function()
       local cli = conntrack_events("-o id")
+      finally(function() cli:close() end)
       local ev <close> = assert(h:listen())
       local snapshots = {}
       local function snapshot() snapshots[#snapshots + 1] = listed_by_id() end
@@ -351,10 +357,13 @@ describe("events", function()
 
     it("kernel-made events from real traffic have no portid; ctnetlink-made ones the requester's", function()
       local peer = H.peer()
-      finally(function() peer:close() end)
       H.track_traffic()
       local port = 7301
       local cli = conntrack_events("-o id")
+      finally(function()   -- (busted keeps one finally per test)
+        cli:close()
+        peer:close()
+      end)
       local ev <close> = assert(h:listen{ filter = { proto = "tcp", dport = port } })
       local w0 = now()
       -- a refused connect: the peer's RST makes the kernel destroy the unreplied entry

@@ -17,7 +17,6 @@ local conntrack = require "conntrack"
 
 local CT_LUA = "./ct-lua"
 local CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-local POLL = "sleep 0.05"
 
 ---------------------------------------------------------------------------------------
 -- The exposition format (text 0.0.4), strictly
@@ -190,16 +189,7 @@ local function read_file(path)
   return text
 end
 
---- Polls fn until it returns a true value (returned), failing after seconds.
-local function eventually(seconds, what, fn)
-  local deadline = now() + seconds
-  while true do
-    local value = fn()
-    if value then return value end
-    if now() > deadline then error("timed out after " .. seconds .. "s waiting for " .. what, 2) end
-    H.run(POLL)
-  end
-end
+local eventually = H.eventually
 
 local scratch
 local processes = {}

@@ -25,17 +25,7 @@ end
 
 local function exists(path) return read_file(path) ~= nil end
 
-local now = H.now
-
-local function eventually(seconds, what, fn)
-  local deadline = now() + seconds
-  while true do
-    local value = fn()
-    if value then return value end
-    if now() > deadline then error("timed out waiting for " .. what, 2) end
-    H.run("sleep 0.02")
-  end
-end
+local eventually = H.eventually
 
 -- Every module name a bundled command requires, or might: the library's own (embedded),
 -- optional ones (LuaSocket for the exporter), modules the conntrack command loads on

@@ -31,17 +31,7 @@ local function read_file(path)
   return text
 end
 
-local now = H.now
-
-local function eventually(seconds, what, fn)
-  local deadline = now() + seconds
-  while true do
-    local value = fn()
-    if value then return value end
-    if now() > deadline then error("timed out waiting for " .. what, 2) end
-    H.run("sleep 0.1")
-  end
-end
+local now, eventually = H.now, H.eventually
 
 -- The scripts of the background processes; arg[1] is where each reports.
 local CHURN = [[
@@ -147,14 +137,18 @@ end
 
 local TRAFFIC = [[
 local H = require "tests.helpers"
-local pid, proto, report = arg[1], arg[2], arg[3]
+local pid, proto, report, stop = arg[1], arg[2], arg[3], arg[4]
 local peer = { pid = pid, addr = "10.7.0.2" }
 function peer:spawn(cmd)
   return H.must("nsenter -t " .. pid .. " -n sh -c " .. H.quote("exec " .. cmd) ..
                 " >/dev/null 2>&1 & echo $!"):match("%d+")
 end
 local done = 0
+-- until the stop file appears: killed in the middle of an exchange, the loop would leave
+-- that exchange's server running in the peer
 for i = 1, math.huge do
+  local stopped = io.open(stop)
+  if stopped then stopped:close() break end
   if H.exchange(proto, peer, 7000 + i % 40) then done = done + 1 end
   local f = assert(io.open(report .. ".tmp", "w"))
   f:write(done, "\n")
@@ -229,7 +223,7 @@ describe("soak", function()
     local traffic = script("traffic", TRAFFIC)
     for _, proto in ipairs{ "tcp", "udp" } do
       start("traffic_" .. proto, CT_LUA .. " " .. traffic .. " " .. peer.pid .. " " .. proto ..
-                                 " " .. dir .. "/" .. proto)
+                                 " " .. dir .. "/" .. proto .. " " .. dir .. "/stop-traffic")
     end
     start("churn", CT_LUA .. " " .. script("churn", CHURN) .. " " .. dir .. "/churned " ..
                    SECONDS)
@@ -250,7 +244,10 @@ describe("soak", function()
     local churned = numbers("churned")
     assert.equal(3, #churned, read_file(dir .. "/churn.err"))
     local creates, deletes = churned[1], churned[2]
-    H.run("kill " .. pids.traffic_tcp .. " " .. pids.traffic_udp)
+    H.write_file(dir .. "/stop-traffic", "")
+    eventually(20, "the traffic loops to finish their exchange", function()
+      return not running("traffic_tcp") and not running("traffic_udp")
+    end)
 
     -- every event of the churn has arrived, or been reported lost, once the counts add up
     local function counted()
