@@ -553,12 +553,19 @@ local function table_state(file)
     table.sort(lines)
     for _, l in ipairs(lines) do parts[#parts + 1] = args .. ": " .. l end
   end
-  -- no conntrack output shows the TCP window-tracking flags; the library reads them
+  -- no conntrack output shows the TCP window-tracking flags; the library reads the ones
+  -- a command writes (the others follow the packets of live connections)
   local flags, h = {}, H.open()
+  local function written(set)
+    local names = {}
+    for _, name in ipairs{ "BE_LIBERAL", "CLOSE_INIT", "SACK_PERM" } do
+      if set[name] then names[#names + 1] = name end
+    end
+    return table.concat(names, ",")
+  end
   for f in h:dump{ proto = "tcp" } do
     flags[#flags + 1] = ("tcp_flags: %s %s %s %s %s | %s"):format(f.src, f.dst, f.sport, f.dport,
-      table.concat(H.sorted_keys(f.tcp_flags), ","),
-      table.concat(H.sorted_keys(f.reply_tcp_flags), ","))
+      written(f.tcp_flags), written(f.reply_tcp_flags))
   end
   h:close()
   table.sort(flags)
