@@ -71,7 +71,8 @@ static void put_name_num(struct line *l, const char *name, unsigned int num)
 	put(l, " ", 1);
 }
 
-static void put_hex_field(struct line *l, const char *name, unsigned int v)
+/* printf's "%x" */
+static void put_hex(struct line *l, unsigned int v)
 {
 	static const char hex[] = "0123456789abcdef";
 	char digits[8], *d = digits + sizeof(digits);
@@ -80,8 +81,13 @@ static void put_hex_field(struct line *l, const char *name, unsigned int v)
 		*--d = hex[v & 15];
 		v >>= 4;
 	} while (v);
-	put_str(l, name);
 	put(l, d, (size_t)(digits + sizeof(digits) - d));
+}
+
+static void put_hex_field(struct line *l, const char *name, unsigned int v)
+{
+	put_str(l, name);
+	put_hex(l, v);
 	put(l, " ", 1);
 }
 
@@ -92,18 +98,6 @@ static void put_ipv4(struct line *l, const uint8_t *a)
 			put(l, ".", 1);
 		put_u64(l, a[i]);
 	}
-}
-
-static void put_hex16(struct line *l, unsigned int v)
-{
-	static const char hex[] = "0123456789abcdef";
-	char digits[4], *d = digits + sizeof(digits);
-
-	do {
-		*--d = hex[v & 15];
-		v >>= 4;
-	} while (v);
-	put(l, d, (size_t)(digits + sizeof(digits) - d));
 }
 
 /*
@@ -139,7 +133,7 @@ static void put_ipv6(struct line *l, const uint8_t *a)
 			put_ipv4(l, a + 12);
 			return;
 		}
-		put_hex16(l, words[i]);
+		put_hex(l, words[i]);
 		if (i < 7)
 			put(l, ":", 1);
 	}

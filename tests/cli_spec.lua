@@ -56,13 +56,7 @@ local function now_ms()
   return os.time() * 1000
 end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_file = H.file_text
 
 --- Runs a shell command; returns its exit status (128+N when killed by signal N).
 local function sh(cmd)

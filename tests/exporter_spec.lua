@@ -181,13 +181,7 @@ end
 
 local now = H.now
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local text = f:read("a")
-  f:close()
-  return text
-end
+local read_file = H.file_text
 
 local eventually = H.eventually
 

@@ -15,13 +15,7 @@ local CT_LUA = (function()
   return dir .. "/ct-lua"
 end)()
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local text = f:read("a")
-  f:close()
-  return text
-end
+local read_file = H.file_text
 
 local function exists(path) return read_file(path) ~= nil end
 

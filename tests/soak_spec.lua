@@ -23,13 +23,7 @@ local WARMUP = math.min(4, SECONDS // 5)   -- seconds not measured: heaps and bu
 local RSS_SLACK_KIB = 512                  -- allowed growth of the RSS floor, second half
 local CT_LUA = "./ct-lua"
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local text = f:read("a")
-  f:close()
-  return text
-end
+local read_file = H.file_text
 
 local now, eventually = H.now, H.eventually
 

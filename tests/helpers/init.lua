@@ -263,8 +263,13 @@ end
 
 --- The content of a file, or "" when it cannot be read.
 function H.read_file(path)
+  return H.file_text(path) or ""
+end
+
+--- The content of a file, or nil when it cannot be read (it does not exist yet).
+function H.file_text(path)
   local f = io.open(path, "rb")
-  if not f then return "" end
+  if not f then return nil end
   local text = f:read("a")
   f:close()
   return text

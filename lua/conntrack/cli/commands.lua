@@ -31,10 +31,8 @@ local function print_flow(ctx, cmd, place, f, kind)
     out:write(require("conntrack.json").flow(f), "\n")
     return
   end
-  if cmd.output.xml and not cmd.output.save and (place == "list" or place == "event") and
-     not ctx.xml_header then
-    ctx.xml_header = true
-    out:write(output.XML_HEADER, "<conntrack>\n")
+  if cmd.output.xml and not cmd.output.save and (place == "list" or place == "event") then
+    output.write_xml_start(ctx, "conntrack")
   end
   local key = "format_" .. place
   local format = cmd[key]
@@ -79,7 +77,7 @@ function M.CT_LIST(ctx, cmd)
     if io.type(ctx.out) == "file" and not (o.json or o.save) then
       -- printed in C straight to the file: no Lua object per entry
       local format = output.format_options(o, "list")
-      format.header = o.xml and (output.XML_HEADER .. "<conntrack>\n") or nil
+      format.header = o.xml and output.xml_start("conntrack") or nil
       local n = h:write(ctx.out, format, f, opts) or 0   -- (output errors go unseen, as in C)
       ctx.xml_header = ctx.xml_header or (o.xml and n > 0)
       ctx.counter = ctx.counter + n
@@ -215,10 +213,7 @@ local function create_spec(cmd, command)
   spec.zone, spec.orig_zone, spec.reply_zone = ct.zone, ct.orig_zone, ct.reply_zone
   if spec.proto == 132 then spec.vtag, spec.reply_vtag = ct.vtag, ct.reply_vtag end
   if cmd.labels.add then spec.labels = cmd.labels.add end
-  if spec.proto == 6 then
-    spec.tcp_flags = protocols.tcp_window_flags(ct.state)
-    spec.reply_tcp_flags = spec.tcp_flags
-  end
+  if spec.proto == 6 then protocols.set_window_flags(spec, ct.state) end
   return spec
 end
 
@@ -299,10 +294,7 @@ local function update_changes(cmd, t)
     if t.labels then differs = true end
   end
   if not differs or next(ch) == nil then return nil end
-  if ct.proto == 6 then   -- sent along, never a reason to update
-    ch.tcp_flags = protocols.tcp_window_flags(ct.state)
-    ch.reply_tcp_flags = ch.tcp_flags
-  end
+  if ct.proto == 6 then protocols.set_window_flags(ch, ct.state) end  -- never a reason alone
   return ch
 end
 

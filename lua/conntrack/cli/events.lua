@@ -44,10 +44,7 @@ local function print_event(ctx, cmd, ev)
       line = output.save(ev.flow, ev.kind)
     else
       if o.xml then
-        if not ctx.xml_header then
-          ctx.xml_header = true
-          out:write(output.XML_HEADER, "<conntrack>\n")
-        end
+        output.write_xml_start(ctx, "conntrack")
       elseif o.timestamp then
         out:write(output.event_stamp(ev.time))
       end
@@ -67,10 +64,7 @@ local function print_expect_event(ctx, cmd, ev)
     out:write(require("conntrack.json").event(ev), "\n")
   else
     if o.xml then
-      if not ctx.xml_header then
-        ctx.xml_header = true
-        out:write(output.XML_HEADER, "<expect>\n")
-      end
+      output.write_xml_start(ctx, "expect")
     elseif o.timestamp then
       out:write(output.expect_stamp(ev.time))
     end

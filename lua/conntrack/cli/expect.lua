@@ -27,10 +27,7 @@ local function print_expect(ctx, cmd, e)
     return
   end
   if cmd.output.xml then
-    if not ctx.xml_header then
-      ctx.xml_header = true
-      out:write(output.XML_HEADER, "<expect>\n")
-    end
+    output.write_xml_start(ctx, "expect")
   elseif cmd.output.timestamp then
     out:write(output.expect_stamp(now()))
   end

@@ -18,6 +18,20 @@ local fmt, concat = string.format, table.concat
 
 M.XML_HEADER = '<?xml version="1.0" encoding="utf-8"?>\n'
 
+--- The start of conntrack's XML document whose root element is root ("conntrack", "expect").
+function M.xml_start(root)
+  return M.XML_HEADER .. "<" .. root .. ">\n"
+end
+
+--- Writes that start once per run, before the first entry (ctx.xml_header remembers it, so
+-- that the end is written too).
+function M.write_xml_start(ctx, root)
+  if not ctx.xml_header then
+    ctx.xml_header = true
+    ctx.out:write(M.xml_start(root))
+  end
+end
+
 -- -o save's status names, in bit order (EXPECTED, SEEN_REPLY, ASSURED, FIXED_TIMEOUT)
 local SAVE_STATUS = { "EXPECTED", "SEEN_REPLY", "ASSURED", "FIXED_TIMEOUT" }
 local SAVE_TYPE = { new = "-A ", update = "-U ", destroy = "-D " }

@@ -22,15 +22,16 @@ local SCTP_STATES = { "NONE", "CLOSED", "COOKIE_WAIT", "COOKIE_ECHOED", "ESTABLI
 local DCCP_STATES = { "NONE", "REQUEST", "RESPOND", "PARTOPEN", "OPEN", "CLOSEREQ", "CLOSING",
                       "TIMEWAIT", "IGNORE", "INVALID" }
 
---- The window-tracking flags conntrack's tcp handler puts in both directions of every
--- entry it writes with -p tcp: tracking off (BE_LIBERAL, SACK_PERM) so that a hand-made
--- entry passes real packets, and CLOSE_INIT from TIME_WAIT on so that it may reopen.
-function M.tcp_window_flags(state)
+--- Puts in spec (a library create spec or update changes) the window-tracking flags
+-- conntrack's tcp handler gives both directions of every entry it writes with -p tcp:
+-- tracking off (BE_LIBERAL, SACK_PERM) so that a hand-made entry passes real packets, and
+-- CLOSE_INIT from TIME_WAIT (the template's state) on so that it may reopen.
+function M.set_window_flags(spec, state)
   local flags = { BE_LIBERAL = true, SACK_PERM = true }
   for i = 8, #TCP_STATES do
     if TCP_STATES[i] == state then flags.CLOSE_INIT = true end
   end
-  return flags
+  spec.tcp_flags, spec.reply_tcp_flags = flags, flags
 end
 
 local function find_state(states, name)
