@@ -225,3 +225,75 @@ describe("main(argv, out, err)", function()
                  "Invalid IP address `1.1.1.300'\n" .. TRY, err)
   end)
 end)
+
+describe("the parser of many lines (-R)", function()
+  local parse = require "conntrack.cli.parse"
+
+  -- What parsing words gives: the command table, or the error; and what it warned.
+  local function outcome(parse_fn, line, output)
+    local argv = { [0] = "conntrack" }
+    for w in line:gmatch("%S+") do argv[#argv + 1] = w end
+    local err = sink()
+    local ok, res = pcall(parse_fn, { err = err, out = sink() }, argv, #argv + 1, output)
+    return { ok = ok, res = res, warned = err:text() }
+  end
+
+  -- Every line through one parser (which keeps plans) equals a fresh full parse, the -o
+  -- flags carried from line to line as -R does.
+  local function same_as_full(lines)
+    local parse_line = parse.parser()
+    local output_full, output_plan = {}, {}
+    for i, line in ipairs(lines) do
+      local full, planned = outcome(parse.parse, line, output_full),
+                            outcome(parse_line, line, output_plan)
+      assert.same(full, planned, "line " .. i .. ": " .. line)
+      if full.ok then output_full, output_plan = full.res.output, planned.res.output end
+    end
+  end
+
+  it("replays save-format lines of every protocol", function()
+    same_as_full {
+      "-I -t 100 -u SEEN_REPLY,ASSURED -s 10.0.0.1 -d 10.0.0.2 -r 10.0.0.2 -q 10.0.0.1 -p tcp --sport 1 --dport 2 --reply-port-src 2 --reply-port-dst 1 --state ESTABLISHED",
+      "-I -t 200 -u ASSURED -s 10.0.0.3 -d 10.0.0.4 -r 10.0.0.4 -q 10.0.0.3 -p tcp --sport 3 --dport 4 --reply-port-src 4 --reply-port-dst 3 --state TIME_WAIT",
+      "-I -t 200 -u ASSURED -s 10.0.0.3 -d 10.0.0.4 -r 10.0.0.4 -q 10.0.0.3 -p udp --sport 3 --dport 4 --reply-port-src 4 --reply-port-dst 3 --state TIME_WAIT",
+      "-I -t 200 -u ASSURED -s 10.0.0.3 -d 10.0.0.4 -r 10.0.0.4 -q 10.0.0.3 -p sctp --sport 3 --dport 4 --reply-port-src 4 --reply-port-dst 3 --state CLOSED",
+      "-I -t 30 -u UNSET -s fd00::1 -d fd00::2 -r fd00::2 -q fd00::1 -p icmpv6 --icmpv6-type 128 --icmpv6-code 0 --icmpv6-id 7",
+      "-I -t 30 -u UNSET -s fd00::3 -d fd00::4 -r fd00::4 -q fd00::3 -p icmpv6 --icmpv6-type 128 --icmpv6-code 0 --icmpv6-id 8",
+      "-I -t 30 -u UNSET -s 10.0.0.5 -d 10.0.0.6 -r 10.0.0.6 -q 10.0.0.5 -p gre --srckey 1 --dstkey 2 --reply-key-src 2 --reply-key-dst 1",
+      "-A -t 59 -u UNSET -s 192.168.9.3 -d 198.51.100.8 -g 10.9.9.9 -q 192.168.9.3 -p udp --sport 6000 --dport 53 --reply-port-src 5300 --reply-port-dst 6000",
+    }
+  end)
+
+  it("follows the protocol, the table word and attached arguments", function()
+    same_as_full {
+      "-L -p tcp --dport 22", "-L -p udp --dport 22", "-L -p icmp --dport 22",
+      "-L expect", "-L conntrack", "-L dying", "-L bogus",
+      "-I -ptcp -s 1.1.1.1 -d 2.2.2.2 --sport 1 --dport 2 --state LISTEN -t 5",
+      "-I -pudp -s 1.1.1.1 -d 2.2.2.2 --sport 1 --dport 2 --state LISTEN -t 5",
+      "-I --proto=udp -s 1.1.1.1 -d 2.2.2.2 --sport 1 --dport 2 -t 5",
+      "-I --proto=tcp -s 1.1.1.1 -d 2.2.2.2 --sport 1 --dport 2 -t 5",
+    }
+  end)
+
+  it("gives a line's own errors and warnings when its plan is replayed", function()
+    same_as_full {
+      "-I -s 10.0.0.1 -d 10.0.0.2 -p tcp --sport 1 --dport 2 --state ESTABLISHED -t 1 -u S",
+      "-I -s 10.0.0.1 -d 10.0.0.2 -p tcp --sport 1 --dport 2 --state ESTABLISHED -t 1 -u S",
+      "-I -s 10.0.0.300 -d 10.0.0.2 -p tcp --sport 1 --dport 2 --state ESTABLISHED -t 1 -u S",
+      "-I -s 10.0.0.1 -d fd00::2 -p tcp --sport 1 --dport 2 --state ESTABLISHED -t 1 -u S",
+      "-I -s 10.0.0.1 -d 10.0.0.2 -p tcp --sport 1 --dport 2 --state BOGUS -t 1 -u S",
+      "-I -s 10.0.0.1 -d 10.0.0.2 -p tcp --sport 1 --dport 2 --state ESTABLISHED -t 1 -u BOGUS",
+      "-D -s 10.0.0.1", "-D -s 10.0.0.0/8", "-D -s 10.0.0.0/33", "-D -s fd00::/64",
+      "-U -s 10.0.0.1 --src-nat 10.1.1.1 -m 1", "-U -s 10.0.0.1 --src-nat -m 1",
+      "-U -s 10.0.0.1 --src-nat 10.1.1.1:80 -m 1", "-U -s 10.0.0.1 --src-nat 10.1.1.1:x -m 1",
+      "-D -o save -s 10.0.0.1", "-D -o xml -s 10.0.0.1", "-D -o json -s 10.0.0.1",
+    }
+  end)
+
+  it("parses in full lines whose words getopt permutes", function()
+    same_as_full {
+      "-D extra -s 10.0.0.1", "-D other -s 10.0.0.2", "-D -s 10.0.0.1 -- -p",
+      "-D -s 10.0.0.1 -- -q", "-F", "-F expect", "-F conntrack",
+    }
+  end)
+end)

@@ -8,6 +8,11 @@
 -- The caller may read and move `optind` between calls, as conntrack's check_type() does
 -- to take the next word as a table name; the permutation then treats that word as part of
 -- the option, exactly as in C.
+--
+-- For callers that replay a parse (parse.lua's plan cache), `optarg_at` is the index of
+-- the word optarg was taken from (nil when it was attached to its option), and `moved`
+-- becomes true once a word that is not an option was seen: from then on words may be
+-- permuted, so indexes no longer name the words of the original command line.
 -- @module conntrack.cli.getopt
 local M = {}
 
@@ -24,7 +29,7 @@ Getopt.__index = Getopt
 function M.new(argv, argc, optstring, longopts, index, indexed)
   local self = setmetatable({
     argv = argv, argc = argc, longopts = longopts, index = index or {}, indexed = indexed or 0,
-    optind = 1, optarg = nil,
+    optind = 1, optarg = nil, optarg_at = nil, moved = false,
     nextchar = nil, first_nonopt = 1, last_nonopt = 1, permute = true,
   }, Getopt)
   if byte(optstring, 1) == 43 then          -- '+'
@@ -105,7 +110,7 @@ function Getopt:long_option()
     end
   elseif pfound.has_arg == 1 then
     if d.optind < d.argc then
-      d.optarg = argv[d.optind]
+      d.optarg, d.optarg_at = argv[d.optind], d.optind
       d.optind = d.optind + 1
     else
       return d.colon and ":" or "?"
@@ -119,7 +124,7 @@ end
 -- argument (nil when none).
 function Getopt:next()
   local d, argv, argc = self, self.argv, self.argc
-  d.optarg = nil
+  d.optarg, d.optarg_at = nil, nil
   if d.nextchar == nil or d.nextchar == "" then
     if d.last_nonopt > d.optind then d.last_nonopt = d.optind end
     if d.first_nonopt > d.optind then d.first_nonopt = d.optind end
@@ -129,10 +134,14 @@ function Getopt:next()
       elseif d.last_nonopt ~= d.optind then
         d.first_nonopt = d.optind
       end
-      while d.optind < argc and d:nonoption(d.optind) do d.optind = d.optind + 1 end
+      while d.optind < argc and d:nonoption(d.optind) do
+        d.optind = d.optind + 1
+        d.moved = true
+      end
       d.last_nonopt = d.optind
     end
     if d.optind ~= argc and argv[d.optind] == "--" then
+      d.moved = true
       d.optind = d.optind + 1
       if d.first_nonopt ~= d.last_nonopt and d.last_nonopt ~= d.optind then
         d:exchange()
@@ -148,6 +157,7 @@ function Getopt:next()
     end
     if d:nonoption(d.optind) then
       if not d.permute then return nil end
+      d.moved = true
       d.optarg = argv[d.optind]
       d.optind = d.optind + 1
       return 1
@@ -180,7 +190,7 @@ function Getopt:next()
       elseif d.optind == argc then
         c = d.colon and ":" or "?"
       else
-        d.optarg = argv[d.optind]
+        d.optarg, d.optarg_at = argv[d.optind], d.optind
         d.optind = d.optind + 1
       end
       d.nextchar = nil

@@ -88,13 +88,14 @@ end
 -- line carry over to the next (conntrack's are one global mask); returns their sum.
 local function each_command(ctx, f, argv0, fn)
   local output = {}
+  local parse_line = parse.parser()
   each_buffer(f, function(buffer)
     buffer = buffer:gsub("^[ \t]+", "")
     local first = sub(buffer, 1, 1)
     if first ~= "\n" and first ~= "#" then
       local words = { [0] = argv0 }
       split(buffer, words)
-      local cmd = parse.parse(ctx, words, #words + 1, output)
+      local cmd = parse_line(ctx, words, #words + 1, output)
       output = cmd.output
       fn(cmd)
     end

@@ -37,7 +37,7 @@ end })
 
 local M = {}
 
-local fmt = string.format
+local fmt, byte, find, concat = string.format, string.byte, string.find, table.concat
 
 local function fail(status, f, ...)
   error({ status = status, msg = select("#", ...) > 0 and fmt(f, ...) or f }, 0)
@@ -82,7 +82,9 @@ end
 
 -- parse_parameter_mask for -u: names add to the value, !names to the mask, UNREPLIED
 -- (a case-sensitive prefix test of the rest of the list) puts SEEN_REPLY in the mask.
-local function parse_status(ctx, arg, status)
+-- Returns the bits of the value and of the mask, and whether a warning was printed.
+local function status_list(ctx, arg)
+  local value, mask, warned = 0, 0, false
   for _, item in ipairs(values.split_list(arg)) do
     local text, rest = item.text, item.rest
     if text == "" and not item.last then fail(2, "Bad parameter `%s'", rest) end
@@ -92,20 +94,42 @@ local function parse_status(ctx, arg, status)
       if text == "" and not item.last then fail(2, "Bad parameter `%s'", rest) end
     end
     if not negated and rest:sub(1, 9) == "UNREPLIED" then
-      status.mask = status.mask | STATUS_BITS.SEEN_REPLY
+      mask = mask | STATUS_BITS.SEEN_REPLY
     else
       if text == "" then fail(2, "Bad parameter `%s'", rest) end
       local ok, name = list_item(ctx, text, STATUS_NAMES)
       if not ok then fail(2, "Bad parameter `%s'", rest) end
-      if name then
-        if negated then
-          status.mask = status.mask | STATUS_BITS[name]
-        else
-          status.value = status.value | STATUS_BITS[name]
-        end
+      if not name then
+        warned = true
+      elseif negated then
+        mask = mask | STATUS_BITS[name]
+      else
+        value = value | STATUS_BITS[name]
       end
     end
   end
+  return value, mask, warned
+end
+
+-- The same -u lists come line after line in -R files: their bits are kept (not those of
+-- a list that warns, so that the warning comes every time).
+local status_lists, status_lists_count = {}, 0
+local STATUS_LISTS_MAX = 256
+
+-- -u's list arg added to status (-u may be given more than once).
+local function parse_status(ctx, arg, status)
+  local known = status_lists[arg]
+  local value, mask, warned
+  if known then
+    value, mask = known[1], known[2]
+  else
+    value, mask, warned = status_list(ctx, arg)
+    if not warned and status_lists_count < STATUS_LISTS_MAX then
+      status_lists[arg] = { value, mask }
+      status_lists_count = status_lists_count + 1
+    end
+  end
+  status.value, status.mask = status.value | value, status.mask | mask
 end
 
 -- The attribute an address option sets, and the option of its CIDR mask.
@@ -168,16 +192,7 @@ local function optional_arg(g)
   return nil
 end
 
--- check_type: the table named by the next word (by prefix, in this order), or conntrack.
 local TABLES = { "expect", "conntrack", "dying", "unconfirmed" }
-local function check_type(g)
-  local word = optional_arg(g)
-  if word == nil then return "conntrack" end
-  for _, t in ipairs(TABLES) do
-    if t:sub(1, #word) == word then return t end
-  end
-  fail(2, "unknown type `%s'", word)
-end
 
 local function add_command(cmd, name)
   if cmd.command ~= "NONE" then fail(2, "Invalid commands combination") end
@@ -190,9 +205,6 @@ local COMMAND_KEYS = { L = true, I = true, D = true, G = true, F = true, E = tru
 
 local function u32(v) return v & 0xffffffff end
 
---- Parses argv (0-based, argv[0] the program name; argc words). ctx = { err = handle }.
--- output seeds the -o set (conntrack's output mask outlives a line of -R). Returns the
--- command table or raises { status, msg }.
 -- The long options of protocol handler h merged at offset (conntrack's merge_options),
 -- built once per handler and offset: -R merges them again on every line.
 local merged = setmetatable({}, { __mode = "k" })
@@ -218,168 +230,253 @@ local function option_names()
   return OPTION_NAMES
 end
 
-function M.parse(ctx, argv, argc, output)
+-- The command table before any option, and the parse's state between options: the
+-- protocol handler of the last -p, conntrack's global_option_offset and each handler's
+-- option_offset (its latest merge), the handler flag bits set (whichever handler set
+-- them), and -u's value and mask (which accumulate over the options).
+local function new_command(argv0, output)
   local seeded = {}
   for k, v in pairs(output or {}) do seeded[k] = v end
   local cmd = {
     command = "NONE", table = "conntrack", options = {}, ct = {}, mask = {}, exptuple = {},
-    nat = {}, output = seeded, l4flags = {}, labels = {}, fail = fail, argv0 = argv[0],
+    nat = {}, output = seeded, l4flags = {}, labels = {}, fail = fail, argv0 = argv0,
   }
+  return cmd, { h = nil, offset = 0, offsets = {}, l4bits = {}, status = { value = 0, mask = 0 } }
+end
+
+-- check_type: the table named by word (by prefix, in this order), or conntrack.
+local function table_of(word)
+  if word == nil then return "conntrack" end
+  for _, t in ipairs(TABLES) do
+    if t:sub(1, #word) == word then return t end
+  end
+  fail(2, "unknown type `%s'", word)
+end
+
+-- What each option does to cmd: ON[c](ctx, cmd, st, c, arg, word) for getopt's return c
+-- with its argument arg; word is the next word conntrack took for the option
+-- (get_optional_arg: see TAKES_WORD), st the parse's state. -p returns the long options
+-- it adds to getopt's list. A table rather than a chain of tests: -R runs it for every
+-- option of every line, twice.
+local ON = {}
+
+local function on_command(_, cmd, _, c, _, word)
+  local tbl = table_of(word)
+  local o = options.by_key[c]
+  if c == "L" then
+    if tbl == "dying" or tbl == "unconfirmed" then
+      add_command(cmd, o.command[1])
+    else
+      add_command(cmd, o.command[tbl == "expect" and 2 or 1])
+    end
+  else
+    if tbl == "dying" or tbl == "unconfirmed" then
+      fail(2, "Can't do that command with tables `dying' and `unconfirmed'")
+    end
+    local name = o.command[tbl == "expect" and 2 or 1]
+    if not name then
+      fail(2, "Can't do --%s on %s", options.long_name(c),
+           tbl == "conntrack" and "conntrack" or "expectations")
+    end
+    add_command(cmd, name)
+  end
+  cmd.table = tbl
+end
+for c in pairs(COMMAND_KEYS) do ON[c] = on_command end
+
+local function on_address(_, cmd, _, c, arg) parse_addr_opt(cmd, c, arg) end
+for c in pairs(ADDR_OPTS) do ON[c] = on_address end
+
+function ON.p(_, cmd, st, _, arg)
+  cmd.options.protonum = true
+  local handler, num = protocols.find(arg)
+  if not handler then fail(2, "`%s' unsupported protocol", arg) end
+  st.h = handler
+  st.offset = st.offset + 256
+  st.offsets[handler] = st.offset
+  cmd.handler, cmd.protonum = handler, num
+  cmd.ct.proto = num
+  return handler_longopts(handler, st.offset)
+end
+
+function ON.t(_, cmd, _, _, arg)
+  cmd.options.timeout = true
+  cmd.ct.timeout = u32(values.atol(arg))
+end
+
+function ON.u(ctx, cmd, st, _, arg)
+  cmd.options.status = true
+  local status = st.status
+  parse_status(ctx, arg, status)
+  if status.mask == 0 then status.mask = status.value end
+  cmd.status = { value = status.value, mask = status.mask }
+end
+
+function ON.e(ctx, cmd, _, _, arg)
+  cmd.options["event-mask"] = true
+  cmd.event_mask = cmd.event_mask or 0
+  for _, name in ipairs(parse_list(ctx, arg, EVENT_NAMES)) do
+    cmd.event_mask = cmd.event_mask | EVENT_BITS[name]
+  end
+end
+
+function ON.o(ctx, cmd, _, _, arg)
+  cmd.options.output = true
+  for _, name in ipairs(parse_list(ctx, arg, OUTPUT_NAMES)) do cmd.output[name] = true end
+  local out = cmd.output
+  local others = out.xml or out.extended or out.timestamp or out.id or out.ktimestamp or
+                 out.labels
+  if out.save and (others or out.json) then
+    fail(1, "cannot combine save output with any other output type, use -o save only")
+  end
+  if out.json and others then
+    fail(1, "cannot combine json output with any other output type, use -o json only")
+  end
+  if out.labels then labelmap.init(ctx) end
+end
+
+function ON.z(_, cmd) cmd.options.zero = true end
+
+-- -n, -g, -j: the NAT address (and port) of the optional word
+local function on_nat(_, cmd, _, c, _, word)
+  cmd.options[options.by_key[c].name] = true
+  if word then
+    local address, port = values.split_nat(word)
+    if not address then fail(2, port) end
+    local addr = parse_addr_opt(cmd, c, address)
+    local nat = { addr = addr, port = port and tonumber(port) }
+    if c == "j" then
+      cmd.nat.src, cmd.nat.dst = nat, nat
+    else
+      cmd.nat[c == "n" and "src" or "dst"] = nat
+    end
+  end
+end
+ON.n, ON.g, ON.j = on_nat, on_nat, on_nat
+
+local ZONE_FIELDS = { zone = "zone", ["orig-zone"] = "orig_zone", ["reply-zone"] = "reply_zone" }
+local function on_zone(_, cmd, _, c, arg)
+  local o = options.by_key[c]
+  cmd.options[o.name] = true
+  cmd.ct[ZONE_FIELDS[o.name]] = values.trunc((values.strtoul(arg, 0)), 16)
+end
+ON.w, ON["("], ON[")"] = on_zone, on_zone, on_zone
+
+-- --id, --secmark
+local function on_u32(_, cmd, _, c, arg)
+  local o = options.by_key[c]
+  cmd.options[o.name] = true
+  cmd.ct[o.name] = u32((values.strtoul(arg, 0)))
+end
+ON.i, ON.c = on_u32, on_u32
+
+function ON.m(_, cmd, _, _, arg)
+  cmd.options.mark = true
+  local v, e = values.strtoul(arg, 0)
+  local m = 0xffffffff
+  if arg:sub(e, e) == "/" then m = (values.strtoul(arg, 0, e + 1)) end
+  cmd.mark = { value = u32(v), mask = u32(m) }
+end
+
+-- --label, --label-add, --label-del
+local function on_label(ctx, cmd, _, c, arg, word)
+  local o = options.by_key[c]
+  cmd.options[o.name] = true
+  labelmap.init(ctx)
+  if cmd.options["label-add"] and cmd.options["label-del"] then
+    fail(1, "cannot use --label-add and --label-del at the same time")
+  end
+  local list = arg
+  if c == ">" then
+    list = word
+    if not list then cmd.labels.del = true end
+  end
+  if list then
+    local names = {}
+    for name in (list .. ","):gmatch("([^,]*),") do
+      if not labelmap.bit(name) then fail(2, "unknown label '%s'", name) end
+      names[#names + 1] = name
+    end
+    local key = c == "l" and "filter" or c == "<" and "add" or "del"
+    if type(cmd.labels[key]) ~= "table" then cmd.labels[key] = {} end
+    for _, n in ipairs(names) do table.insert(cmd.labels[key], n) end
+  end
+end
+ON.l, ON["<"], ON[">"] = on_label, on_label, on_label
+
+function ON.a(ctx) ctx.err:write("WARNING: ignoring -a, deprecated option.\n") end
+
+function ON.f(_, cmd, _, _, arg)
+  cmd.options.family = true
+  if arg:sub(1, 4) == "ipv4" then set_family(cmd, "ipv4")
+  elseif arg:sub(1, 4) == "ipv6" then set_family(cmd, "ipv6")
+  else fail(2, "`%s' unsupported protocol", arg) end
+end
+
+function ON.b(_, cmd, _, _, arg)
+  cmd.options["buffer-size"] = true
+  cmd.bufsize = values.atol(arg)
+end
+
+ON.netns = function(_, cmd, _, _, arg) cmd.netns = arg end
+ON[":"] = function(_, _, _, _, arg) fail(2, "option `%s' requires an argument", arg) end
+ON["?"] = function(_, _, _, _, arg) fail(2, "unknown option `%s'", arg) end
+
+-- A protocol option (a number): its code relative to the handler's offset, as a C char.
+local function on_protocol_option(_, cmd, st, c, arg)
+  local h = st.h
+  if not h then return end
+  local code = (c - st.offsets[h]) & 0xff
+  if code >= 128 then code = code - 256 end
+  local what = h.codes[code]
+  if what then
+    st.l4bits[what[1]] = true
+    what[2](cmd, arg, h)
+  end
+end
+
+local function apply(ctx, cmd, st, c, arg, word)
+  local on = ON[c] or (math.type(c) == "integer" and on_protocol_option)
+  if on then return on(ctx, cmd, st, c, arg, word) end
+end
+
+-- The options for which conntrack takes the next word unless it starts with '-' or '!':
+-- the commands (a table name), -n, -g, -j and --label-del.
+local TAKES_WORD = { n = true, g = true, j = true, [">"] = true }
+for k in pairs(COMMAND_KEYS) do TAKES_WORD[k] = true end
+
+-- getopt over argv, each option applied as it comes. With steps, each option is also
+-- recorded for a plan (see M.parser): where its argument and word came from, and the
+-- words that the walk depends on besides the shape (required). Returns false when words were permuted (the
+-- indexes then do not name the line's words, and no plan can be made).
+local function walk(ctx, cmd, st, argv, argc, steps, required)
   local longopts, index, indexed = options.longopts()
   local g = getopt.new(argv, argc, options.OPTSTRING, longopts, index, indexed)
-  local h                     -- the protocol handler of the last -p
-  local offset = 0            -- conntrack's global_option_offset
-  local offsets = {}          -- each handler's option_offset (its latest merge)
-  local l4bits = {}           -- the handler flag bits set, whichever handler set them
-  local status               -- -u: value and mask accumulate over the options
-
   while true do
     local c = g:next()
     if c == nil then break end
-    local arg = g.optarg
-    if COMMAND_KEYS[c] then
-      local tbl = check_type(g)
-      local o = options.by_key[c]
-      if c == "L" then
-        if tbl == "dying" or tbl == "unconfirmed" then
-          add_command(cmd, o.command[1])
-        else
-          add_command(cmd, o.command[tbl == "expect" and 2 or 1])
-        end
-      else
-        if tbl == "dying" or tbl == "unconfirmed" then
-          fail(2, "Can't do that command with tables `dying' and `unconfirmed'")
-        end
-        local name = o.command[tbl == "expect" and 2 or 1]
-        if not name then
-          fail(2, "Can't do --%s on %s", options.long_name(c),
-               tbl == "conntrack" and "conntrack" or "expectations")
-        end
-        add_command(cmd, name)
-      end
-      cmd.table = tbl
-    elseif ADDR_OPTS[c] and c ~= "n" and c ~= "g" and c ~= "j" then
-      parse_addr_opt(cmd, c, arg)
-    elseif c == "p" then
-      cmd.options.protonum = true
-      local handler, num = protocols.find(arg)
-      if not handler then fail(2, "`%s' unsupported protocol", arg) end
-      h = handler
-      offset = offset + 256
-      offsets[h] = offset
-      table.move(handler_longopts(h, offset), 1, #h.opts, #longopts + 1, longopts)
-      cmd.handler, cmd.protonum = h, num
-      cmd.ct.proto = num
-    elseif c == "t" then
-      cmd.options.timeout = true
-      cmd.ct.timeout = u32(values.atol(arg))
-    elseif c == "u" then
-      cmd.options.status = true
-      status = status or { value = 0, mask = 0 }
-      parse_status(ctx, arg, status)
-      if status.mask == 0 then status.mask = status.value end
-      cmd.status = { value = status.value, mask = status.mask }
-    elseif c == "e" then
-      cmd.options["event-mask"] = true
-      cmd.event_mask = cmd.event_mask or 0
-      for _, name in ipairs(parse_list(ctx, arg, EVENT_NAMES)) do
-        cmd.event_mask = cmd.event_mask | EVENT_BITS[name]
-      end
-    elseif c == "o" then
-      cmd.options.output = true
-      for _, name in ipairs(parse_list(ctx, arg, OUTPUT_NAMES)) do cmd.output[name] = true end
-      local out = cmd.output
-      local others = out.xml or out.extended or out.timestamp or out.id or out.ktimestamp or
-                     out.labels
-      if out.save and (others or out.json) then
-        fail(1, "cannot combine save output with any other output type, use -o save only")
-      end
-      if out.json and others then
-        fail(1, "cannot combine json output with any other output type, use -o json only")
-      end
-      if out.labels then labelmap.init(ctx) end
-    elseif c == "z" then
-      cmd.options.zero = true
-    elseif c == "n" or c == "g" or c == "j" then
-      cmd.options[options.by_key[c].name] = true
-      local word = optional_arg(g)
-      if word then
-        local address, port = values.split_nat(word)
-        if not address then fail(2, port) end
-        local addr = parse_addr_opt(cmd, c, address)
-        local nat = { addr = addr, port = port and tonumber(port) }
-        if c == "j" then
-          cmd.nat.src, cmd.nat.dst = nat, nat
-        else
-          cmd.nat[c == "n" and "src" or "dst"] = nat
-        end
-      end
-    elseif c == "w" or c == "(" or c == ")" then
-      local o = options.by_key[c]
-      cmd.options[o.name] = true
-      cmd.ct[o.name == "zone" and "zone" or o.name == "orig-zone" and "orig_zone" or
-             "reply_zone"] = values.trunc((values.strtoul(arg, 0)), 16)
-    elseif c == "i" or c == "c" then
-      local o = options.by_key[c]
-      cmd.options[o.name] = true
-      cmd.ct[o.name] = u32((values.strtoul(arg, 0)))
-    elseif c == "m" then
-      cmd.options.mark = true
-      local v, e = values.strtoul(arg, 0)
-      local m = 0xffffffff
-      if arg:sub(e, e) == "/" then m = (values.strtoul(arg, 0, e + 1)) end
-      cmd.mark = { value = u32(v), mask = u32(m) }
-    elseif c == "l" or c == "<" or c == ">" then
-      local o = options.by_key[c]
-      cmd.options[o.name] = true
-      labelmap.init(ctx)
-      if cmd.options["label-add"] and cmd.options["label-del"] then
-        fail(1, "cannot use --label-add and --label-del at the same time")
-      end
-      local list = arg
-      if c == ">" then
-        list = optional_arg(g)
-        if not list then cmd.labels.del = true end
-      end
-      if list then
-        local names = {}
-        for name in (list .. ","):gmatch("([^,]*),") do
-          if not labelmap.bit(name) then fail(2, "unknown label '%s'", name) end
-          names[#names + 1] = name
-        end
-        local key = c == "l" and "filter" or c == "<" and "add" or "del"
-        if type(cmd.labels[key]) ~= "table" then cmd.labels[key] = {} end
-        for _, n in ipairs(names) do table.insert(cmd.labels[key], n) end
-      end
-    elseif c == "a" then
-      ctx.err:write("WARNING: ignoring -a, deprecated option.\n")
-    elseif c == "f" then
-      cmd.options.family = true
-      if arg:sub(1, 4) == "ipv4" then set_family(cmd, "ipv4")
-      elseif arg:sub(1, 4) == "ipv6" then set_family(cmd, "ipv6")
-      else fail(2, "`%s' unsupported protocol", arg) end
-    elseif c == "b" then
-      cmd.options["buffer-size"] = true
-      cmd.bufsize = values.atol(arg)
-    elseif c == "netns" then
-      cmd.netns = arg
-    elseif c == ":" then
-      fail(2, "option `%s' requires an argument", g.argv[g.optind - 1])
-    elseif c == "?" then
-      fail(2, "unknown option `%s'", g.argv[g.optind - 1])
-    elseif type(c) == "number" and h then
-      -- a protocol option: its code relative to the handler's offset, as a C char
-      local code = (c - offsets[h]) & 0xff
-      if code >= 128 then code = code - 256 end
-      local what = h.codes[code]
-      if what then
-        l4bits[what[1]] = true
-        what[2](cmd, arg, h)
-      end
+    local arg, word, word_at = g.optarg, nil, nil
+    if c == ":" or c == "?" then
+      arg = argv[g.optind - 1]
+    elseif TAKES_WORD[c] then
+      word_at = g.optind
+      word = optional_arg(g)
+      if word == nil then word_at = nil end
     end
+    if steps then
+      steps[#steps + 1] = { c = c, arg = g.optarg_at == nil and arg or nil,
+                            arg_at = g.optarg_at, word_at = word_at }
+      -- the protocol of -p decides which long options follow
+      if c == "p" and g.optarg_at then required[g.optarg_at] = arg end
+    end
+    local added = apply(ctx, cmd, st, c, arg, word)
+    if added then table.move(added, 1, #added, #longopts + 1, longopts) end
   end
+  return not g.moved
+end
 
-  -- the default family
+-- After the options: the default family, --any-nat, the option rules, the handler's.
+local function finish(cmd, st)
   if cmd.family == nil then
     local c = cmd.command
     if not (c == "CT_LIST" or c == "CT_UPDATE" or c == "CT_DELETE" or c == "CT_GET" or
@@ -394,7 +491,8 @@ function M.parse(ctx, argv, argc, output)
   local msg = rules.check(rules.commands[cmd.command], option_names(), cmd.options, rules.pairs,
                           rules.pair_msgs)
   if msg then fail(2, msg) end
-  for bit in pairs(l4bits) do
+  local h = st.h
+  for bit in pairs(st.l4bits) do
     if h.flags[bit + 1] then cmd.l4flags[h.flags[bit + 1]] = true end
   end
   if cmd.command ~= "CT_HELP" and h and h.rules then
@@ -404,6 +502,71 @@ function M.parse(ctx, argv, argc, output)
   end
   cmd.handler = h
   return cmd
+end
+
+--- Parses argv (0-based, argv[0] the program name; argc words). ctx = { err = handle }.
+-- output seeds the -o set (conntrack's output mask outlives a line of -R). Returns the
+-- command table or raises { status, msg }.
+function M.parse(ctx, argv, argc, output)
+  local cmd, st = new_command(argv[0], output)
+  walk(ctx, cmd, st, argv, argc)
+  return finish(cmd, st)
+end
+
+-- The shape of a command line, which decides getopt's walk: the words that start with
+-- '-' or '!' as they are, the others blank. nil when a word holds the separator.
+local function shape(argv, argc)
+  local parts = {}
+  for i = 1, argc - 1 do
+    local w = argv[i]
+    local b = byte(w, 1)
+    if b == 45 or b == 33 then
+      if find(w, "\0", 1, true) then return nil end
+      parts[i] = w
+    else
+      parts[i] = ""
+    end
+  end
+  return concat(parts, "\0", 1, argc - 1)
+end
+
+local MAX_PLANS = 1024  -- bounds the memory a file of ever-new shapes can take
+
+--- A parser for many command lines (-R), with M.parse's results and errors. getopt's walk
+-- over a line (which option came with which word) depends only on the line's shape and
+-- the protocol of -p, so it is kept as a plan, and the next line alike only replays the
+-- options' effects in the same order: save-format lines share a handful of plans.
+function M.parser()
+  local plans, count = {}, 0
+  local function find_plan(key, argv)
+    for _, plan in ipairs(plans[key] or {}) do
+      local ok = true
+      for i, w in pairs(plan.required) do
+        if argv[i] ~= w then ok = false; break end
+      end
+      if ok then return plan end
+    end
+  end
+  return function(ctx, argv, argc, output)
+    local cmd, st = new_command(argv[0], output)
+    local key = shape(argv, argc)
+    local plan = key and find_plan(key, argv)
+    if plan then
+      for _, step in ipairs(plan.steps) do
+        local arg = step.arg_at and argv[step.arg_at] or step.arg
+        apply(ctx, cmd, st, step.c, arg, step.word_at and argv[step.word_at])
+      end
+    else
+      local steps, required = {}, {}
+      local kept = walk(ctx, cmd, st, argv, argc, steps, required)
+      if key and kept and count < MAX_PLANS then
+        plans[key] = plans[key] or {}
+        table.insert(plans[key], { steps = steps, required = required })
+        count = count + 1
+      end
+    end
+    return finish(cmd, st)
+  end
 end
 
 return M

@@ -69,36 +69,70 @@ M.pairs = { { "src", "dst" }, { "reply-src", "reply-dst" } }
 M.pair_msgs = { "you have to specify `--src' and `--dst'",
                 "you have to specify `--reply-src' and `--reply-dst'" }
 
+local EMPTY = {}
+
 -- name -> "M" | "o" | "T" for a rule entry, cached
 local cache = setmetatable({}, { __mode = "k" })
 local function lookup(rule)
   local t = cache[rule]
   if not t then
     t = {}
-    for _, n in ipairs(rule.optional or {}) do t[n] = "o" end
-    for _, n in ipairs(rule.pair or {}) do t[n] = "T" end
-    for _, n in ipairs(rule.mandatory or {}) do t[n] = "M" end
+    for _, n in ipairs(rule.optional or EMPTY) do t[n] = "o" end
+    for _, n in ipairs(rule.pair or EMPTY) do t[n] = "T" end
+    for _, n in ipairs(rule.mandatory or EMPTY) do t[n] = "M" end
     cache[rule] = t
   end
   return t
 end
 
+-- The set of a list of names, cached
+local sets = setmetatable({}, { __mode = "k" })
+local function set_of(names)
+  local t = sets[names]
+  if not t then
+    t = {}
+    for _, n in ipairs(names) do t[n] = true end
+    sets[names] = t
+  end
+  return t
+end
+
+-- Whether the scan of the option bits has nothing to report: every given option is legal
+-- and every mandatory one given. Found without walking every bit (-R parses each line
+-- twice), and only then is the scan needed to name the first violation.
+local function all_legal(rule, legal, names, given)
+  local listed = set_of(names)
+  for name in pairs(given) do
+    if listed[name] and not legal[name] then return false end
+  end
+  for _, n in ipairs(rule.mandatory or EMPTY) do
+    if listed[n] and not given[n] then return false end
+  end
+  return true
+end
+
 --- conntrack's generic_opt_check: names lists the option names in bit order; given is
 -- the set of names given. Returns nil, or the message of the first violation.
 function M.check(rule, names, given, pairs, pair_msgs)
-  local legal = lookup(rule or {})
-  local special = false
-  for i = 1, #names do
-    local name = names[i]
-    local how = legal[name]
-    if not given[name] then
-      if how == "M" then
-        return string.format("You need to supply the `--%s' option for this command", name)
+  rule = rule or EMPTY
+  local legal = lookup(rule)
+  if not all_legal(rule, legal, names, given) then
+    for i = 1, #names do
+      local name = names[i]
+      local how = legal[name]
+      if not given[name] then
+        if how == "M" then
+          return string.format("You need to supply the `--%s' option for this command", name)
+        end
+      elseif not how then
+        return string.format("Illegal option `--%s' with this command", name)
       end
-    elseif not how then
-      return string.format("Illegal option `--%s' with this command", name)
     end
-    if how == "T" then special = true end
+  end
+  -- the pairs count when one of the names is a pair option of the rule
+  local special = false
+  for _, n in ipairs(rule.pair or EMPTY) do
+    if legal[n] == "T" and set_of(names)[n] then special = true end
   end
   if not special or not pairs then return nil end
   local partial

@@ -6,8 +6,8 @@
 -- @module conntrack.cli.values
 local M = {}
 
-local byte, sub, find, lower, match = string.byte, string.sub, string.find, string.lower,
-                                     string.match
+local byte, sub, find, lower, match, format = string.byte, string.sub, string.find,
+                                             string.lower, string.match, string.format
 
 local U32 = 0xffffffff
 local ULONG_MAX = -1          -- 2^64 - 1 as a Lua integer (strtoul's overflow value)
@@ -132,14 +132,10 @@ end
 -- (0x hex, 0 octal), anything after a blank ignored. Returns the 4 bytes as a table or nil.
 function M.inet_aton(s)
   -- the usual "a.b.c.d" in plain decimals needs none of the C rules
-  local quad = { match(s, "^(%d%d?%d?)%.(%d%d?%d?)%.(%d%d?%d?)%.(%d%d?%d?)$") }
-  if quad[4] then
-    local plain = true
-    for k, p in ipairs(quad) do
-      quad[k] = tonumber(p)
-      if (#p > 1 and byte(p, 1) == 48) or quad[k] > 255 then plain = false end
-    end
-    if plain then return quad end
+  local q1, q2, q3, q4 = match(s, "^(%d%d?%d?)%.(%d%d?%d?)%.(%d%d?%d?)%.(%d%d?%d?)$")
+  if q1 and not find(s, "%f[%d]0%d") then  -- (a leading 0 would make a part octal)
+    q1, q2, q3, q4 = tonumber(q1), tonumber(q2), tonumber(q3), tonumber(q4)
+    if q1 <= 255 and q2 <= 255 and q3 <= 255 and q4 <= 255 then return { q1, q2, q3, q4 } end
   end
   local parts, i = {}, 1
   local val, digit
@@ -253,11 +249,12 @@ end
 --- Text of an address given as 4 or 16 bytes (IPv6 as eight full groups: inet_pton reads it).
 function M.addr_text(bytes)
   if #bytes == 4 then
-    return string.format("%d.%d.%d.%d", bytes[1], bytes[2], bytes[3], bytes[4])
+    return format("%d.%d.%d.%d", bytes[1], bytes[2], bytes[3], bytes[4])
   end
-  local g = {}
-  for k = 1, 16, 2 do g[#g + 1] = string.format("%x", bytes[k] << 8 | bytes[k + 1]) end
-  return table.concat(g, ":")
+  local b = bytes
+  return format("%x:%x:%x:%x:%x:%x:%x:%x", b[1] << 8 | b[2], b[3] << 8 | b[4], b[5] << 8 | b[6],
+                b[7] << 8 | b[8], b[9] << 8 | b[10], b[11] << 8 | b[12], b[13] << 8 | b[14],
+                b[15] << 8 | b[16])
 end
 
 --- The netmask of a prefix length as bytes (nbytes 4 or 16).
@@ -286,11 +283,7 @@ function M.mask_prefix(mask)
   return len
 end
 
---- conntrack's parse_addr: the text is cut to 45 bytes (its INET6_ADDRSTRLEN buffer), an
--- optional "/N" is split off when cidr is true, then inet_aton and inet_pton(AF_INET6) are
--- tried. Returns { family = "ipv4"|"ipv6", bytes = {...}, text = "..." } or nil, and the
--- prefix: nil (none), a number, or -2 (invalid, as conntrack calls it).
-function M.parse_addr(arg, cidr)
+local function parse_addr(arg, cidr)
   local buf = sub(arg, 1, 45)
   local prefix
   if cidr then
@@ -311,6 +304,32 @@ function M.parse_addr(arg, cidr)
   if not bytes then return nil, prefix end
   if prefix and prefix > (family == "ipv4" and 32 or 128) then prefix = -2 end
   return { family = family, bytes = bytes, text = M.addr_text(bytes) }, prefix
+end
+
+-- Addresses recur (a save-format line of -R names each one twice), so the latest results
+-- are kept, per value of cidr; the address tables are shared and never changed.
+local recent = { [true] = {}, [false] = {} }
+local recent_count = 0
+local RECENT_MAX = 32
+
+--- conntrack's parse_addr: the text is cut to 45 bytes (its INET6_ADDRSTRLEN buffer), an
+-- optional "/N" is split off when cidr is true, then inet_aton and inet_pton(AF_INET6) are
+-- tried. Returns { family = "ipv4"|"ipv6", bytes = {...}, text = "..." } or nil, and the
+-- prefix: nil (none), a number, or -2 (invalid, as conntrack calls it). The address table
+-- may be shared with other calls: read it, do not change it.
+function M.parse_addr(arg, cidr)
+  cidr = not not cidr
+  local known = recent[cidr][arg]
+  if known then return known[1], known[2] end
+  local addr, prefix = parse_addr(arg, cidr)
+  if addr then
+    if recent_count >= RECENT_MAX then
+      recent, recent_count = { [true] = {}, [false] = {} }, 0
+    end
+    recent[cidr][arg] = { addr, prefix }
+    recent_count = recent_count + 1
+  end
+  return addr, prefix
 end
 
 --- conntrack's split_address_and_port for -n/-g/-j: address text and port text (or nil),
@@ -338,7 +357,7 @@ function M.split_nat(arg)
     port = sub(arg, cursor + 1)
     if port == "" then return nil, "No port specified after `:'" end
     if not find(port, "^%d+$") or #port > 18 or tonumber(port) > 65535 then
-      return nil, string.format("Invalid port `%s'", port)
+      return nil, format("Invalid port `%s'", port)
     end
   else
     address = arg
