@@ -50,6 +50,8 @@ enum resync_phase { RESYNC_IDLE, RESYNC_DRAINING, RESYNC_DUMPING, RESYNC_SWEEPIN
 struct ct_events {
 	struct ct_socket sock;
 	char *slots;			/* SLOTS buffers of SLOT_SIZE */
+	struct mmsghdr msgs[SLOTS];	/* recvmmsg's headers over them, made once */
+	struct iovec iov[SLOTS];
 	unsigned int len[SLOTS];	/* lengths of the datagrams received */
 	int nsid[SLOTS];		/* their namespace ids, with all_netns */
 	char control[SLOTS][CMSG_SPACE(sizeof(int))];
@@ -163,32 +165,42 @@ static int message_nsid(struct msghdr *msg)
 	return NO_NSID;
 }
 
+/*
+ * Points recvmmsg's headers at the slots (and their control buffers with
+ * all_netns), once: a listener that keeps up receives a datagram or two
+ * per call, and setting up all SLOTS headers each time cost more than that.
+ */
+static void prepare_slots(struct ct_events *ev)
+{
+	for (int i = 0; i < SLOTS; i++) {
+		ev->iov[i].iov_base = ev->slots + (size_t)i * SLOT_SIZE;
+		ev->iov[i].iov_len = SLOT_SIZE;
+		ev->msgs[i].msg_hdr.msg_iov = &ev->iov[i];
+		ev->msgs[i].msg_hdr.msg_iovlen = 1;
+		if (ev->all_netns) {
+			ev->msgs[i].msg_hdr.msg_control = ev->control[i];
+			ev->msgs[i].msg_hdr.msg_controllen = sizeof(ev->control[i]);
+		}
+	}
+}
+
 /* Receive the queued datagrams. Returns how many, 0 when none, or -errno. */
 static int fill(struct ct_events *ev)
 {
-	struct mmsghdr msgs[SLOTS];
-	struct iovec iov[SLOTS];
 	int n;
 
-	memset(msgs, 0, sizeof(msgs));
-	for (int i = 0; i < SLOTS; i++) {
-		iov[i].iov_base = ev->slots + (size_t)i * SLOT_SIZE;
-		iov[i].iov_len = SLOT_SIZE;
-		msgs[i].msg_hdr.msg_iov = &iov[i];
-		msgs[i].msg_hdr.msg_iovlen = 1;
-		if (ev->all_netns) {
-			msgs[i].msg_hdr.msg_control = ev->control[i];
-			msgs[i].msg_hdr.msg_controllen = sizeof(ev->control[i]);
-		}
-	}
+	/* the kernel shrank the control lengths of the datagrams it filled */
+	for (unsigned int i = 0; ev->all_netns && i < ev->count; i++)
+		ev->msgs[i].msg_hdr.msg_controllen = sizeof(ev->control[i]);
 	do
-		n = recvmmsg(mnl_socket_get_fd(ev->sock.nl), msgs, SLOTS, MSG_DONTWAIT, NULL);
+		n = recvmmsg(mnl_socket_get_fd(ev->sock.nl), ev->msgs, SLOTS, MSG_DONTWAIT, NULL);
 	while (n < 0 && errno == EINTR);
+	ev->count = 0;
 	if (n < 0)
 		return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
 	for (int i = 0; i < n; i++) {
-		ev->len[i] = msgs[i].msg_len;
-		ev->nsid[i] = message_nsid(&msgs[i].msg_hdr);
+		ev->len[i] = ev->msgs[i].msg_len;
+		ev->nsid[i] = message_nsid(&ev->msgs[i].msg_hdr);
 	}
 	ev->count = (unsigned int)n;
 	ev->slot = 0;
@@ -674,6 +686,7 @@ int ct_handle_listen(lua_State *L)
 			return ct_fail(L, "listen", errno);
 		ev->all_netns = true;
 	}
+	prepare_slots(ev);
 	if (o.reliable) {
 		/* the kernel holds events back (destroys stay in the dying list)
 		 * instead of dropping them when the buffer is full */
