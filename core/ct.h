@@ -254,6 +254,7 @@ size_t ct_format_print(char *buf, size_t size, const struct nf_conntrack *ct,
 
 int ct_print_default(char *buf, size_t size, const struct nf_conntrack *ct, unsigned int type,
 		     unsigned int flags, bool labels);
+void ct_print_addr(char *buf, int family, const void *addr);
 
 /* ---- expect.c: conntrack.expect ----------------------------------------- */
 

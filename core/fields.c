@@ -830,8 +830,7 @@ void ct_field_push(lua_State *L, const struct ct_field *f, const struct nf_connt
 		char text[INET6_ADDRSTRLEN];
 		int family = ct_family(ct) == AF_INET6 ? AF_INET6 : AF_INET;
 
-		inet_ntop(family, nfct_get_attr(ct, (enum nf_conntrack_attr)attr_of(f, ct)), text,
-			  sizeof(text));
+		ct_print_addr(text, family, nfct_get_attr(ct, (enum nf_conntrack_attr)attr_of(f, ct)));
 		lua_pushstring(L, text);
 		break;
 	}

@@ -12,6 +12,11 @@
 
 enum { UV_LABELMAP = 1 };
 
+/* The flow metatable's key in the registry: a flow is made for every entry
+ * of a dump and every event, and luaL_setmetatable finds it by name (a
+ * string hashed and compared each time). */
+static const char metatable_key = 0;
+
 /* Pushes an empty flow that will share the labelmap at labelmap_idx (may be nil). */
 struct ct_flow *ct_flow_new(lua_State *L, int labelmap_idx)
 {
@@ -20,7 +25,8 @@ struct ct_flow *ct_flow_new(lua_State *L, int labelmap_idx)
 	labelmap_idx = lua_absindex(L, labelmap_idx);
 	flow = lua_newuserdatauv(L, sizeof(*flow), 1);
 	flow->ct = NULL;
-	luaL_setmetatable(L, CT_FLOW_TYPE);
+	lua_rawgetp(L, LUA_REGISTRYINDEX, &metatable_key);
+	lua_setmetatable(L, -2);
 	lua_pushvalue(L, labelmap_idx);
 	lua_setiuservalue(L, -2, UV_LABELMAP);
 	return flow;
@@ -96,9 +102,26 @@ static int flow_totable(lua_State *L)
 	return 1;
 }
 
+/*
+ * The flow whose field is read: __index checks its argument against the
+ * metatable in its upvalue 2 rather than by name in the registry, as field
+ * reads are the commonest call of a loop over flows.
+ */
+static struct ct_flow *indexed_flow(lua_State *L)
+{
+	struct ct_flow *flow = lua_touserdata(L, 1);
+
+	if (!flow || !lua_getmetatable(L, 1) || !lua_rawequal(L, -1, lua_upvalueindex(2)))
+		return ct_flow_check(L, 1);	/* raises the usual error */
+	lua_pop(L, 1);
+	if (!flow->ct)
+		luaL_argerror(L, 1, "empty " CT_FLOW_TYPE);
+	return flow;
+}
+
 static int flow_index(lua_State *L)
 {
-	struct ct_flow *flow = ct_flow_check(L, 1);
+	struct ct_flow *flow = indexed_flow(L);
 	const struct ct_field *f = ct_field_lookup(L, 2);
 
 	if (f && (f->flags & F_READ)) {
@@ -271,8 +294,11 @@ void ct_flow_open(lua_State *L)
 
 	luaL_newmetatable(L, CT_FLOW_TYPE);
 	luaL_setfuncs(L, meta, 0);
+	lua_pushvalue(L, -1);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &metatable_key);
 	luaL_newlib(L, methods);
-	lua_pushcclosure(L, flow_index, 1);
+	lua_pushvalue(L, -2);
+	lua_pushcclosure(L, flow_index, 2);
 	lua_setfield(L, -2, "__index");
 	lua_pop(L, 1);
 }

@@ -139,6 +139,22 @@ static void put_ipv6(struct line *l, const uint8_t *a)
 	}
 }
 
+/*
+ * inet_ntop's text of an address (4 bytes for AF_INET, else 16) without
+ * printf, which glibc's inet_ntop uses for IPv4: flow fields read addresses
+ * by the million. buf must hold INET6_ADDRSTRLEN bytes.
+ */
+void ct_print_addr(char *buf, int family, const void *addr)
+{
+	struct line l = { buf, buf + INET6_ADDRSTRLEN - 1, false };
+
+	if (family == AF_INET6)
+		put_ipv6(&l, addr);
+	else
+		put_ipv4(&l, addr);
+	*l.p = '\0';
+}
+
 static void put_addresses(struct line *l, const struct nf_conntrack *ct, bool reply)
 {
 	bool v4 = nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO) == AF_INET;
