@@ -253,14 +253,22 @@ describe("the parser of many lines (-R)", function()
 
   it("replays save-format lines of every protocol", function()
     same_as_full {
-      "-I -t 100 -u SEEN_REPLY,ASSURED -s 10.0.0.1 -d 10.0.0.2 -r 10.0.0.2 -q 10.0.0.1 -p tcp --sport 1 --dport 2 --reply-port-src 2 --reply-port-dst 1 --state ESTABLISHED",
-      "-I -t 200 -u ASSURED -s 10.0.0.3 -d 10.0.0.4 -r 10.0.0.4 -q 10.0.0.3 -p tcp --sport 3 --dport 4 --reply-port-src 4 --reply-port-dst 3 --state TIME_WAIT",
-      "-I -t 200 -u ASSURED -s 10.0.0.3 -d 10.0.0.4 -r 10.0.0.4 -q 10.0.0.3 -p udp --sport 3 --dport 4 --reply-port-src 4 --reply-port-dst 3 --state TIME_WAIT",
-      "-I -t 200 -u ASSURED -s 10.0.0.3 -d 10.0.0.4 -r 10.0.0.4 -q 10.0.0.3 -p sctp --sport 3 --dport 4 --reply-port-src 4 --reply-port-dst 3 --state CLOSED",
-      "-I -t 30 -u UNSET -s fd00::1 -d fd00::2 -r fd00::2 -q fd00::1 -p icmpv6 --icmpv6-type 128 --icmpv6-code 0 --icmpv6-id 7",
-      "-I -t 30 -u UNSET -s fd00::3 -d fd00::4 -r fd00::4 -q fd00::3 -p icmpv6 --icmpv6-type 128 --icmpv6-code 0 --icmpv6-id 8",
-      "-I -t 30 -u UNSET -s 10.0.0.5 -d 10.0.0.6 -r 10.0.0.6 -q 10.0.0.5 -p gre --srckey 1 --dstkey 2 --reply-key-src 2 --reply-key-dst 1",
-      "-A -t 59 -u UNSET -s 192.168.9.3 -d 198.51.100.8 -g 10.9.9.9 -q 192.168.9.3 -p udp --sport 6000 --dport 53 --reply-port-src 5300 --reply-port-dst 6000",
+      "-I -t 100 -u SEEN_REPLY,ASSURED -s 10.0.0.1 -d 10.0.0.2 -r 10.0.0.2 -q 10.0.0.1 -p tcp --sport 1 " ..
+        "--dport 2 --reply-port-src 2 --reply-port-dst 1 --state ESTABLISHED",
+      "-I -t 200 -u ASSURED -s 10.0.0.3 -d 10.0.0.4 -r 10.0.0.4 -q 10.0.0.3 -p tcp --sport 3 --dport 4 " ..
+        "--reply-port-src 4 --reply-port-dst 3 --state TIME_WAIT",
+      "-I -t 200 -u ASSURED -s 10.0.0.3 -d 10.0.0.4 -r 10.0.0.4 -q 10.0.0.3 -p udp --sport 3 --dport 4 " ..
+        "--reply-port-src 4 --reply-port-dst 3 --state TIME_WAIT",
+      "-I -t 200 -u ASSURED -s 10.0.0.3 -d 10.0.0.4 -r 10.0.0.4 -q 10.0.0.3 -p sctp --sport 3 --dport 4 " ..
+        "--reply-port-src 4 --reply-port-dst 3 --state CLOSED",
+      "-I -t 30 -u UNSET -s fd00::1 -d fd00::2 -r fd00::2 -q fd00::1 -p icmpv6 --icmpv6-type 128 " ..
+        "--icmpv6-code 0 --icmpv6-id 7",
+      "-I -t 30 -u UNSET -s fd00::3 -d fd00::4 -r fd00::4 -q fd00::3 -p icmpv6 --icmpv6-type 128 " ..
+        "--icmpv6-code 0 --icmpv6-id 8",
+      "-I -t 30 -u UNSET -s 10.0.0.5 -d 10.0.0.6 -r 10.0.0.6 -q 10.0.0.5 -p gre --srckey 1 --dstkey 2 " ..
+        "--reply-key-src 2 --reply-key-dst 1",
+      "-A -t 59 -u UNSET -s 192.168.9.3 -d 198.51.100.8 -g 10.9.9.9 -q 192.168.9.3 -p udp --sport 6000 " ..
+        "--dport 53 --reply-port-src 5300 --reply-port-dst 6000",
     }
   end)
 
