@@ -141,34 +141,6 @@ end
 local scratch     -- a directory for one test's files
 local processes   -- background processes of the current test
 
---- Starts a shell command in the background; returns a process with :pid, :status()
--- (nil while it runs), :wait(seconds), :stdout(), :stderr(), :signal(NAME).
-local function spawn(command)
-  local n = #processes + 1
-  local p = { out = scratch .. "/out" .. n, err = scratch .. "/err" .. n,
-              pidfile = scratch .. "/pid" .. n, statusfile = scratch .. "/status" .. n }
-  local inner = string.format("%s >%s 2>%s & echo $! >%s; wait $!; echo $? >%s",
-                              command, p.out, p.err, p.pidfile, p.statusfile)
-  H.must("(sh -c " .. H.quote(inner) .. " </dev/null >/dev/null 2>&1 &)")
-  processes[n] = p
-  function p:stdout() return read_file(self.out) end
-  function p:stderr() return read_file(self.err) end
-  function p:describe() return "stdout:\n" .. self:stdout() .. "stderr:\n" .. self:stderr() end
-  function p:status() return math.tointeger(tonumber(read_file(self.statusfile):match("%d+"))) end
-  function p:signal(name) H.must("kill -" .. name .. " " .. self.pid) end
-  function p:wait(seconds)
-    return eventually(seconds or 10, "the process to exit", function() return self:status() end,
-                      function() return self:describe() end)
-  end
-  function p:fds()
-    return #H.lines(H.run("ls /proc/" .. self.pid .. "/fd"))
-  end
-  p.pid = eventually(5, "the pid of " .. command, function()
-    return read_file(p.pidfile):match("%d+")
-  end)
-  return p
-end
-
 local function count_of(text, plain)
   local n, at = 0, 1
   while true do
@@ -199,13 +171,11 @@ describe("faults", function()
     H.sysctl("nf_conntrack_events", 1)
     h = H.open()
     scratch = H.must("mktemp -d /tmp/ct-faults.XXXXXX"):match("%S+")
-    processes = {}
+    processes = H.processes(scratch)
   end)
 
   after_each(function()
-    for _, p in ipairs(processes) do
-      if not p:status() then H.run("kill -9 " .. p.pid) end
-    end
+    processes:kill()
     H.run("rm -rf " .. H.quote(scratch))
     h:close()
   end)
@@ -851,7 +821,7 @@ return {
   end,
 }
 ]])
-      local r = spawn(CT_LUA .. " watch " .. script)
+      local r = processes:spawn(CT_LUA .. " watch " .. script)
       eventually(5, "watching", function() return r:stderr():find("watching", 1, true) end,
                  function() return r:describe() end)
       local function handled(n)
@@ -892,7 +862,7 @@ return {
       local path, ready = scratch .. "/script.lua", scratch .. "/ready"
       os.remove(ready)
       H.write_file(path, PRELUDE .. ANNOUNCE .. chunk)
-      local p = spawn(interpreter .. " " .. path .. " " .. ready)
+      local p = processes:spawn(interpreter .. " " .. path .. " " .. ready)
       local pid = eventually(30, "the script to get ready", function()
         return read_file(ready):match("^%d+$") or p:status()
       end, function() return p:describe() end)
@@ -958,7 +928,7 @@ return {
     it("ct-lua conntrack -E stops like conntrack -E: status 0 and the count of events shown",
        function()
       local function events_run(command)
-        local p = spawn(command)
+        local p = processes:spawn(command)
         H.run("sleep 0.5")
         assert.is_true(h:create(udp(1)))
         assert.equal(1, h:delete{ proto = "udp" })

@@ -14,9 +14,6 @@ local POLL = "sleep 0.05"
 ---------------------------------------------------------------------------------------
 -- helpers
 
-
-local read_file = H.read_file
-
 --- Replaces a file in one step (write then rename), so a runner that reads it between
 -- two checks sees either version, never half of one.
 local function replace_file(path, text)
@@ -38,63 +35,11 @@ local eventually = H.eventually
 local scratch    -- a directory for the scripts and outputs of one test
 local processes  -- the background processes started by the current test
 
---- Starts a shell command in the background, its output going to files. Returns a
--- process: :stdout(), :stderr(), :lines(), :status() (nil while it runs), :signal(NAME),
--- :exit_status(seconds), :stop() (SIGTERM, then the exit status), :describe().
-local function spawn(command)
-  local n = #processes + 1
-  local p = { out = scratch .. "/out" .. n, err = scratch .. "/err" .. n,
-              pidfile = scratch .. "/pid" .. n, statusfile = scratch .. "/status" .. n }
-  -- the inner shell knows the pid and waits for the exit status; both go to files
-  local inner = string.format("%s >%s 2>%s & echo $! >%s; wait $!; echo $? >%s",
-                              command, p.out, p.err, p.pidfile, p.statusfile)
-  H.must("(sh -c " .. H.quote(inner) .. " </dev/null >/dev/null 2>&1 &)")
-  processes[n] = p
-
-  function p:stdout() return read_file(self.out) end
-  function p:stderr() return read_file(self.err) end
-  function p:lines() return H.lines(self:stdout()) end
-  function p:status()
-    return math.tointeger(tonumber(read_file(self.statusfile):match("%d+")))
-  end
-  function p:describe()
-    return "stdout:\n" .. self:stdout() .. "stderr:\n" .. self:stderr()
-  end
-  function p:signal(name)
-    H.must("kill -" .. name .. " " .. self.pid)
-  end
-  function p:exit_status(seconds)
-    return eventually(seconds or 5, "the process to exit", function() return self:status() end,
-                      function() return self:describe() end)
-  end
-  function p:stop()
-    self:signal("TERM")
-    return self:exit_status()
-  end
-  --- Waits until the last line of stdout is line.
-  function p:last_line_is(line, seconds)
-    eventually(seconds or 5, "the line '" .. line .. "'", function()
-      local lines = self:lines()
-      return lines[#lines] == line
-    end, function() return self:describe() end)
-  end
-  function p:stderr_has(plain, seconds)
-    eventually(seconds or 5, "'" .. plain .. "' on stderr", function()
-      return self:stderr():find(plain, 1, true)
-    end, function() return self:describe() end)
-  end
-
-  p.pid = eventually(5, "the pid of " .. command, function()
-    return read_file(p.pidfile):match("%d+")
-  end)
-  return p
-end
-
 --- Starts `ct-lua watch script args...` and waits until it watches (it has subscribed).
 local function start_watch(script, ...)
   local words = { CT_LUA, "watch", H.quote(script) }
   for _, a in ipairs({ ... }) do words[#words + 1] = H.quote(a) end
-  local r = spawn(table.concat(words, " "))
+  local r = processes:spawn(table.concat(words, " "))
   eventually(5, "the runner to start watching", function()
     return r:stderr():find("watching", 1, true) or r:status()
   end, function() return r:describe() end)
@@ -148,14 +93,12 @@ describe("ct-lua watch", function()
     -- with the default (2) entries made while nobody listens never emit events
     H.sysctl("nf_conntrack_events", 1)
     scratch = H.must("mktemp -d"):match("%S+")
-    processes = {}
+    processes = H.processes(scratch)
     h = H.open()
   end)
 
   after_each(function()
-    for _, p in ipairs(processes) do
-      if not p:status() then H.run("kill -KILL " .. p.pid) end
-    end
+    processes:kill()
     h:close()
     H.run("rm -rf " .. H.quote(scratch))
   end)
@@ -168,7 +111,7 @@ describe("ct-lua watch", function()
       -- the oracle: conntrack's own event listing of the same flows. The exchanges may
       -- make refused connections while the server starts; they are flows too, and some
       -- are gone from the table at once, so conntrack -L could not count them.
-      local oracle = spawn(H.CONNTRACK .. " -E -e NEW -p tcp --dport 22 -o id")
+      local oracle = processes:spawn(H.CONNTRACK .. " -E -e NEW -p tcp --dport 22 -o id")
       local r = start_watch("examples/ssh-log.lua")
       -- both listen once a probe entry made through ctnetlink reaches both
       local probe = 0
@@ -445,7 +388,7 @@ return {
 ]])
       local r = start_watch(path)
       create(h, udp_specs("10.5.0.1", 1, 1000))
-      assert.are.equal(1, r:exit_status())
+      assert.are.equal(1, r:wait())
       assert.truthy(r:stderr():find("strict", 1, true))
     end)
 
@@ -457,7 +400,7 @@ return { on_new = function(flow) ctx.stop(tonumber(ctx.args[1])) end }
 ]])
       local r = start_watch(path, "3")
       create(h, udp_specs("10.5.0.1", 1, 1000))
-      assert.are.equal(3, r:exit_status())
+      assert.are.equal(3, r:wait())
     end)
 
     it("exits with status 0 on SIGTERM and SIGINT", function()
@@ -466,7 +409,7 @@ return { on_new = function(flow) ctx.stop(tonumber(ctx.args[1])) end }
       assert.are.equal(0, start_watch(path):stop())
       local r = start_watch(path)
       r:signal("INT")
-      assert.are.equal(0, r:exit_status())
+      assert.are.equal(0, r:wait())
     end)
 
     it("exits with status 2 and a usage line on a usage error", function()

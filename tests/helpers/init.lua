@@ -275,6 +275,64 @@ function H.file_text(path)
   return text
 end
 
+--- A group of background processes that one test starts in its scratch directory dir
+-- and that end with it: group:spawn(command) starts a shell command with its output in
+-- files and returns a process (below); group:kill() ends those still running, by pid.
+function H.processes(dir)
+  local group = {}
+  --- The process: .pid, :stdout(), :stderr(), :lines(), :status() (nil while it runs),
+  -- :describe(), :signal(NAME), :wait([seconds]) (its exit status), :stop() (SIGTERM,
+  -- then its exit status), :fds(), :last_line_is(line), :stderr_has(plain).
+  function group.spawn(_, command)
+    local n = #group + 1
+    local p = { out = dir .. "/out" .. n, err = dir .. "/err" .. n,
+                pidfile = dir .. "/pid" .. n, statusfile = dir .. "/status" .. n }
+    -- the inner shell knows the pid and waits for the exit status; both go to files
+    local inner = string.format("%s >%s 2>%s & echo $! >%s; wait $!; echo $? >%s",
+                                command, p.out, p.err, p.pidfile, p.statusfile)
+    H.must("(sh -c " .. H.quote(inner) .. " </dev/null >/dev/null 2>&1 &)")
+    group[n] = p
+    function p:stdout() return H.read_file(self.out) end
+    function p:stderr() return H.read_file(self.err) end
+    function p:lines() return H.lines(self:stdout()) end
+    function p:status()
+      return math.tointeger(tonumber(H.read_file(self.statusfile):match("%d+")))
+    end
+    function p:describe() return "stdout:\n" .. self:stdout() .. "stderr:\n" .. self:stderr() end
+    function p:signal(name) H.must("kill -" .. name .. " " .. self.pid) end
+    function p:wait(seconds)
+      return H.eventually(seconds or 10, "the process to exit", function() return self:status() end,
+                          function() return self:describe() end)
+    end
+    function p:stop()
+      self:signal("TERM")
+      return self:wait()
+    end
+    function p:fds() return #H.lines(H.run("ls /proc/" .. self.pid .. "/fd")) end
+    function p:last_line_is(line, seconds)
+      H.eventually(seconds or 5, "the line '" .. line .. "'", function()
+        local lines = self:lines()
+        return lines[#lines] == line
+      end, function() return self:describe() end)
+    end
+    function p:stderr_has(plain, seconds)
+      H.eventually(seconds or 5, "'" .. plain .. "' on stderr", function()
+        return self:stderr():find(plain, 1, true)
+      end, function() return self:describe() end)
+    end
+    p.pid = H.eventually(5, "the pid of " .. command, function()
+      return H.read_file(p.pidfile):match("%d+")
+    end)
+    return p
+  end
+  function group.kill()
+    for _, p in ipairs(group) do
+      if not p:status() then H.run("kill -9 " .. p.pid) end
+    end
+  end
+  return group
+end
+
 --- Open file descriptors of this process. ls runs from popen, whose pipe
 -- may not yet be closed on our side when ls looks: take the least of a few.
 function H.fd_count()
