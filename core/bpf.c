@@ -2,7 +2,8 @@
  * A filter compiled to a classic BPF socket filter for the event socket, so
  * the kernel drops unwanted events before they take room in the receive
  * buffer. The program walks the netlink attributes with the NLATTR and
- * NLATTR_NEST ancillary loads.
+ * NLATTR_NEST ancillary loads. Dumps run the same program in userspace
+ * (bpf_run.c) to skip the parsing of entries it drops.
  *
  * It needs only to pass a superset of what the filter wants: C checks every
  * term again on each event. So a term goes to the kernel only where its
@@ -43,13 +44,13 @@ static const struct bpf_path {
 	{ ATTR_REPL_PORT_DST, { CTA_TUPLE_REPLY, CTA_TUPLE_PROTO, CTA_PROTO_DST_PORT }, 3, 2 },
 	{ ATTR_TCP_STATE, { CTA_PROTOINFO, CTA_PROTOINFO_TCP, CTA_PROTOINFO_TCP_STATE }, 3, 1 },
 	{ ATTR_MARK, { CTA_MARK }, 1, 4 },
+	{ ATTR_ZONE, { CTA_ZONE }, 1, 2 },
 };
 
 /* Symbolic jump targets inside one term's block, resolved when it ends. */
 enum target { NEXT, ABSENT, MATCH, MISMATCH };
 
-/* Far more than the largest filter needs (a term takes at most 30). */
-#define PROGRAM_MAX 1024
+#define PROGRAM_MAX CT_BPF_MAX
 
 struct program {
 	struct sock_filter insn[PROGRAM_MAX];
@@ -159,7 +160,8 @@ static bool port_proto(int proto)
 /*
  * Emit the block of one term, or return false when the kernel cannot give
  * it the C meaning. Absent attributes: C does not match them (a negated
- * term then passes), except the mark, which the kernel leaves out when 0.
+ * term then passes), except the mark and the zone, which the kernel leaves
+ * out when 0 (and which read as 0 then).
  */
 static bool compile_term(struct program *p, const struct ct_field *f, const struct ct_value *want,
 			 int proto)
@@ -167,7 +169,7 @@ static bool compile_term(struct program *p, const struct ct_field *f, const stru
 	uint32_t value[4] = { 0 }, mask[4] = { UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT32_MAX };
 	const struct bpf_path *at;
 	int attr = f->attr;
-	bool absent_matches = false;
+	bool absent_is_zero = false;
 
 	switch (f->kind) {
 	case K_FAMILY:
@@ -198,7 +200,13 @@ static bool compile_term(struct program *p, const struct ct_field *f, const stru
 		value[0] = (uint32_t)want->v.num;
 		if (want->has_mask)
 			mask[0] = (uint32_t)want->mask.num;
-		absent_matches = (0 & mask[0]) == (value[0] & mask[0]);
+		absent_is_zero = true;
+		break;
+	case K_U16:
+		if (attr != ATTR_ZONE)
+			return false;
+		value[0] = (uint32_t)want->v.num;
+		absent_is_zero = true;
 		break;
 	case K_STATE: {
 		int state = proto == IPPROTO_TCP ? ct_state_number(IPPROTO_TCP, want->str) : -1;
@@ -217,9 +225,29 @@ static bool compile_term(struct program *p, const struct ct_field *f, const stru
 		return false;
 	find_attribute(p, at);
 	compare(p, at, value, mask);
-	/* an absent mark is 0: it passes when 0 would, negated or not */
-	end_block(p, want->negate, f->kind == K_U32 ? absent_matches != want->negate : want->negate);
+	/* an absent mark or zone is 0: it passes when 0 would, negated or not */
+	end_block(p, want->negate,
+		  absent_is_zero ? ((value[0] & mask[0]) == 0) != want->negate : want->negate);
 	return true;
+}
+
+/*
+ * Compile the terms whose kernel meaning is their C meaning (or wider) into
+ * p; compiled[i] says whether term i is in it. Returns false when none is.
+ */
+static bool compile_filter(const struct ct_filter *filter, struct program *p, bool *compiled)
+{
+	int proto = required_proto(filter);
+	bool any = false;
+
+	p->n = p->block = 0;
+	for (size_t i = 0; i < filter->nterms; i++) {
+		compiled[i] = compile_term(p, filter->terms[i].field, &filter->terms[i].want, proto);
+		any = any || compiled[i];
+	}
+	if (any)
+		emit(p, BPF_RET | BPF_K, NEXT, NEXT, UINT32_MAX);
+	return any;
 }
 
 /*
@@ -231,24 +259,30 @@ int ct_bpf_attach(int fd, struct ct_filter *filter)
 {
 	struct program p;
 	struct sock_fprog prog;
-	int proto = required_proto(filter);
-	size_t compiled = 0;
+	bool compiled[sizeof(filter->terms) / sizeof(filter->terms[0])];
 
-	p.n = p.block = 0;
-	for (size_t i = 0; i < filter->nterms; i++) {
-		filter->terms[i].in_kernel = compile_term(&p, filter->terms[i].field,
-							  &filter->terms[i].want, proto);
-		compiled += filter->terms[i].in_kernel;
-	}
-	if (!compiled)
+	if (!compile_filter(filter, &p, compiled))
 		return 0;
-	emit(&p, BPF_RET | BPF_K, NEXT, NEXT, UINT32_MAX);
 	prog.len = (unsigned short)p.n;
 	prog.filter = p.insn;
-	if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) < 0) {
-		for (size_t i = 0; i < filter->nterms; i++)
-			filter->terms[i].in_kernel = false;
+	if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) < 0)
 		return errno;
-	}
+	for (size_t i = 0; i < filter->nterms; i++)
+		filter->terms[i].in_kernel = compiled[i];
 	return 0;
+}
+
+/*
+ * The program of filter into insn (CT_BPF_MAX instructions), for
+ * ct_bpf_run; returns its length, 0 when no term compiles.
+ */
+unsigned int ct_bpf_compile(const struct ct_filter *filter, struct sock_filter *insn)
+{
+	struct program p;
+	bool compiled[sizeof(filter->terms) / sizeof(filter->terms[0])];
+
+	if (!compile_filter(filter, &p, compiled))
+		return 0;
+	memcpy(insn, p.insn, p.n * sizeof(p.insn[0]));
+	return p.n;
 }

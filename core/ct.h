@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <netinet/in.h>
+#include <linux/filter.h>
 
 #include <lua.h>
 #include <lauxlib.h>
@@ -158,7 +159,12 @@ void ct_filter_explain(lua_State *L, const struct ct_filter *filter);
 
 /* ---- bpf.c: a filter as a socket filter for event sockets --------------- */
 
+#define CT_BPF_MAX 1024	/* instructions: far more than the largest filter needs
+				 * (a term takes at most 30) */
 int ct_bpf_attach(int fd, struct ct_filter *filter);
+unsigned int ct_bpf_compile(const struct ct_filter *filter, struct sock_filter *insn);
+bool ct_bpf_run(const struct sock_filter *insn, unsigned int len, const void *message,
+		size_t size);
 
 /* ---- labelmap.c: connlabel.conf, loaded on first use -------------------- */
 
@@ -291,6 +297,10 @@ struct ct_dump {
 	struct ct_expect pending_expect;
 	size_t unreported;		/* flow bytes not yet told to the GC */
 	struct ct_filter filter;
+	/* the filter as a BPF program run on each entry before it is parsed
+	 * (bpf_run.c), when the kernel could not filter the dump itself */
+	struct sock_filter prefilter[CT_BPF_MAX];
+	unsigned int prefilter_len;
 };
 
 void ct_dump_open(lua_State *L);

@@ -65,6 +65,19 @@ static void drop_pending(struct ct_dump *d)
 }
 
 /*
+ * Whether an entry of the dump may pass its filter, from its attributes,
+ * before it is parsed (the prefilter drops only entries the filter drops).
+ * Other messages (the end, an error, a stranger's) go to mnl_cb_run.
+ */
+static bool may_pass(const struct ct_dump *d, const struct nlmsghdr *nlh)
+{
+	if (!d->prefilter_len || nlh->nlmsg_type != CT_MSG(IPCTNL_MSG_CT_NEW) ||
+	    nlh->nlmsg_seq != d->seq || nlh->nlmsg_pid != d->sock.portid)
+		return true;
+	return ct_bpf_run(d->prefilter, d->prefilter_len, nlh, nlh->nlmsg_len);
+}
+
+/*
  * Parse the next message into d->pending (or d->pending_expect). Returns 1
  * with an entry that passes the C filter, 0 at the end of the dump, or
  * -errno. No Lua is called here.
@@ -87,6 +100,12 @@ static int next_entry(struct ct_dump *d)
 		if (!ct_nlmsg_ok(nlh, d->len - d->off))
 			return -EPROTO;
 		d->off += NLMSG_ALIGN(nlh->nlmsg_len);
+		/* a malformed entry is reported even when the filter would drop it */
+		if (!d->expect && !may_pass(d, nlh)) {
+			if (!ct_flow_msg_valid(nlh))
+				return -EBADMSG;
+			continue;
+		}
 		if (d->expect) {
 			ret = mnl_cb_run(nlh, nlh->nlmsg_len, d->seq, d->sock.portid, ct_expect_parse_cb,
 					 &d->pending_expect);
@@ -229,6 +248,8 @@ int ct_dump_push(lua_State *L, int handle_idx, int filter_idx, int arg, const ch
 	lua_getiuservalue(L, handle_idx, CT_UV_LABELMAP);
 	a.labelmap = lua_gettop(L);
 	ct_filter_compile(&a, filter_idx, &d->filter);
+	if (!d->expect)
+		d->prefilter_len = ct_bpf_compile(&d->filter, d->prefilter);
 	lua_setiuservalue(L, -2, UV_LABELMAP);
 	ct_filter_push_predicate(L, filter_idx);
 	lua_setiuservalue(L, -2, UV_PREDICATE);

@@ -589,6 +589,9 @@ describe("events", function()
       { "gre srckey", { srckey = 1002 }, function(f) return f.srckey == 1002 end },
       { "gre dstkey", { dstkey = 0x20 }, function(f) return f.dstkey == 0x20 end },
       { "zone", { zone = 7 }, function(f) return f.zone == 7 end },
+      -- the kernel leaves CTA_ZONE out for zone 0
+      { "zone 0", { zone = 0 }, function(f) return f.zone == 0 end },
+      { "negated zone", { zone = "!7" }, function(f) return f.zone ~= 7 end },
       { "combination",
         { family = "ipv4", proto = "udp", dst = "10.3.0.0/16", mark = "0x5/0xf", sport = "!2003" },
         function(f)
@@ -682,10 +685,12 @@ describe("events", function()
       -- a negated port would be wrong in the kernel for GRE, whose keys share the attribute
       { { dport = "!80" }, {}, { "dport" } },
       { { srckey = 5 }, {}, { "srckey" } },
-      { { zone = 3 }, {}, { "zone" } },
+      { { zone = 3 }, { "zone" }, {} },
+      -- directional zones live in the tuples, where the kernel leaves them out for zone 0
+      { { orig_zone = 3 }, {}, { "orig_zone" } },
       { { status = "ASSURED" }, {}, { "status" } },
       { { proto = "udp", zone = 3, status = "!ASSURED", src = "10.0.0.0/8" },
-        { "proto", "src" }, { "status", "zone" } },
+        { "proto", "src", "zone" }, { "status" } },
     }
     for _, case in ipairs(EXPLAIN) do
       local filter, kernel, c = case[1], case[2], case[3]

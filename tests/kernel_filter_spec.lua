@@ -1,6 +1,9 @@
 -- Filters the kernel applies to dumps (CTA_FILTER tuples, status, mark, family): every
 -- filter returns exactly the entries an independent Lua check picks from a full dump,
--- whatever part of it ran in the kernel, and h:explain says which part that was.
+-- whatever part of it ran in the kernel, and h:explain says which part that was. The
+-- terms left to userspace first run on each entry's raw attributes, as a BPF program,
+-- before it is parsed (bpf_run.c): the family-less cases at the end check that this
+-- drops nothing the filter wants, with absent attributes (a zone or mark of 0) too.
 --
 -- tests/run gives this file its own network namespace, so the table belongs to us.
 
@@ -83,6 +86,19 @@ local CASES = {
   { { family = "ipv4", proto = "sctp", dport = 22 }, function() return false end },
   { { src = "10.1.0.1", function(f) return f.dport ~= 22 end },
     function(f) return f.src == "10.1.0.1" and f.dport ~= 22 end },
+  -- no family: the kernel filters nothing, the prefilter what it can
+  { { zone = 5 }, function(f) return f.zone == 5 end, kernel = {} },
+  { { zone = 0 }, function(f) return f.zone == 0 end, kernel = {} },
+  { { zone = "!5" }, function(f) return f.zone ~= 5 end, kernel = {} },
+  { { mark = 0, proto = "tcp" }, function(f) return f.mark == 0 and f.proto == "tcp" end },
+  { { mark = "!1" }, function(f) return f.mark ~= 1 end },
+  { { proto = "tcp", state = "ESTABLISHED", dport = "!80" },
+    function(f) return f.proto == "tcp" and f.state == "ESTABLISHED" and f.dport ~= 80 end },
+  { { proto = "udp", sport = 5353 }, function(f) return f.proto == "udp" and f.sport == 5353 end },
+  { { dst = "!fd00::/16" }, function(f) return not (f.dst:find("^fd00:")) end },
+  { { reply_src = "fd00::3" }, function(f) return f.reply_src == "fd00::3" end },
+  { { reply_dport = 4000 }, function(f) return f.reply_dport == 4000 end },
+  { { family = "!ipv6", proto = "icmp" }, function(f) return is_ipv4(f) and f.proto == "icmp" end },
 }
 
 -- the entry's id: unlike its text, it does not change while the timeout counts down
