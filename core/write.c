@@ -87,7 +87,10 @@ int ct_handle_write(lua_State *L)
 			int err = errno;
 
 			luaL_callmeta(L, dump, "__close");
-			return ct_fail(L, "write", err);
+			/* the file's error as io.write reports it: ct_fail's hints are the kernel's
+			 * (its ENOSPC means no label storage, here a full disk) */
+			errno = err;
+			return luaL_fileresult(L, 0, "conntrack.write");
 		}
 		count++;
 	}
