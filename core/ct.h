@@ -295,6 +295,11 @@ void ct_put_ipv6(struct ct_line *l, const uint8_t *a);	/* as glibc's inet_ntop *
 int ct_print_default(char *buf, size_t size, const struct nf_conntrack *ct, unsigned int type,
 		     unsigned int flags, bool labels);
 
+/* ---- json_print.c: a flow as json.flow's JSON object -------------------- */
+
+size_t ct_json_flow(char *buf, size_t size, const struct nf_conntrack *ct,
+		    struct nfct_labelmap *map);
+
 /* ---- expect.c: conntrack.expect ----------------------------------------- */
 
 enum { CT_EXPECTED, CT_MASK, CT_MASTER, CT_NAT, CT_EXPECT_TUPLES };
