@@ -700,16 +700,24 @@ static uint8_t ct_family(const struct nf_conntrack *ct)
 
 bool ct_field_applies(const struct ct_field *f, const struct nf_conntrack *ct)
 {
-	uint8_t p = ct_proto(ct);
+	uint8_t p;
 
 	switch (f->scope) {
-	case S_ANY:   return true;
-	case S_GRE:   return p == IPPROTO_GRE;
-	case S_ICMP:  return p == IPPROTO_ICMP || p == IPPROTO_ICMPV6;
-	case S_SCTP:  return p == IPPROTO_SCTP;
-	case S_TCP:   return p == IPPROTO_TCP;
-	case S_PORTS: return p == IPPROTO_TCP || p == IPPROTO_UDP || p == IPPROTO_UDPLITE ||
-			     p == IPPROTO_SCTP || p == IPPROTO_DCCP;
+	case S_ANY:
+		return true;	/* most fields: libnfct is not even asked for the protocol */
+	case S_GRE:
+		return ct_proto(ct) == IPPROTO_GRE;
+	case S_ICMP:
+		p = ct_proto(ct);
+		return p == IPPROTO_ICMP || p == IPPROTO_ICMPV6;
+	case S_SCTP:
+		return ct_proto(ct) == IPPROTO_SCTP;
+	case S_TCP:
+		return ct_proto(ct) == IPPROTO_TCP;
+	case S_PORTS:
+		p = ct_proto(ct);
+		return p == IPPROTO_TCP || p == IPPROTO_UDP || p == IPPROTO_UDPLITE ||
+		       p == IPPROTO_SCTP || p == IPPROTO_DCCP;
 	}
 	return false;
 }
