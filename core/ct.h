@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <netinet/in.h>
 #include <linux/filter.h>
 
@@ -115,6 +116,20 @@ void ct_field_parse(const struct ct_arg *a, const struct ct_field *f, int idx, s
 bool ct_field_applies(const struct ct_field *f, const struct nf_conntrack *ct);
 bool ct_field_is_set(const struct ct_field *f);
 bool ct_field_present(const struct ct_field *f, const struct nf_conntrack *ct);
+
+/* What a present field holds (ct_field_read): how Lua reads it, in C. */
+struct ct_reading {
+	enum { CT_R_STRING, CT_R_INTEGER, CT_R_BOOLEAN, CT_R_ADDR, CT_R_FLAGS, CT_R_LABELS } type;
+	int64_t num;			/* integer, boolean; CT_R_FLAGS: the bits */
+	const char *str;		/* CT_R_STRING */
+	const void *addr;		/* CT_R_ADDR, IPv4 or (ipv6) IPv6 */
+	bool ipv6;
+	const char *const *names;	/* CT_R_FLAGS: bit n's name, NULL-terminated */
+	const struct nfct_bitmask *labels;	/* CT_R_LABELS */
+};
+
+void ct_field_read(const struct ct_field *f, const struct nf_conntrack *ct, struct ct_reading *r);
+const char *ct_label_name(struct nfct_labelmap *map, unsigned int bit);
 void ct_field_push(lua_State *L, const struct ct_field *f, const struct nf_conntrack *ct,
 		   struct nfct_labelmap *labelmap);
 bool ct_field_match(const struct ct_field *f, const struct ct_value *want,
@@ -258,9 +273,39 @@ size_t ct_format_print(char *buf, size_t size, const struct nf_conntrack *ct,
 
 /* ---- print.c: conntrack -L's line without printf ------------------------ */
 
+/* An output buffer that stops, and says so, when the next piece does not fit. */
+struct ct_line {
+	char *p, *end;
+	bool full;
+};
+
+/* Inline: the printers call these for every piece of a line. */
+static inline void ct_put(struct ct_line *l, const char *s, size_t n)
+{
+	if (l->full || (size_t)(l->end - l->p) < n) {
+		l->full = true;
+		return;
+	}
+	memcpy(l->p, s, n);
+	l->p += n;
+}
+
+static inline void ct_put_str(struct ct_line *l, const char *s)
+{
+	ct_put(l, s, strlen(s));
+}
+
+void ct_put_u64(struct ct_line *l, uint64_t v);
+void ct_put_ipv4(struct ct_line *l, const uint8_t *a);
+void ct_put_ipv6(struct ct_line *l, const uint8_t *a);	/* as glibc's inet_ntop */
 int ct_print_default(char *buf, size_t size, const struct nf_conntrack *ct, unsigned int type,
 		     unsigned int flags, bool labels);
 void ct_print_addr(char *buf, int family, const void *addr);
+
+/* ---- json_print.c: a flow as json.flow's JSON object -------------------- */
+
+size_t ct_json_flow(char *buf, size_t size, const struct nf_conntrack *ct,
+		    struct nfct_labelmap *map);
 
 /* ---- expect.c: conntrack.expect ----------------------------------------- */
 

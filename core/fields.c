@@ -700,16 +700,24 @@ static uint8_t ct_family(const struct nf_conntrack *ct)
 
 bool ct_field_applies(const struct ct_field *f, const struct nf_conntrack *ct)
 {
-	uint8_t p = ct_proto(ct);
+	uint8_t p;
 
 	switch (f->scope) {
-	case S_ANY:   return true;
-	case S_GRE:   return p == IPPROTO_GRE;
-	case S_ICMP:  return p == IPPROTO_ICMP || p == IPPROTO_ICMPV6;
-	case S_SCTP:  return p == IPPROTO_SCTP;
-	case S_TCP:   return p == IPPROTO_TCP;
-	case S_PORTS: return p == IPPROTO_TCP || p == IPPROTO_UDP || p == IPPROTO_UDPLITE ||
-			     p == IPPROTO_SCTP || p == IPPROTO_DCCP;
+	case S_ANY:
+		return true;	/* most fields: libnfct is not even asked for the protocol */
+	case S_GRE:
+		return ct_proto(ct) == IPPROTO_GRE;
+	case S_ICMP:
+		p = ct_proto(ct);
+		return p == IPPROTO_ICMP || p == IPPROTO_ICMPV6;
+	case S_SCTP:
+		return ct_proto(ct) == IPPROTO_SCTP;
+	case S_TCP:
+		return ct_proto(ct) == IPPROTO_TCP;
+	case S_PORTS:
+		p = ct_proto(ct);
+		return p == IPPROTO_TCP || p == IPPROTO_UDP || p == IPPROTO_UDPLITE ||
+		       p == IPPROTO_SCTP || p == IPPROTO_DCCP;
 	}
 	return false;
 }
@@ -785,9 +793,8 @@ static const char *state_name(const struct nf_conntrack *ct)
 	return "UNKNOWN";
 }
 
-static void push_labels(lua_State *L, const struct nf_conntrack *ct, struct nfct_labelmap *map)
+static void push_labels(lua_State *L, const struct nfct_bitmask *b, struct nfct_labelmap *map)
 {
-	const struct nfct_bitmask *b = nfct_get_attr(ct, ATTR_CONNLABELS);
 	unsigned max = nfct_bitmask_maxbit(b);
 
 	lua_newtable(L);
@@ -796,8 +803,8 @@ static void push_labels(lua_State *L, const struct nf_conntrack *ct, struct nfct
 
 		if (!nfct_bitmask_test_bit(b, bit))
 			continue;
-		name = map ? nfct_labelmap_get_name(map, bit) : NULL;
-		if (name && *name)
+		name = ct_label_name(map, bit);
+		if (name)
 			lua_pushstring(L, name);
 		else
 			lua_pushinteger(L, bit);
@@ -806,65 +813,107 @@ static void push_labels(lua_State *L, const struct nf_conntrack *ct, struct nfct
 	}
 }
 
+/* The name of label bit in map, or NULL when it has none (then it is read as its number). */
+const char *ct_label_name(struct nfct_labelmap *map, unsigned int bit)
+{
+	const char *name = map ? nfct_labelmap_get_name(map, bit) : NULL;
+
+	return name && *name ? name : NULL;
+}
+
+/*
+ * The value of field f, present in ct, as the C side of what Lua reads: one
+ * reading serves ct_field_push and the JSON printer, so both give the same.
+ */
+void ct_field_read(const struct ct_field *f, const struct nf_conntrack *ct, struct ct_reading *r)
+{
+	switch (f->kind) {
+	case K_FAMILY:
+		r->type = CT_R_STRING;
+		r->str = ct_family(ct) == AF_INET6 ? "ipv6" : "ipv4";
+		break;
+	case K_PROTO:
+		r->str = ct_proto_name(ct_proto(ct));
+		r->type = r->str ? CT_R_STRING : CT_R_INTEGER;
+		r->num = ct_proto(ct);
+		break;
+	case K_ADDR:
+		r->type = CT_R_ADDR;
+		r->ipv6 = ct_family(ct) == AF_INET6;
+		r->addr = nfct_get_attr(ct, (enum nf_conntrack_attr)attr_of(f, ct));
+		break;
+	case K_STRING:
+		r->type = CT_R_STRING;
+		r->str = nfct_get_attr(ct, (enum nf_conntrack_attr)f->attr);
+		break;
+	case K_STATE:
+		r->type = CT_R_STRING;
+		r->str = state_name(ct);
+		break;
+	case K_STATUS:
+	case K_TCP_FLAGS:
+		r->type = CT_R_FLAGS;
+		r->num = flag_bits(f, ct);
+		r->names = flag_names(f);
+		break;
+	case K_LABELS:
+		r->type = CT_R_LABELS;
+		r->labels = nfct_get_attr(ct, ATTR_CONNLABELS);
+		break;
+	case K_NAT:
+		r->type = CT_R_BOOLEAN;
+		r->num = nfct_getobjopt(ct, (unsigned)f->attr) > 0;
+		break;
+	case K_ICMP_REPLY_TYPE:
+		r->type = CT_R_INTEGER;
+		r->num = icmp_reply_type(ct_family(ct), nfct_get_attr_u8(ct, ATTR_ICMP_TYPE));
+		break;
+	default:
+		/* a u64 counter above 2^63 reads negative, as lua_Integer does */
+		r->type = CT_R_INTEGER;
+		r->num = (int64_t)get_number(f, ct);
+		break;
+	}
+}
+
 void ct_field_push(lua_State *L, const struct ct_field *f, const struct nf_conntrack *ct,
 		   struct nfct_labelmap *labelmap)
 {
+	struct ct_reading r;
+
 	if (!ct_field_present(f, ct)) {
 		lua_pushnil(L);
 		return;
 	}
-	switch (f->kind) {
-	case K_FAMILY:
-		lua_pushstring(L, ct_family(ct) == AF_INET6 ? "ipv6" : "ipv4");
+	ct_field_read(f, ct, &r);
+	switch (r.type) {
+	case CT_R_STRING:
+		lua_pushstring(L, r.str);
 		break;
-	case K_PROTO: {
-		const char *name = ct_proto_name(ct_proto(ct));
-
-		if (name)
-			lua_pushstring(L, name);
-		else
-			lua_pushinteger(L, ct_proto(ct));
+	case CT_R_INTEGER:
+		lua_pushinteger(L, (lua_Integer)r.num);
 		break;
-	}
-	case K_ADDR: {
+	case CT_R_BOOLEAN:
+		lua_pushboolean(L, r.num != 0);
+		break;
+	case CT_R_ADDR: {
 		char text[INET6_ADDRSTRLEN];
-		int family = ct_family(ct) == AF_INET6 ? AF_INET6 : AF_INET;
 
-		ct_print_addr(text, family, nfct_get_attr(ct, (enum nf_conntrack_attr)attr_of(f, ct)));
+		ct_print_addr(text, r.ipv6 ? AF_INET6 : AF_INET, r.addr);
 		lua_pushstring(L, text);
 		break;
 	}
-	case K_STRING:
-		lua_pushstring(L, nfct_get_attr(ct, (enum nf_conntrack_attr)f->attr));
-		break;
-	case K_STATE:
-		lua_pushstring(L, state_name(ct));
-		break;
-	case K_STATUS:
-	case K_TCP_FLAGS: {
-		const char *const *names = flag_names(f);
-		uint32_t bits = flag_bits(f, ct);
-
+	case CT_R_FLAGS:
 		lua_newtable(L);
-		for (int bit = 0; names[bit]; bit++) {
-			if (bits & (1u << bit)) {
+		for (int bit = 0; r.names[bit]; bit++) {
+			if (r.num & (1 << bit)) {
 				lua_pushboolean(L, 1);
-				lua_setfield(L, -2, names[bit]);
+				lua_setfield(L, -2, r.names[bit]);
 			}
 		}
 		break;
-	}
-	case K_LABELS:
-		push_labels(L, ct, labelmap);
-		break;
-	case K_NAT:
-		lua_pushboolean(L, nfct_getobjopt(ct, (unsigned)f->attr) > 0);
-		break;
-	case K_ICMP_REPLY_TYPE:
-		lua_pushinteger(L, icmp_reply_type(ct_family(ct), nfct_get_attr_u8(ct, ATTR_ICMP_TYPE)));
-		break;
-	default:
-		lua_pushinteger(L, (lua_Integer)get_number(f, ct));
+	case CT_R_LABELS:
+		push_labels(L, r.labels, labelmap);
 		break;
 	}
 }

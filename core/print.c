@@ -8,6 +8,7 @@
  * libnetfilter_conntrack: ICMP (the reply's type, code and id are in no
  * attribute libnfct exports), DCCP (whose state names libnfct takes from
  * the SCTP table), security contexts, labels and the ktimestamp dates.
+ * Its writers of text, numbers and addresses serve json_print.c too.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -19,28 +20,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
-/* An output buffer that stops, and says so, when the next piece does not fit. */
-struct line {
-	char *p, *end;
-	bool full;
-};
-
-static void put(struct line *l, const char *s, size_t n)
-{
-	if (l->full || (size_t)(l->end - l->p) < n) {
-		l->full = true;
-		return;
-	}
-	memcpy(l->p, s, n);
-	l->p += n;
-}
-
-static void put_str(struct line *l, const char *s)
-{
-	put(l, s, strlen(s));
-}
-
-static void put_u64(struct line *l, uint64_t v)
+void ct_put_u64(struct ct_line *l, uint64_t v)
 {
 	char digits[20], *d = digits + sizeof(digits);
 
@@ -48,31 +28,31 @@ static void put_u64(struct line *l, uint64_t v)
 		*--d = (char)('0' + v % 10);
 		v /= 10;
 	} while (v);
-	put(l, d, (size_t)(digits + sizeof(digits) - d));
+	ct_put(l, d, (size_t)(digits + sizeof(digits) - d));
 }
 
 /* "name=" then the number, then a blank */
-static void put_field(struct line *l, const char *name, uint64_t v)
+static void put_field(struct ct_line *l, const char *name, uint64_t v)
 {
-	put_str(l, name);
-	put_u64(l, v);
-	put(l, " ", 1);
+	ct_put_str(l, name);
+	ct_put_u64(l, v);
+	ct_put(l, " ", 1);
 }
 
 /* printf's "%-8s %u ": the name padded to 8, its number */
-static void put_name_num(struct line *l, const char *name, unsigned int num)
+static void put_name_num(struct ct_line *l, const char *name, unsigned int num)
 {
 	size_t n = strlen(name);
 
-	put(l, name, n);
-	put(l, "        ", n < 8 ? 8 - n : 0);
-	put(l, " ", 1);
-	put_u64(l, num);
-	put(l, " ", 1);
+	ct_put(l, name, n);
+	ct_put(l, "        ", n < 8 ? 8 - n : 0);
+	ct_put(l, " ", 1);
+	ct_put_u64(l, num);
+	ct_put(l, " ", 1);
 }
 
 /* printf's "%x" */
-static void put_hex(struct line *l, unsigned int v)
+static void put_hex(struct ct_line *l, unsigned int v)
 {
 	static const char hex[] = "0123456789abcdef";
 	char digits[8], *d = digits + sizeof(digits);
@@ -81,22 +61,22 @@ static void put_hex(struct line *l, unsigned int v)
 		*--d = hex[v & 15];
 		v >>= 4;
 	} while (v);
-	put(l, d, (size_t)(digits + sizeof(digits) - d));
+	ct_put(l, d, (size_t)(digits + sizeof(digits) - d));
 }
 
-static void put_hex_field(struct line *l, const char *name, unsigned int v)
+static void put_hex_field(struct ct_line *l, const char *name, unsigned int v)
 {
-	put_str(l, name);
+	ct_put_str(l, name);
 	put_hex(l, v);
-	put(l, " ", 1);
+	ct_put(l, " ", 1);
 }
 
-static void put_ipv4(struct line *l, const uint8_t *a)
+void ct_put_ipv4(struct ct_line *l, const uint8_t *a)
 {
 	for (int i = 0; i < 4; i++) {
 		if (i)
-			put(l, ".", 1);
-		put_u64(l, a[i]);
+			ct_put(l, ".", 1);
+		ct_put_u64(l, a[i]);
 	}
 }
 
@@ -105,7 +85,7 @@ static void put_ipv4(struct line *l, const uint8_t *a)
  * more zero words (the first of equal ones) as "::", lower-case hex, and
  * the last 32 bits as IPv4 for ::a.b.c.d and ::ffff:a.b.c.d.
  */
-static void put_ipv6(struct line *l, const uint8_t *a)
+void ct_put_ipv6(struct ct_line *l, const uint8_t *a)
 {
 	unsigned int words[8];
 	int best = -1, best_len = 0;
@@ -125,17 +105,17 @@ static void put_ipv6(struct line *l, const uint8_t *a)
 	}
 	for (int i = 0; i < 8; i++) {
 		if (i == best) {
-			put(l, "::", i == 0 ? 2 : 1);
+			ct_put(l, "::", i == 0 ? 2 : 1);
 			i += best_len - 1;
 			continue;
 		}
 		if (i == 6 && best == 0 && (best_len == 6 || (best_len == 5 && words[5] == 0xffff))) {
-			put_ipv4(l, a + 12);
+			ct_put_ipv4(l, a + 12);
 			return;
 		}
 		put_hex(l, words[i]);
 		if (i < 7)
-			put(l, ":", 1);
+			ct_put(l, ":", 1);
 	}
 }
 
@@ -146,33 +126,33 @@ static void put_ipv6(struct line *l, const uint8_t *a)
  */
 void ct_print_addr(char *buf, int family, const void *addr)
 {
-	struct line l = { buf, buf + INET6_ADDRSTRLEN - 1, false };
+	struct ct_line l = { buf, buf + INET6_ADDRSTRLEN - 1, false };
 
 	if (family == AF_INET6)
-		put_ipv6(&l, addr);
+		ct_put_ipv6(&l, addr);
 	else
-		put_ipv4(&l, addr);
+		ct_put_ipv4(&l, addr);
 	*l.p = '\0';
 }
 
-static void put_addresses(struct line *l, const struct nf_conntrack *ct, bool reply)
+static void put_addresses(struct ct_line *l, const struct nf_conntrack *ct, bool reply)
 {
 	bool v4 = nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO) == AF_INET;
-	void (*put_addr)(struct line *, const uint8_t *) = v4 ? put_ipv4 : put_ipv6;
+	void (*put_addr)(struct ct_line *, const uint8_t *) = v4 ? ct_put_ipv4 : ct_put_ipv6;
 	enum nf_conntrack_attr src = v4 ? (reply ? ATTR_REPL_IPV4_SRC : ATTR_ORIG_IPV4_SRC) :
 					  (reply ? ATTR_REPL_IPV6_SRC : ATTR_ORIG_IPV6_SRC);
 	enum nf_conntrack_attr dst = v4 ? (reply ? ATTR_REPL_IPV4_DST : ATTR_ORIG_IPV4_DST) :
 					  (reply ? ATTR_REPL_IPV6_DST : ATTR_ORIG_IPV6_DST);
 
-	put_str(l, "src=");
+	ct_put_str(l, "src=");
 	put_addr(l, nfct_get_attr(ct, src));
-	put_str(l, " dst=");
+	ct_put_str(l, " dst=");
 	put_addr(l, nfct_get_attr(ct, dst));
-	put(l, " ", 1);
+	ct_put(l, " ", 1);
 }
 
 /* The layer-4 part of a tuple: ports or GRE keys (ICMP is declined). */
-static void put_l4(struct line *l, const struct nf_conntrack *ct, uint8_t proto, bool reply)
+static void put_l4(struct ct_line *l, const struct nf_conntrack *ct, uint8_t proto, bool reply)
 {
 	enum nf_conntrack_attr sport = reply ? ATTR_REPL_PORT_SRC : ATTR_ORIG_PORT_SRC;
 	enum nf_conntrack_attr dport = reply ? ATTR_REPL_PORT_DST : ATTR_ORIG_PORT_DST;
@@ -200,7 +180,7 @@ static bool has(const struct nf_conntrack *ct, enum nf_conntrack_attr attr)
 	return nfct_attr_is_set(ct, attr) > 0;
 }
 
-static void put_counters(struct line *l, const struct nf_conntrack *ct, bool reply)
+static void put_counters(struct ct_line *l, const struct nf_conntrack *ct, bool reply)
 {
 	enum nf_conntrack_attr packets = reply ? ATTR_REPL_COUNTER_PACKETS : ATTR_ORIG_COUNTER_PACKETS;
 	enum nf_conntrack_attr bytes = reply ? ATTR_REPL_COUNTER_BYTES : ATTR_ORIG_COUNTER_BYTES;
@@ -212,7 +192,7 @@ static void put_counters(struct line *l, const struct nf_conntrack *ct, bool rep
 }
 
 /* One direction: addresses, layer 4, its zone, its counters. */
-static void put_direction(struct line *l, const struct nf_conntrack *ct, uint8_t proto, bool reply)
+static void put_direction(struct ct_line *l, const struct nf_conntrack *ct, uint8_t proto, bool reply)
 {
 	put_addresses(l, ct, reply);
 	put_l4(l, ct, proto, reply);
@@ -256,16 +236,16 @@ static bool declined(const struct nf_conntrack *ct, unsigned int flags, bool lab
 	       (labels && has(ct, ATTR_CONNLABELS)) || (flags & NFCT_OF_TIMESTAMP);
 }
 
-static void put_status(struct line *l, const struct nf_conntrack *ct)
+static void put_status(struct ct_line *l, const struct nf_conntrack *ct)
 {
 	uint32_t status = nfct_get_attr_u32(ct, ATTR_STATUS);
 
 	if (status & IPS_HW_OFFLOAD)
-		put_str(l, "[HW_OFFLOAD] ");
+		ct_put_str(l, "[HW_OFFLOAD] ");
 	else if (status & IPS_OFFLOAD)
-		put_str(l, "[OFFLOAD] ");
+		ct_put_str(l, "[OFFLOAD] ");
 	else if (status & IPS_ASSURED)
-		put_str(l, "[ASSURED] ");
+		ct_put_str(l, "[ASSURED] ");
 }
 
 /* The entry's age in seconds, to its end or to now (delta-time). */
@@ -292,14 +272,14 @@ int ct_print_default(char *buf, size_t size, const struct nf_conntrack *ct, unsi
 	static const char *const prefixes[] = {
 		[NFCT_T_NEW] = "    [NEW] ", [NFCT_T_UPDATE] = " [UPDATE] ", [NFCT_T_DESTROY] = "[DESTROY] ",
 	};
-	struct line l = { buf, buf + size - 1, false };
+	struct ct_line l = { buf, buf + size - 1, false };
 	uint8_t proto = nfct_get_attr_u8(ct, ATTR_ORIG_L4PROTO);
 	const char *name = ct_proto_name(proto), *state;
 
 	if (size == 0 || declined(ct, flags, labels))
 		return -1;
 	if (type < sizeof(prefixes) / sizeof(prefixes[0]) && prefixes[type])
-		put_str(&l, prefixes[type]);
+		ct_put_str(&l, prefixes[type]);
 	if (flags & NFCT_OF_SHOW_LAYER3)
 		put_name_num(&l, nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO) == AF_INET ? "ipv4" : "ipv6",
 			     nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO));
@@ -308,12 +288,12 @@ int ct_print_default(char *buf, size_t size, const struct nf_conntrack *ct, unsi
 		put_field(&l, "", nfct_get_attr_u32(ct, ATTR_TIMEOUT));
 	state = state_text(ct);
 	if (state) {
-		put_str(&l, state);
-		put(&l, " ", 1);
+		ct_put_str(&l, state);
+		ct_put(&l, " ", 1);
 	}
 	put_direction(&l, ct, proto, false);
 	if (has(ct, ATTR_STATUS) && !(nfct_get_attr_u32(ct, ATTR_STATUS) & IPS_SEEN_REPLY))
-		put_str(&l, "[UNREPLIED] ");
+		ct_put_str(&l, "[UNREPLIED] ");
 	put_direction(&l, ct, proto, true);
 	if (has(ct, ATTR_STATUS))
 		put_status(&l, ct);
@@ -326,9 +306,9 @@ int ct_print_default(char *buf, size_t size, const struct nf_conntrack *ct, unsi
 	if (has(ct, ATTR_TIMESTAMP_START))
 		put_field(&l, "delta-time=", delta_time(ct));
 	if (has(ct, ATTR_HELPER_NAME)) {
-		put_str(&l, "helper=");
-		put_str(&l, nfct_get_attr(ct, ATTR_HELPER_NAME));
-		put(&l, " ", 1);
+		ct_put_str(&l, "helper=");
+		ct_put_str(&l, nfct_get_attr(ct, ATTR_HELPER_NAME));
+		ct_put(&l, " ", 1);
 	}
 	if (has(ct, ATTR_USE))
 		put_field(&l, "use=", nfct_get_attr_u32(ct, ATTR_USE));

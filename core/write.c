@@ -1,6 +1,7 @@
 /*
  * h:write(file, format[, filter[, options]]): a dump written straight to a
- * Lua file, one line per entry as flow:format(format) gives it. No Lua
+ * Lua file, one line per entry as flow:format(format) gives it, or as
+ * json.flow does (format.json, through json_print.c). No Lua
  * object is made per entry (unless the filter has a predicate, which is
  * given the flow), so listing a large table costs what parsing and printing
  * cost, as in conntrack -L.
@@ -13,15 +14,29 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Writes one entry's line; false on an I/O error (errno says which). */
-static bool write_line(FILE *out, const struct nf_conntrack *ct, const struct ct_format *fmt,
-		       struct nfct_labelmap *map)
+/*
+ * ct's line, its newline included, into the buffer (a userdata) at idx;
+ * returns its length. A JSON line longer than the buffer (hundreds of long
+ * label names) gets a larger one, which replaces it at idx; the text
+ * formats are cut at CT_FORMAT_MAX, as flow:format's are.
+ */
+static size_t format_line(lua_State *L, int idx, const struct nf_conntrack *ct,
+			  const struct ct_format *fmt, bool json, struct nfct_labelmap *map)
 {
-	char line[CT_FORMAT_MAX + 1];
-	size_t len = ct_format_print(line, CT_FORMAT_MAX, ct, fmt, map);
+	char *buf = lua_touserdata(L, idx);
+	size_t room = lua_rawlen(L, idx) - 1, len;	/* 1: the newline */
 
-	line[len++] = '\n';
-	return fwrite(line, 1, len, out) == len;
+	if (!json) {
+		len = ct_format_print(buf, room, ct, fmt, map);
+	} else {
+		while ((len = ct_json_flow(buf, room, ct, map)) == 0) {
+			room *= 2;
+			buf = lua_newuserdatauv(L, room + 1, 0);
+			lua_replace(L, idx);
+		}
+	}
+	buf[len++] = '\n';
+	return len;
 }
 
 /*
@@ -44,42 +59,52 @@ static int next(lua_State *L, int idx, bool predicate, const struct nf_conntrack
 /*
  * h:write(file, format[, filter[, options]]) -> count | nil, message, errno.
  * format is flow:format's table plus `header`, a text written before the
- * first line (an XML document's start); options are h:dump's. A kernel
- * error is raised, as by a dump loop; an I/O error is returned.
+ * first line (an XML document's start), and `json`: each line is then
+ * json.flow's object of the entry, and no other option of flow:format may
+ * be given; options are h:dump's. A kernel error is raised, as by a dump
+ * loop; an I/O error is returned.
  */
 int ct_handle_write(lua_State *L)
 {
-	static const char *const extra[] = { "header", NULL };
+	static const char *const extra[] = { "header", "json", NULL };
 	luaL_Stream *file = luaL_checkudata(L, 2, LUA_FILEHANDLE);
 	struct nfct_labelmap *map = NULL;
 	const char *header = NULL;
 	const struct nf_conntrack *ct;
 	struct ct_format fmt;
 	lua_Integer count = 0;
-	bool predicate;
+	bool predicate, json;
 	uint16_t type;
-	int dump, ret;
+	int dump, buf, ret;
 
 	ct_handle_check(L, 1);
 	if (!file->closef)
 		return luaL_argerror(L, 2, "attempt to use a closed file");
 	lua_settop(L, 5);
 	ct_format_parse(L, 3, extra, &fmt);
+	json = lua_istable(L, 3) && ct_format_flag(L, 3, "json");
+	if (json && (fmt.output != NFCT_O_DEFAULT || fmt.flags || fmt.labels ||
+		     fmt.type != NFCT_T_UNKNOWN))
+		return luaL_argerror(L, 3, "option 'json' takes no other option of flow:format");
 	if (lua_istable(L, 3) && lua_getfield(L, 3, "header") != LUA_TNIL)
 		header = luaL_checkstring(L, -1);	/* stays on the stack while in use */
 	type = ct_dump_type(L, 5);
-	if (fmt.labels) {
+	/* JSON names labels whenever it can, as flow:totable does */
+	if (fmt.labels || json) {
 		lua_getiuservalue(L, 1, CT_UV_LABELMAP);
 		map = ct_labelmap_get(L, -1);
 	}
+	lua_newuserdatauv(L, CT_FORMAT_MAX + 1, 0);
+	buf = lua_gettop(L);
 	ret = ct_dump_push(L, 1, 4, 4, "write", type);
 	if (ret)
 		return ct_raise(L, "write", ret);
 	dump = lua_gettop(L);
 	predicate = ct_dump_has_predicate(L, dump);
 	while ((ret = next(L, dump, predicate, &ct)) > 0) {
+		size_t len = format_line(L, buf, ct, &fmt, json, map);
 		bool ok = (count > 0 || !header || fputs(header, file->f) >= 0) &&
-			  write_line(file->f, ct, &fmt, map);
+			  fwrite(lua_touserdata(L, buf), 1, len, file->f) == len;
 
 		if (predicate)
 			lua_pop(L, 1);
@@ -87,7 +112,10 @@ int ct_handle_write(lua_State *L)
 			int err = errno;
 
 			luaL_callmeta(L, dump, "__close");
-			return ct_fail(L, "write", err);
+			/* the file's error as io.write reports it: ct_fail's hints are the kernel's
+			 * (its ENOSPC means no label storage, here a full disk) */
+			errno = err;
+			return luaL_fileresult(L, 0, "conntrack.write");
 		}
 		count++;
 	}

@@ -1,8 +1,9 @@
 /*
  * libFuzzer target: flow messages as dumps, get and the ACKs of batches
  * deliver them (dump.c next_entry, nl.c ct_parse_cb and ct_socket_talk,
- * batch.c, fields.c reading every attribute, filter.c matching). The
- * selector byte picks the operation; see harness.h for the input.
+ * batch.c, fields.c reading every attribute, filter.c matching, and
+ * json_print.c against json.flow). The selector byte picks the operation;
+ * see harness.h for the input.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -18,7 +19,20 @@ static const char chunk[] =
 	"if op == 0 then each()\n"
 	"elseif op == 1 then each{ proto = 'tcp', src = '10.0.0.0/8', dport = '!22', mark = '0x1/0x1',\n"
 	"  status = 'ASSURED,!DYING', labels = { 'blue' }, state = 'ESTABLISHED', zone = 0 }\n"
-	"elseif op == 2 then each(function(f) read.flow(core, f) return sel & 8 ~= 0 end)\n"
+	"elseif op == 2 then\n"
+	"  -- h:write's JSON (core/json_print.c) must be json.flow's, entry by entry\n"
+	"  local json, want, keep = require 'conntrack.json', {}, sel & 8 ~= 0\n"
+	"  local out = assert(io.open(FUZZ_TMP, 'wb'))\n"
+	"  local ok, err = pcall(h.write, h, out, { json = true }, function(f)\n"
+	"    read.flow(core, f)\n"
+	"    if keep then want[#want + 1] = json.flow(f) .. '\\n' end\n"
+	"    return keep end)\n"
+	"  out:close()\n"
+	"  local f = assert(io.open(FUZZ_TMP, 'rb'))\n"
+	"  local text = f:read('a')\n"
+	"  f:close()\n"
+	"  if text ~= table.concat(want) then fuzz_abort('h:write json differs from json.flow') end\n"
+	"  if not ok then error(err, 0) end\n"
 	"elseif op == 3 then\n"
 	"  local f = h:get(tuple)\n"
 	"  if f then read.flow(core, f) h:update(f, { mark = '0x5/0xff', labels_add = 'blue' }) h:delete(f) end\n"

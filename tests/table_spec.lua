@@ -791,6 +791,12 @@ describe("conntrack table", function()
       assert.is_nil(n)
       assert.equal("conntrack.write: Bad file descriptor", msg)
       assert.equal(9, errno)
+      -- a full disk, not the kernel's ENOSPC (an entry without label storage)
+      local full = assert(io.open("/dev/full", "w"))
+      full:setvbuf("no")   -- each line goes out at once
+      n, msg, errno = h:write(full)
+      full:close()
+      assert.same({ nil, "conntrack.write: No space left on device", 28 }, { n, msg, errno })
     end)
   end)
 

@@ -487,6 +487,8 @@ local function encode_flow(flow, buf, n, who, in_event)
 end
 
 --- Encodes a flow as one JSON object: the stable, documented schema of `-o json`.
+-- `h:write(file, { json = true })` writes the same bytes from C (core/json_print.c), one
+-- line per entry of a dump; this function is the reference it is tested against.
 --
 -- The keys are the flow's present fields (those `flow:totable()` gives), in the order of
 -- `conntrack.fields`: family, proto, src, dst, sport, dport, srckey, dstkey, icmp_type,

@@ -74,10 +74,14 @@ function M.CT_LIST(ctx, cmd)
   local opts = special and { table = cmd.table } or (cmd.options.zero and { zero = true }) or nil
   local o = cmd.output
   kernel.guard("CT_LIST", function()
-    if io.type(ctx.out) == "file" and not (o.json or o.save) then
-      -- printed in C straight to the file: no Lua object per entry
-      local format = output.format_options(o, "list")
-      format.header = o.xml and output.xml_start("conntrack") or nil
+    if io.type(ctx.out) == "file" and not o.save then
+      -- printed in C straight to the file: no Lua object per entry (json: what
+      -- print_flow's json.flow gives, see core/json_print.c)
+      local format = { json = true }
+      if not o.json then
+        format = output.format_options(o, "list")
+        format.header = o.xml and output.xml_start("conntrack") or nil
+      end
       local n = h:write(ctx.out, format, f, opts) or 0   -- (output errors go unseen, as in C)
       ctx.xml_header = ctx.xml_header or (o.xml and n > 0)
       ctx.counter = ctx.counter + n
