@@ -300,7 +300,8 @@ void ct_put_ipv4(struct ct_line *l, const uint8_t *a);
 void ct_put_ipv6(struct ct_line *l, const uint8_t *a);	/* as glibc's inet_ntop */
 int ct_print_default(char *buf, size_t size, const struct nf_conntrack *ct, unsigned int type,
 		     unsigned int flags, bool labels);
-void ct_print_addr(char *buf, int family, const void *addr);
+void ct_put_addr(struct ct_line *l, bool ipv6, const uint8_t *a);
+void ct_print_addr(char *buf, bool ipv6, const void *addr);
 
 /* ---- json_print.c: a flow as json.flow's JSON object -------------------- */
 

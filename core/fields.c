@@ -899,7 +899,7 @@ void ct_field_push(lua_State *L, const struct ct_field *f, const struct nf_connt
 	case CT_R_ADDR: {
 		char text[INET6_ADDRSTRLEN];
 
-		ct_print_addr(text, r.ipv6 ? AF_INET6 : AF_INET, r.addr);
+		ct_print_addr(text, r.ipv6, r.addr);
 		lua_pushstring(L, text);
 		break;
 	}

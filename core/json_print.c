@@ -177,10 +177,7 @@ static void put_value(struct ct_line *l, const struct ct_reading *r, struct nfct
 		break;
 	case CT_R_ADDR:
 		ct_put(l, "\"", 1);
-		if (r->ipv6)
-			ct_put_ipv6(l, r->addr);
-		else
-			ct_put_ipv4(l, r->addr);
+		ct_put_addr(l, r->ipv6, r->addr);
 		ct_put(l, "\"", 1);
 		break;
 	case CT_R_FLAGS:

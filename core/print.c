@@ -119,19 +119,25 @@ void ct_put_ipv6(struct ct_line *l, const uint8_t *a)
 	}
 }
 
+/* An address, 16 bytes when ipv6 else 4, as inet_ntop writes it. */
+void ct_put_addr(struct ct_line *l, bool ipv6, const uint8_t *a)
+{
+	if (ipv6)
+		ct_put_ipv6(l, a);
+	else
+		ct_put_ipv4(l, a);
+}
+
 /*
- * inet_ntop's text of an address (4 bytes for AF_INET, else 16) without
- * printf, which glibc's inet_ntop uses for IPv4: flow fields read addresses
- * by the million. buf must hold INET6_ADDRSTRLEN bytes.
+ * inet_ntop's text of an address without printf, which glibc's inet_ntop
+ * uses for IPv4: flow fields read addresses by the million. buf must hold
+ * INET6_ADDRSTRLEN bytes.
  */
-void ct_print_addr(char *buf, int family, const void *addr)
+void ct_print_addr(char *buf, bool ipv6, const void *addr)
 {
 	struct ct_line l = { buf, buf + INET6_ADDRSTRLEN - 1, false };
 
-	if (family == AF_INET6)
-		ct_put_ipv6(&l, addr);
-	else
-		ct_put_ipv4(&l, addr);
+	ct_put_addr(&l, ipv6, addr);
 	*l.p = '\0';
 }
 
