@@ -301,6 +301,11 @@ void ct_put_ipv6(struct ct_line *l, const uint8_t *a);	/* as glibc's inet_ntop *
 int ct_print_default(char *buf, size_t size, const struct nf_conntrack *ct, unsigned int type,
 		     unsigned int flags, bool labels);
 void ct_put_addr(struct ct_line *l, bool ipv6, const uint8_t *a);
+void ct_put_hex(struct ct_line *l, unsigned int v);	/* printf's "%x" */
+enum ct_l4 { CT_L4_NONE, CT_L4_PORTS, CT_L4_KEYS };
+enum ct_l4 ct_l4_of(uint8_t proto);
+int ct_print_xml(char *buf, size_t size, const struct nf_conntrack *ct, unsigned int type,
+		 unsigned int flags);
 void ct_print_addr(char *buf, bool ipv6, const void *addr);
 
 /* ---- json_print.c: a flow as json.flow's JSON object -------------------- */

@@ -237,7 +237,8 @@ size_t ct_format_print(char *buf, size_t size, const struct nf_conntrack *ct,
 		       const struct ct_format *fmt, struct nfct_labelmap *map)
 {
 	int len = fmt->output == NFCT_O_DEFAULT ?
-		  ct_print_default(buf, size, ct, fmt->type, fmt->flags, fmt->labels && map) : -1;
+		  ct_print_default(buf, size, ct, fmt->type, fmt->flags, fmt->labels && map) :
+		  ct_print_xml(buf, size, ct, fmt->type, fmt->flags);
 
 	if (len < 0)
 		len = nfct_snprintf_labels(buf, size, ct, fmt->type, fmt->output, fmt->flags,

@@ -52,7 +52,7 @@ static void put_name_num(struct ct_line *l, const char *name, unsigned int num)
 }
 
 /* printf's "%x" */
-static void put_hex(struct ct_line *l, unsigned int v)
+void ct_put_hex(struct ct_line *l, unsigned int v)
 {
 	static const char hex[] = "0123456789abcdef";
 	char digits[8], *d = digits + sizeof(digits);
@@ -67,7 +67,7 @@ static void put_hex(struct ct_line *l, unsigned int v)
 static void put_hex_field(struct ct_line *l, const char *name, unsigned int v)
 {
 	ct_put_str(l, name);
-	put_hex(l, v);
+	ct_put_hex(l, v);
 	ct_put(l, " ", 1);
 }
 
@@ -113,7 +113,7 @@ void ct_put_ipv6(struct ct_line *l, const uint8_t *a)
 			ct_put_ipv4(l, a + 12);
 			return;
 		}
-		put_hex(l, words[i]);
+		ct_put_hex(l, words[i]);
 		if (i < 7)
 			ct_put(l, ":", 1);
 	}
@@ -157,27 +157,35 @@ static void put_addresses(struct ct_line *l, const struct nf_conntrack *ct, bool
 	ct_put(l, " ", 1);
 }
 
-/* The layer-4 part of a tuple: ports or GRE keys (ICMP is declined). */
-static void put_l4(struct ct_line *l, const struct nf_conntrack *ct, uint8_t proto, bool reply)
+/* What the printers show of a protocol's layer-4 tuple: ports, GRE keys or nothing. */
+enum ct_l4 ct_l4_of(uint8_t proto)
 {
-	enum nf_conntrack_attr sport = reply ? ATTR_REPL_PORT_SRC : ATTR_ORIG_PORT_SRC;
-	enum nf_conntrack_attr dport = reply ? ATTR_REPL_PORT_DST : ATTR_ORIG_PORT_DST;
-
 	switch (proto) {
 	case IPPROTO_TCP:
 	case IPPROTO_UDP:
 	case IPPROTO_UDPLITE:
 	case IPPROTO_SCTP:
 	case IPPROTO_DCCP:	/* 0 when the kernel tracked it as generic (no ports sent) */
-		put_field(l, "sport=", ntohs(nfct_get_attr_u16(ct, sport)));
-		put_field(l, "dport=", ntohs(nfct_get_attr_u16(ct, dport)));
-		break;
+		return CT_L4_PORTS;
 	case IPPROTO_GRE:
-		put_hex_field(l, "srckey=0x", ntohs(nfct_get_attr_u16(ct, sport)));
-		put_hex_field(l, "dstkey=0x", ntohs(nfct_get_attr_u16(ct, dport)));
-		break;
+		return CT_L4_KEYS;
 	default:
-		break;
+		return CT_L4_NONE;
+	}
+}
+
+/* The layer-4 part of a tuple: ports or GRE keys (ICMP is declined). */
+static void put_l4(struct ct_line *l, const struct nf_conntrack *ct, uint8_t proto, bool reply)
+{
+	uint16_t sport = ntohs(nfct_get_attr_u16(ct, reply ? ATTR_REPL_PORT_SRC : ATTR_ORIG_PORT_SRC));
+	uint16_t dport = ntohs(nfct_get_attr_u16(ct, reply ? ATTR_REPL_PORT_DST : ATTR_ORIG_PORT_DST));
+
+	if (ct_l4_of(proto) == CT_L4_PORTS) {
+		put_field(l, "sport=", sport);
+		put_field(l, "dport=", dport);
+	} else if (ct_l4_of(proto) == CT_L4_KEYS) {
+		put_hex_field(l, "srckey=0x", sport);
+		put_hex_field(l, "dstkey=0x", dport);
 	}
 }
 

@@ -101,6 +101,16 @@ local function oracle_default_lines()
   return by_id
 end
 
+--- conntrack -L -o xml's <flow> elements, by entry id.
+local function oracle_xml_flows()
+  local by_id = {}
+  for _, line in ipairs(oracle("-o xml")) do
+    local id = line:match("^<flow>.*<id>(%d+)</id>")
+    if id then by_id[tonumber(id)] = line end
+  end
+  return by_id
+end
+
 local keys_of = H.sorted_keys
 
 local flows_by_id = H.flows_by_id
@@ -341,7 +351,7 @@ end
 
 describe("flow fields of every protocol", function()
   local h, peer
-  local ours, lines, theirs  -- one snapshot: our dump and conntrack's, by id
+  local ours, lines, xml, theirs  -- one snapshot: our dump and conntrack's, by id
 
   lazy_setup(function()
     H.reset()
@@ -361,6 +371,7 @@ describe("flow fields of every protocol", function()
     end
     ours = flows_by_id(h)
     lines = oracle_default_lines()
+    xml = oracle_xml_flows()
     theirs = oracle_entries()
   end)
 
@@ -387,6 +398,12 @@ describe("flow fields of every protocol", function()
        function()
       local f = both(entry)
       assert.equal(H.normalize(tostring(f)), H.normalize(f:format()))
+    end)
+
+    it(entry.name .. ": format{ xml = true } is conntrack -L -o xml's flow (core/print_xml.c " ..
+       "or libnfct's printer)", function()
+      local f, _, id = both(entry)
+      assert.equal(H.normalize(xml[id]), H.normalize(f:format{ xml = true }))
     end)
 
     it(entry.name .. ": every field is what conntrack -L -o extended,id shows", function()

@@ -95,6 +95,9 @@ function H.normalize(line)
   line = line:gsub("^(ipv%d%s+%d+%s+%S+%s+%d+%s+)%d+", "%1T", 1)  -- extended
   line = line:gsub("delta%-time=%d+", "delta-time=D")
   line = line:gsub("use=%d+", "use=U")
+  line = line:gsub("<timeout>%d+</timeout>", "<timeout>T</timeout>")  -- xml
+  line = line:gsub("<deltatime>%d+</deltatime>", "<deltatime>D</deltatime>")
+  line = line:gsub("<use>%d+</use>", "<use>U</use>")
   return line
 end
 

@@ -1,0 +1,205 @@
+/*
+ * conntrack -L -o xml's <flow> element, written without printf, as
+ * print.c writes the default line: the same bytes as libnetfilter_conntrack
+ * 1.0.9's XML printer for the entries a table holds (IPv4/IPv6; TCP, UDP,
+ * UDPlite, SCTP, DCCP without state, GRE, ICMP and other protocols; counters, marks, zones,
+ * ids, status, delta-time). It declines, to libnfct, what its XML differs
+ * on or was never checked against: DCCP states, SCTP states past
+ * SHUTDOWN_ACK_SENT (libnfct names SCTP states from the TCP table, by a
+ * bound of its own), directional zones, helpers, labels, security
+ * contexts, entries that ended (a stop time: libnfct rounds their age
+ * another way), and the timestamp and time flags.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#include "ct.h"
+
+#include <arpa/inet.h>
+#include <time.h>
+
+static bool has(const struct nf_conntrack *ct, enum nf_conntrack_attr attr)
+{
+	return nfct_attr_is_set(ct, attr) > 0;
+}
+
+static void put_tag(struct ct_line *l, const char *open, const char *name)
+{
+	ct_put_str(l, open);
+	ct_put_str(l, name);
+	ct_put(l, ">", 1);
+}
+
+/* <name>number</name> */
+static void put_element(struct ct_line *l, const char *name, uint64_t v)
+{
+	put_tag(l, "<", name);
+	ct_put_u64(l, v);
+	put_tag(l, "</", name);
+}
+
+/* <name>0xhex</name>, for GRE keys */
+static void put_hex_element(struct ct_line *l, const char *name, unsigned int v)
+{
+	put_tag(l, "<", name);
+	ct_put(l, "0x", 2);
+	ct_put_hex(l, v);
+	put_tag(l, "</", name);
+}
+
+/* protonum="N" protoname="NAME"> */
+static void put_protocol(struct ct_line *l, unsigned int num, const char *name)
+{
+	ct_put_str(l, " protonum=\"");
+	ct_put_u64(l, num);
+	ct_put_str(l, "\" protoname=\"");
+	ct_put_str(l, name);
+	ct_put(l, "\">", 2);
+}
+
+/* One direction's <meta>: addresses, ports or keys, counters. */
+static void put_tuple(struct ct_line *l, const struct nf_conntrack *ct, bool reply)
+{
+	static const enum nf_conntrack_attr addr[2][2][2] = {
+		{ { ATTR_ORIG_IPV4_SRC, ATTR_ORIG_IPV4_DST }, { ATTR_REPL_IPV4_SRC, ATTR_REPL_IPV4_DST } },
+		{ { ATTR_ORIG_IPV6_SRC, ATTR_ORIG_IPV6_DST }, { ATTR_REPL_IPV6_SRC, ATTR_REPL_IPV6_DST } },
+	};
+	uint8_t family = nfct_get_attr_u8(ct, reply ? ATTR_REPL_L3PROTO : ATTR_ORIG_L3PROTO);
+	uint8_t proto = nfct_get_attr_u8(ct, reply ? ATTR_REPL_L4PROTO : ATTR_ORIG_L4PROTO);
+	bool v6 = family == AF_INET6;
+	const char *name = ct_proto_name(proto);
+	uint16_t sport = ntohs(nfct_get_attr_u16(ct, reply ? ATTR_REPL_PORT_SRC : ATTR_ORIG_PORT_SRC));
+	uint16_t dport = ntohs(nfct_get_attr_u16(ct, reply ? ATTR_REPL_PORT_DST : ATTR_ORIG_PORT_DST));
+
+	ct_put_str(l, reply ? "<meta direction=\"reply\"><layer3" : "<meta direction=\"original\"><layer3");
+	put_protocol(l, family, v6 ? "ipv6" : "ipv4");
+	ct_put_str(l, "<src>");
+	ct_put_addr(l, v6, nfct_get_attr(ct, addr[v6][reply][0]));
+	ct_put_str(l, "</src><dst>");
+	ct_put_addr(l, v6, nfct_get_attr(ct, addr[v6][reply][1]));
+	ct_put_str(l, "</dst></layer3><layer4");
+	put_protocol(l, proto, name ? name : "unknown");
+	if (ct_l4_of(proto) == CT_L4_PORTS) {
+		put_element(l, "sport", sport);
+		put_element(l, "dport", dport);
+	} else if (ct_l4_of(proto) == CT_L4_KEYS) {
+		put_hex_element(l, "srckey", sport);
+		put_hex_element(l, "dstkey", dport);
+	}
+	ct_put_str(l, "</layer4>");
+	/* libnfct asks for the original counters, for both directions */
+	if (has(ct, ATTR_ORIG_COUNTER_PACKETS) && has(ct, ATTR_ORIG_COUNTER_BYTES)) {
+		ct_put_str(l, "<counters>");
+		put_element(l, "packets",
+			    nfct_get_attr_u64(ct, reply ? ATTR_REPL_COUNTER_PACKETS : ATTR_ORIG_COUNTER_PACKETS));
+		put_element(l, "bytes",
+			    nfct_get_attr_u64(ct, reply ? ATTR_REPL_COUNTER_BYTES : ATTR_ORIG_COUNTER_BYTES));
+		ct_put_str(l, "</counters>");
+	}
+	ct_put_str(l, "</meta>");
+}
+
+/* libnfct's TCP state names, which its XML uses for SCTP states too */
+static const char *const tcp_states[] = {
+	"NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT",
+	"LAST_ACK", "TIME_WAIT", "CLOSE", "SYN_SENT2"
+};
+
+#define SCTP_XML_STATES 8	/* NONE to SHUTDOWN_ACK_SENT: past them, libnfct is declined */
+
+/* The age in seconds of an entry that has not ended (one with a stop time is declined). */
+static uint64_t delta_time(const struct nf_conntrack *ct)
+{
+	return (uint64_t)time(NULL) - nfct_get_attr_u64(ct, ATTR_TIMESTAMP_START) / 1000000000u;
+}
+
+/* The independent <meta>: state, timeout, mark, zone, use, id, status, age. */
+static void put_independent(struct ct_line *l, const struct nf_conntrack *ct)
+{
+	static const enum nf_conntrack_attr any[] = {
+		ATTR_TCP_STATE, ATTR_SCTP_STATE, ATTR_TIMEOUT, ATTR_MARK, ATTR_SECMARK, ATTR_ZONE,
+		ATTR_USE, ATTR_STATUS, ATTR_ID, ATTR_TIMESTAMP_START,
+	};
+	static const struct { enum nf_conntrack_attr attr; const char *name; bool u16; } numbers[] = {
+		{ ATTR_TIMEOUT, "timeout", false }, { ATTR_MARK, "mark", false },
+		{ ATTR_SECMARK, "secmark", false }, { ATTR_ZONE, "zone", true },
+		{ ATTR_USE, "use", false }, { ATTR_ID, "id", false },
+	};
+	bool present = false;
+
+	for (size_t i = 0; i < sizeof(any) / sizeof(any[0]); i++)
+		present = present || has(ct, any[i]);
+	if (!present)
+		return;
+	ct_put_str(l, "<meta direction=\"independent\">");
+	if (has(ct, ATTR_TCP_STATE) || has(ct, ATTR_SCTP_STATE)) {
+		uint8_t s = nfct_get_attr_u8(ct, has(ct, ATTR_TCP_STATE) ? ATTR_TCP_STATE :
+									 ATTR_SCTP_STATE);
+
+		ct_put_str(l, "<state>");
+		ct_put_str(l, s < sizeof(tcp_states) / sizeof(tcp_states[0]) ? tcp_states[s] : "NONE");
+		ct_put_str(l, "</state>");
+	}
+	for (size_t i = 0; i < sizeof(numbers) / sizeof(numbers[0]); i++)
+		if (has(ct, numbers[i].attr))
+			put_element(l, numbers[i].name,
+				    numbers[i].u16 ? nfct_get_attr_u16(ct, numbers[i].attr) :
+						     nfct_get_attr_u32(ct, numbers[i].attr));
+	if (has(ct, ATTR_STATUS)) {
+		uint32_t status = nfct_get_attr_u32(ct, ATTR_STATUS);
+
+		if (status & IPS_ASSURED)
+			ct_put_str(l, "<assured/>");
+		if (!(status & IPS_SEEN_REPLY))
+			ct_put_str(l, "<unreplied/>");
+	}
+	if (has(ct, ATTR_TIMESTAMP_START))
+		put_element(l, "deltatime", delta_time(ct));
+	ct_put_str(l, "</meta>");
+}
+
+/* What only libnetfilter_conntrack prints (see the top of the file). */
+static bool declined(const struct nf_conntrack *ct, unsigned int flags)
+{
+	static const enum nf_conntrack_attr unchecked[] = {
+		ATTR_DCCP_STATE, ATTR_ORIG_ZONE, ATTR_REPL_ZONE, ATTR_HELPER_NAME, ATTR_CONNLABELS,
+		ATTR_SECCTX, ATTR_TIMESTAMP_STOP,
+	};
+	uint8_t family = nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO);
+
+	if ((family != AF_INET && family != AF_INET6) || (flags & (NFCT_OF_TIMESTAMP | NFCT_OF_TIME)))
+		return true;
+	if (has(ct, ATTR_SCTP_STATE) && nfct_get_attr_u8(ct, ATTR_SCTP_STATE) >= SCTP_XML_STATES)
+		return true;
+	for (size_t i = 0; i < sizeof(unchecked) / sizeof(unchecked[0]); i++)
+		if (has(ct, unchecked[i]))
+			return true;
+	return false;
+}
+
+/*
+ * The <flow> of ct (an event's type in its attribute) into buf,
+ * NUL-terminated. Returns its length, or -1 when the entry is one this
+ * printer declines or the element does not fit.
+ */
+int ct_print_xml(char *buf, size_t size, const struct nf_conntrack *ct, unsigned int type,
+		 unsigned int flags)
+{
+	static const char *const starts[] = {
+		[NFCT_T_NEW] = "<flow type=\"new\">", [NFCT_T_UPDATE] = "<flow type=\"update\">",
+		[NFCT_T_DESTROY] = "<flow type=\"destroy\">",
+	};
+	struct ct_line l = { buf, buf + size - 1, false };
+
+	if (size == 0 || declined(ct, flags))
+		return -1;
+	ct_put_str(&l, type < sizeof(starts) / sizeof(starts[0]) && starts[type] ? starts[type] :
+										  "<flow>");
+	put_tuple(&l, ct, false);
+	put_tuple(&l, ct, true);
+	put_independent(&l, ct);
+	ct_put_str(&l, "</flow>");
+	if (l.full)
+		return -1;
+	*l.p = '\0';
+	return (int)(l.p - buf);
+}
