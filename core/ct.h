@@ -304,6 +304,7 @@ void ct_put_addr(struct ct_line *l, bool ipv6, const uint8_t *a);
 void ct_put_hex(struct ct_line *l, unsigned int v);	/* printf's "%x" */
 enum ct_l4 { CT_L4_NONE, CT_L4_PORTS, CT_L4_KEYS };
 enum ct_l4 ct_l4_of(uint8_t proto);
+bool ct_print_tuples_complete(const struct nf_conntrack *ct);
 int ct_print_xml(char *buf, size_t size, const struct nf_conntrack *ct, unsigned int type,
 		 unsigned int flags);
 void ct_print_addr(char *buf, bool ipv6, const void *addr);

@@ -62,6 +62,7 @@ struct ct_events {
 	int pending_err;		/* a receive error to report after the batch */
 	int bufsize, bufsize_max;	/* the socket's receive buffer, and its cap */
 	uint32_t drops;			/* the kernel's drop counter, as last read */
+	bool congested;			/* ENOBUFS came, and the counter was not read since */
 	size_t unreported;		/* flow bytes not yet told to the GC */
 	bool reliable;			/* the kernel redelivers what it could not send */
 	struct ct_filter filter;
@@ -458,6 +459,7 @@ static int events_recv(lua_State *L)
 {
 	struct ct_events *ev = check_events(L, 1);
 	lua_Integer max = luaL_optinteger(L, 2, DEFAULT_BATCH);
+	bool drained = false;	/* by a receive of this call */
 	int queue;
 
 	luaL_argcheck(L, max > 0, 2, "must be positive");
@@ -477,16 +479,29 @@ static int events_recv(lua_State *L)
 			queue_event(L, ev, 1, queue, nlh);
 			continue;
 		}
+		/* a receive that did not fill every slot found the queue empty:
+		 * another would only say EAGAIN (a listener that keeps up wakes
+		 * for a datagram or two, and each system call counts) */
+		if (drained && !ev->congested && ev->resync == RESYNC_IDLE)
+			break;
 		got = fill(ev);
-		/* ENOBUFS comes once per congestion, but the kernel counts every
-		 * message it drops until the queue empties: the counter, read when
-		 * the queue is empty, accounts for all of them. In reliable mode a
-		 * failed delivery is sent again later, so it is no loss. */
+		drained = got > 0 && got < SLOTS;
+		/* ENOBUFS comes once per congestion (the kernel drops silently
+		 * while it lasts, and it lasts until the queue empties), so the
+		 * drop counter, read when the queue is empty after one, accounts
+		 * for every drop. Without ENOBUFS it cannot have moved. In
+		 * reliable mode a failed delivery is sent again later: no loss. */
+		if (got == -ENOBUFS)
+			ev->congested = true;
 		if (got == -ENOBUFS ||
-		    (got == 0 && !ev->reliable && socket_drops(ev) != ev->drops)) {
+		    (got == 0 && ev->congested && !ev->reliable && socket_drops(ev) != ev->drops)) {
+			if (got == 0)
+				ev->congested = false;
 			queue_overrun(L, ev, queue);
 			if (ev->seen && ev->resync == RESYNC_IDLE)
 				ev->resync = RESYNC_DRAINING;
+		} else if (got == 0 && ev->congested) {
+			ev->congested = false;	/* no drop after the ENOBUFS */
 		} else if (got == 0 && ev->resync == RESYNC_DRAINING)
 			start_resync(L, ev, 1);
 		else if (got == 0)

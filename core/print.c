@@ -239,13 +239,37 @@ static const char *state_text(const struct nf_conntrack *ct)
 	return NULL;
 }
 
+/*
+ * Whether ct is of a family these printers know and both its tuples have
+ * their addresses. A message that left one out parses (libnfct prints its
+ * zeroed storage); they decline it rather than read an unset attribute.
+ */
+bool ct_print_tuples_complete(const struct nf_conntrack *ct)
+{
+	static const enum nf_conntrack_attr v4[] = {
+		ATTR_ORIG_IPV4_SRC, ATTR_ORIG_IPV4_DST, ATTR_REPL_IPV4_SRC, ATTR_REPL_IPV4_DST,
+	};
+	static const enum nf_conntrack_attr v6[] = {
+		ATTR_ORIG_IPV6_SRC, ATTR_ORIG_IPV6_DST, ATTR_REPL_IPV6_SRC, ATTR_REPL_IPV6_DST,
+	};
+	uint8_t family = nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO);
+	const enum nf_conntrack_attr *addrs = family == AF_INET ? v4 : v6;
+
+	if ((family != AF_INET && family != AF_INET6) ||
+	    nfct_get_attr_u8(ct, ATTR_REPL_L3PROTO) != family)
+		return false;
+	for (int i = 0; i < 4; i++)
+		if (!has(ct, addrs[i]))
+			return false;
+	return true;
+}
+
 /* What only libnetfilter_conntrack prints (see the top of the file). */
 static bool declined(const struct nf_conntrack *ct, unsigned int flags, bool labels)
 {
-	uint8_t family = nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO);
 	uint8_t proto = nfct_get_attr_u8(ct, ATTR_ORIG_L4PROTO);
 
-	return (family != AF_INET && family != AF_INET6) || proto == IPPROTO_ICMP ||
+	return !ct_print_tuples_complete(ct) || proto == IPPROTO_ICMP ||
 	       proto == IPPROTO_ICMPV6 || has(ct, ATTR_DCCP_STATE) || has(ct, ATTR_SECCTX) ||
 	       (labels && has(ct, ATTR_CONNLABELS)) || (flags & NFCT_OF_TIMESTAMP);
 }

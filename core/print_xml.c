@@ -164,9 +164,7 @@ static bool declined(const struct nf_conntrack *ct, unsigned int flags)
 		ATTR_DCCP_STATE, ATTR_ORIG_ZONE, ATTR_REPL_ZONE, ATTR_HELPER_NAME, ATTR_CONNLABELS,
 		ATTR_SECCTX, ATTR_TIMESTAMP_STOP,
 	};
-	uint8_t family = nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO);
-
-	if ((family != AF_INET && family != AF_INET6) || (flags & (NFCT_OF_TIMESTAMP | NFCT_OF_TIME)))
+	if (!ct_print_tuples_complete(ct) || (flags & (NFCT_OF_TIMESTAMP | NFCT_OF_TIME)))
 		return true;
 	if (has(ct, ATTR_SCTP_STATE) && nfct_get_attr_u8(ct, ATTR_SCTP_STATE) >= SCTP_XML_STATES)
 		return true;

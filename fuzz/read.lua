@@ -9,6 +9,10 @@ function M.flow(core, f)
     if field.read then _ = f[field.name] end
   end
   for _, v in pairs(f) do _ = tostring(v) end
+  -- core/print.c's and core/print_xml.c's, then libnfct's (the timestamp flag)
+  f:format()
+  f:format{ extended = true, id = true, event = "update" }
+  f:format{ xml = true }
   f:format{ extended = true, id = true, ktimestamp = true, labels = true, event = "new" }
   f:format{ xml = true, labels = true, event = "destroy" }
   return true

@@ -1,6 +1,6 @@
 --- -E and -E expect over the library's lossless events object: filters go to the
--- kernel where they can (the library's BPF filter), every event is printed and flushed as
--- it comes, SIGINT and SIGTERM end the run with conntrack's summary, and an overrun prints
+-- kernel where they can (the library's BPF filter), every event is printed as it comes
+-- (and flushed with the others received at the same time), SIGINT and SIGTERM end the run with conntrack's summary, and an overrun prints
 -- conntrack's ENOBUFS warning followed by the number of events lost (conntrack cannot
 -- count them).
 -- @module conntrack.cli.events
@@ -54,7 +54,6 @@ local function print_event(ctx, cmd, ev)
     if ev.portid then line = line .. output.userspace(ev.portid, progname(ev.portid)) end
     out:write(line, "\n")
   end
-  if out.flush then out:flush() end
   ctx.counter = ctx.counter + 1
 end
 
@@ -72,17 +71,20 @@ local function print_expect_event(ctx, cmd, ev)
     if o.xml and o.timestamp then text = output.with_when(text, "expect") end
     out:write(text, "\n")
   end
-  if out.flush then out:flush() end
   ctx.counter = ctx.counter + 1
 end
 
+local function flush(out)
+  if out.flush then out:flush() end
+end
+
 local function overrun(ctx, cmd, ev)
+  flush(ctx.out)  -- the events before it come first, as conntrack prints them
   ctx.err:write(ENOBUFS_WARNING)
   ctx.err:write(fmt("WARNING: %d events have been lost.\n", ev.lost or 0))
   if cmd.output.json then
     ctx.out:write(require("conntrack.json").event{ kind = "overrun", time = ev.time,
                                                    lost = ev.lost }, "\n")
-    if ctx.out.flush then ctx.out:flush() end
   end
 end
 
@@ -105,14 +107,21 @@ local function loop(ctx, cmd, ev, each, footer, what)
     for _, e in ipairs(batch) do
       if e.kind == "overrun" then overrun(ctx, cmd, e) else each(ctx, cmd, e) end
     end
-    if #batch == 0 then conntrack.poll({ ev, sig }) end
-    -- after every batch, so that a flood of events does not hold off SIGINT
-    if #sig:recv() > 0 then stop = true end
+    -- once per batch (events that came together), not per line: a write per event was
+    -- most of what a listener that keeps up spends
+    if #batch > 0 then flush(ctx.out) end
+    -- a short batch emptied the socket: wait (poll says when a signal came); a full one
+    -- may be part of a flood, which must not hold off SIGINT
+    local signalled = #batch == BATCH
+    if not signalled then
+      for _, ready in ipairs(conntrack.poll({ ev, sig })) do signalled = signalled or ready == sig end
+    end
+    if signalled and #sig:recv() > 0 then stop = true end
   end
   sig:close()
   if ctx.xml_header then
     ctx.out:write(footer)
-    if ctx.out.flush then ctx.out:flush() end
+    flush(ctx.out)
   end
   ctx.err:write(options.PREFIX, fmt("%d %s events have been shown.\n", ctx.counter, what))
 end
