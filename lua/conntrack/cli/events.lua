@@ -1,8 +1,8 @@
 --- -E and -E expect over the library's lossless events object: filters go to the
 -- kernel where they can (the library's BPF filter), every event is printed as it comes
--- (and flushed with the others received at the same time), SIGINT and SIGTERM end the run with conntrack's summary, and an overrun prints
--- conntrack's ENOBUFS warning followed by the number of events lost (conntrack cannot
--- count them).
+-- (and flushed with the others received at the same time), SIGINT and SIGTERM end the run
+-- with conntrack's summary, and an overrun prints conntrack's ENOBUFS warning followed by
+-- the number of events lost (conntrack cannot count them).
 -- @module conntrack.cli.events
 local conntrack = require "conntrack"
 local kernel = require "conntrack.cli.kernel"
