@@ -543,8 +543,37 @@ local function reported_lost(errtext)
   return total
 end
 
---- Both listeners at once on the same churn. Returns the measurements.
-local function events_run(h, creates, rate, keep_outputs)
+-- Kernel-made events: UDP datagrams over loopback, each to a port of its own and so a
+-- new entry with a NEW event made by the packet (conntrack -E prints those without the
+-- /proc/net/netlink lookup that ctnetlink-made events cost it). bash opens a socket per
+-- datagram itself (/dev/udp), so the sender runs flat out without a fork per packet. A
+-- rule that asks for conntrack makes the namespace track its loopback traffic. Returns
+-- the events made (the entries the kernel counts after) and the seconds it took.
+local TRACKING = [[
+table inet ct_lua_bench {
+  chain out {
+    type filter hook output priority 0;
+    ct state new counter
+  }
+}
+]]
+local function traffic(h, packets)
+  local rules = tmp("tracking.nft")
+  local f = assert(io.open(rules, "w"))
+  f:write(TRACKING)
+  f:close()
+  must("nft -f " .. rules)
+  local t0 = monotonic()
+  must(string.format("bash -c 'for ((i = 0; i < %d; i++)); do " ..
+                     "echo x >/dev/udp/127.0.0.1/$((1024 + i %% 60000)); done 2>/dev/null'",
+                     packets))
+  local seconds = monotonic() - t0
+  must("nft delete table inet ct_lua_bench")
+  return assert(h:count()), seconds
+end
+
+--- Both listeners at once on the same churn (or traffic). Returns the measurements.
+local function events_run(h, spec, keep_outputs)
   local listeners = { ours = start("ev_ours", cfg.ours .. " -E"),
                       theirs = start("ev_theirs", cfg.theirs .. " -E") }
   -- a probe entry shows when each listener is subscribed
@@ -560,7 +589,12 @@ local function events_run(h, creates, rate, keep_outputs)
     sleep(0.02)
   end
   assert(h:delete{ src = PROBE.src })
-  local made, seconds = churn(h, creates, rate)
+  local made, seconds
+  if spec.packets then
+    made, seconds = traffic(h, spec.packets)
+  else
+    made, seconds = churn(h, spec.creates, spec.rate)
+  end
   drain({ listeners.ours, listeners.theirs }, 0.5, 30)
   local r = { made = made, rate = made / seconds }
   for side, l in pairs(listeners) do
@@ -573,6 +607,7 @@ local function events_run(h, creates, rate, keep_outputs)
                 per_event = received > 0 and t.cpu / received or nil }
     if keep_outputs then os.rename(l.out, tmp("ev_" .. side .. ".kept")) end
   end
+  assert(h:flush())  -- the traffic's entries (after the listeners stopped)
   return r
 end
 
@@ -581,6 +616,7 @@ local EVENT_RATES = {
   { name = "-E, churn 20k events/s", rate = 20000, creates = 20000 },
   { name = "-E, churn 50k events/s", rate = 50000, creates = 50000 },
   { name = "-E, churn flat out", creates = 50000 },
+  { name = "-E, real traffic (kernel-made events), flat out", packets = 30000 },
 }
 
 -- The values of one field over the runs (runs[i][side][key], or runs[i][key]).
@@ -597,7 +633,7 @@ end
 local function events_case(h, spec)
   local row = { name = spec.name, events = true, runs = {} }
   for rep = 1, cfg.pairs do
-    local r = events_run(h, spec.creates, spec.rate, rep == 1)
+    local r = events_run(h, spec, rep == 1)
     row.runs[rep] = r
     print(string.format("  rep %d: %d events at %.0f/s; ours %d received, %d reported lost, " ..
                         "%.2f s CPU; conntrack %d received, %.2f s CPU", rep, r.made, r.rate,

@@ -172,6 +172,19 @@ void ct_filter_to_request(struct ct_filter *filter, struct nlmsghdr *nlh, bool d
 bool ct_filter_kernel_only(const struct ct_filter *filter);
 void ct_filter_explain(lua_State *L, const struct ct_filter *filter);
 
+/* ---- poll.c: conntrack.poll over pollable objects ----------------------- */
+
+/* What poll needs of an object: its descriptor, and its own timeout (-1: none). */
+struct ct_pollable {
+	int fd;
+	double timeout;
+};
+
+/* For this module's own objects, what their :pollfd() and :timeout() give (their
+ * :events() is "r"), read in C: false when idx holds another kind of object. */
+bool ct_events_pollable(lua_State *L, int idx, struct ct_pollable *p);
+bool ct_signals_pollable(lua_State *L, int idx, struct ct_pollable *p);
+
 /* ---- bpf.c: a filter as a socket filter for event sockets --------------- */
 
 #define CT_BPF_MAX 1024	/* instructions: far more than the largest filter needs

@@ -540,6 +540,25 @@ static int events_wait(lua_State *L)
 }
 
 /* The cqueues/luv protocol: a descriptor to poll, for reading, and no timer. */
+/* 0 while received events wait in the object (poll would not wake), else none. */
+static double own_timeout(const struct ct_events *ev)
+{
+	return ev->slot < ev->count || ev->pending_err || ev->resync != RESYNC_IDLE ? 0 : -1;
+}
+
+bool ct_events_pollable(lua_State *L, int idx, struct ct_pollable *p)
+{
+	struct ct_events *ev = luaL_testudata(L, idx, CT_EVENTS_TYPE);
+
+	if (!ev)
+		return false;
+	if (!ev->sock.nl)
+		luaL_error(L, "attempt to use a closed " CT_EVENTS_TYPE);
+	p->fd = mnl_socket_get_fd(ev->sock.nl);
+	p->timeout = own_timeout(ev);
+	return true;
+}
+
 static int events_pollfd(lua_State *L)
 {
 	lua_pushinteger(L, mnl_socket_get_fd(check_events(L, 1)->sock.nl));
@@ -553,12 +572,9 @@ static int events_events(lua_State *L)
 	return 1;
 }
 
-/* 0 while received events wait in the object (poll would not wake), else nil. */
 static int events_timeout(lua_State *L)
 {
-	struct ct_events *ev = check_events(L, 1);
-
-	if (ev->slot < ev->count || ev->pending_err || ev->resync != RESYNC_IDLE)
+	if (own_timeout(check_events(L, 1)) == 0)
 		lua_pushinteger(L, 0);
 	else
 		lua_pushnil(L);

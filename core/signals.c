@@ -92,6 +92,19 @@ static int signals_recv(lua_State *L)
 	return 1;
 }
 
+bool ct_signals_pollable(lua_State *L, int idx, struct ct_pollable *p)
+{
+	struct ct_signals *s = luaL_testudata(L, idx, CT_SIGNALS_TYPE);
+
+	if (!s)
+		return false;
+	if (s->fd < 0)
+		luaL_error(L, "attempt to use a closed " CT_SIGNALS_TYPE);
+	p->fd = s->fd;
+	p->timeout = -1;
+	return true;
+}
+
 static int signals_pollfd(lua_State *L)
 {
 	lua_pushinteger(L, check_signals(L, 1)->fd);
