@@ -539,7 +539,6 @@ static int events_wait(lua_State *L)
 	return 1;
 }
 
-/* The cqueues/luv protocol: a descriptor to poll, for reading, and no timer. */
 /* 0 while received events wait in the object (poll would not wake), else none. */
 static double own_timeout(const struct ct_events *ev)
 {
@@ -559,6 +558,7 @@ bool ct_events_pollable(lua_State *L, int idx, struct ct_pollable *p)
 	return true;
 }
 
+/* The cqueues/luv protocol: a descriptor to poll, for reading, and no timer. */
 static int events_pollfd(lua_State *L)
 {
 	lua_pushinteger(L, mnl_socket_get_fd(check_events(L, 1)->sock.nl));
