@@ -142,15 +142,6 @@ static uint32_t load_be32(const uint8_t *b)
 	return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
 }
 
-/* The protocol every event must have, from a positive proto term, or -1. */
-static int required_proto(const struct ct_filter *filter)
-{
-	for (size_t i = 0; i < filter->nterms; i++)
-		if (filter->terms[i].field->kind == K_PROTO && !filter->terms[i].want.negate)
-			return (int)filter->terms[i].want.v.num;
-	return -1;
-}
-
 static bool port_proto(int proto)
 {
 	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_UDPLITE ||
@@ -200,6 +191,10 @@ static bool compile_term(struct program *p, const struct ct_field *f, const stru
 		value[0] = (uint32_t)want->v.num;
 		if (want->has_mask)
 			mask[0] = (uint32_t)want->mask.num;
+		/* C compares (mark & mask) with the whole value, which then never
+		 * matches: the masked compare here would, and drop what "!" passes */
+		if (value[0] & ~mask[0])
+			return false;
 		absent_is_zero = true;
 		break;
 	case K_U16:
@@ -237,7 +232,7 @@ static bool compile_term(struct program *p, const struct ct_field *f, const stru
  */
 static bool compile_filter(const struct ct_filter *filter, struct program *p, bool *compiled)
 {
-	int proto = required_proto(filter);
+	int proto = ct_filter_proto(filter);
 	bool any = false;
 
 	p->n = p->block = 0;

@@ -79,11 +79,11 @@ bool ct_bpf_run(const struct sock_filter *insn, unsigned int len, const void *me
 			break;
 		case BPF_LD | BPF_W | BPF_ABS:
 			if (i->k == (uint32_t)(SKF_AD_OFF + SKF_AD_NLATTR)) {
-				a = a > size ? 0 : find_attr(msg, size, a, x);
+				a = find_attr(msg, size, a, x);
 				break;
 			}
 			if (i->k == (uint32_t)(SKF_AD_OFF + SKF_AD_NLATTR_NEST)) {
-				a = a > size ? 0 : find_nested(msg, size, a, x);
+				a = find_nested(msg, size, a, x);
 				break;
 			}
 			/* a plain word */

@@ -139,6 +139,7 @@ int ct_field_store(const struct ct_field *f, const struct ct_value *val,
 int ct_proto_number(const char *name);
 const char *ct_proto_name(uint8_t num);
 int ct_state_number(uint8_t proto, const char *name);
+const char *ct_state_text(int attr, uint8_t s);
 
 /* ---- spec.c: a Lua table of fields applied to a conntrack object --------- */
 
@@ -168,6 +169,7 @@ struct ct_filter {
 void ct_filter_compile(const struct ct_arg *a, int idx, struct ct_filter *filter);
 void ct_filter_push_predicate(lua_State *L, int idx);
 bool ct_filter_match(const struct ct_filter *filter, const struct nf_conntrack *ct);
+int ct_filter_proto(const struct ct_filter *filter);
 void ct_filter_to_request(struct ct_filter *filter, struct nlmsghdr *nlh, bool dump);
 bool ct_filter_kernel_only(const struct ct_filter *filter);
 void ct_filter_explain(lua_State *L, const struct ct_filter *filter);
@@ -292,6 +294,12 @@ struct ct_line {
 	bool full;
 };
 
+/* Whether attribute attr of ct is set. */
+static inline bool ct_has(const struct nf_conntrack *ct, enum nf_conntrack_attr attr)
+{
+	return nfct_attr_is_set(ct, attr) > 0;
+}
+
 /* Inline: the printers call these for every piece of a line. */
 static inline void ct_put(struct ct_line *l, const char *s, size_t n)
 {
@@ -309,15 +317,15 @@ static inline void ct_put_str(struct ct_line *l, const char *s)
 }
 
 void ct_put_u64(struct ct_line *l, uint64_t v);
-void ct_put_ipv4(struct ct_line *l, const uint8_t *a);
-void ct_put_ipv6(struct ct_line *l, const uint8_t *a);	/* as glibc's inet_ntop */
 int ct_print_default(char *buf, size_t size, const struct nf_conntrack *ct, unsigned int type,
 		     unsigned int flags, bool labels);
-void ct_put_addr(struct ct_line *l, bool ipv6, const uint8_t *a);
+void ct_put_addr(struct ct_line *l, bool ipv6, const uint8_t *a);	/* as glibc's inet_ntop */
+enum nf_conntrack_attr ct_addr_attr(bool ipv6, bool reply, bool dst);
 void ct_put_hex(struct ct_line *l, unsigned int v);	/* printf's "%x" */
 enum ct_l4 { CT_L4_NONE, CT_L4_PORTS, CT_L4_KEYS };
 enum ct_l4 ct_l4_of(uint8_t proto);
 bool ct_print_tuples_complete(const struct nf_conntrack *ct);
+uint64_t ct_delta_time(const struct nf_conntrack *ct);
 int ct_print_xml(char *buf, size_t size, const struct nf_conntrack *ct, unsigned int type,
 		 unsigned int flags);
 void ct_print_addr(char *buf, bool ipv6, const void *addr);
@@ -363,7 +371,7 @@ struct ct_dump {
 	size_t unreported;		/* flow bytes not yet told to the GC */
 	struct ct_filter filter;
 	/* the filter as a BPF program run on each entry before it is parsed
-	 * (bpf_run.c), when the kernel could not filter the dump itself */
+	 * (bpf_run.c), when the kernel leaves some of its terms to us */
 	struct sock_filter prefilter[CT_BPF_MAX];
 	unsigned int prefilter_len;
 };

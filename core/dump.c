@@ -64,6 +64,15 @@ static void drop_pending(struct ct_dump *d)
 	ct_expect_clear(&d->pending_expect);
 }
 
+/* Whether the kernel leaves some term of the filter to us. */
+static bool terms_left(const struct ct_filter *filter)
+{
+	for (size_t i = 0; i < filter->nterms; i++)
+		if (!filter->terms[i].in_kernel)
+			return true;
+	return false;
+}
+
 /*
  * Whether an entry of the dump may pass its filter, from its attributes,
  * before it is parsed (the prefilter drops only entries the filter drops).
@@ -71,8 +80,10 @@ static void drop_pending(struct ct_dump *d)
  */
 static bool may_pass(const struct ct_dump *d, const struct nlmsghdr *nlh)
 {
+	/* an interrupted dump's flag goes to mnl_cb_run, whichever entry carries it */
 	if (!d->prefilter_len || nlh->nlmsg_type != CT_MSG(IPCTNL_MSG_CT_NEW) ||
-	    nlh->nlmsg_seq != d->seq || nlh->nlmsg_pid != d->sock.portid)
+	    nlh->nlmsg_seq != d->seq || nlh->nlmsg_pid != d->sock.portid ||
+	    (nlh->nlmsg_flags & NLM_F_DUMP_INTR))
 		return true;
 	return ct_bpf_run(d->prefilter, d->prefilter_len, nlh, nlh->nlmsg_len);
 }
@@ -248,8 +259,6 @@ int ct_dump_push(lua_State *L, int handle_idx, int filter_idx, int arg, const ch
 	lua_getiuservalue(L, handle_idx, CT_UV_LABELMAP);
 	a.labelmap = lua_gettop(L);
 	ct_filter_compile(&a, filter_idx, &d->filter);
-	if (!d->expect)
-		d->prefilter_len = ct_bpf_compile(&d->filter, d->prefilter);
 	lua_setiuservalue(L, -2, UV_LABELMAP);
 	ct_filter_push_predicate(L, filter_idx);
 	lua_setiuservalue(L, -2, UV_PREDICATE);
@@ -268,6 +277,8 @@ int ct_dump_push(lua_State *L, int handle_idx, int filter_idx, int arg, const ch
 	 * take these attribute numbers for others) */
 	if (type == CT_MSG(IPCTNL_MSG_CT_GET) || type == CT_MSG(IPCTNL_MSG_CT_GET_CTRZERO))
 		ct_filter_to_request(&d->filter, nlh, true);
+	if (!d->expect && terms_left(&d->filter))
+		d->prefilter_len = ct_bpf_compile(&d->filter, d->prefilter);
 	err = ct_socket_send(&d->sock, nlh, nlh->nlmsg_len);
 	if (err)
 		dump_release(d);

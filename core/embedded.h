@@ -10,8 +10,8 @@
 struct ct_embedded {
   const char *name;       /* module name ("conntrack.util") or script name ("summary") */
   const char *chunkname;  /* "@" .. repository path, so tracebacks name the repository file */
-  const char *source;     /* the file's chunk, precompiled (string.dump), NUL-terminated */
-  size_t size;            /* number of bytes in source, terminator excluded */
+  const char *chunk;      /* the file precompiled (string.dump), then a NUL */
+  size_t size;            /* number of bytes in chunk, the NUL excluded */
 };
 
 /* Modules from lua/, for package.preload; the last entry has name == NULL. */

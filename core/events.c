@@ -64,7 +64,6 @@ struct ct_events {
 	uint32_t drops;			/* the kernel's drop counter, as last read */
 	bool congested;			/* ENOBUFS came, and the counter was not read since */
 	size_t unreported;		/* flow bytes not yet told to the GC */
-	bool reliable;			/* the kernel redelivers what it could not send */
 	struct ct_filter filter;
 	struct ct_seen *seen;		/* the subscriber's view, with resync on */
 	uint32_t generation;		/* of the latest resync */
@@ -489,12 +488,13 @@ static int events_recv(lua_State *L)
 		/* ENOBUFS comes once per congestion (the kernel drops silently
 		 * while it lasts, and it lasts until the queue empties), so the
 		 * drop counter, read when the queue is empty after one, accounts
-		 * for every drop. Without ENOBUFS it cannot have moved. In
-		 * reliable mode a failed delivery is sent again later: no loss. */
+		 * for every drop. Without ENOBUFS it cannot have moved (and in
+		 * reliable mode, NETLINK_NO_ENOBUFS, a failed delivery is sent
+		 * again later: no loss, no ENOBUFS). */
 		if (got == -ENOBUFS)
 			ev->congested = true;
 		if (got == -ENOBUFS ||
-		    (got == 0 && ev->congested && !ev->reliable && socket_drops(ev) != ev->drops)) {
+		    (got == 0 && ev->congested && socket_drops(ev) != ev->drops)) {
 			if (got == 0)
 				ev->congested = false;
 			queue_overrun(L, ev, queue);
@@ -521,6 +521,12 @@ static int events_recv(lua_State *L)
 }
 
 /* ev:wait([seconds]) -> true when events are ready, false on timeout or a signal. */
+/* 0 while received events wait in the object (poll would not wake), else none. */
+static double own_timeout(const struct ct_events *ev)
+{
+	return ev->slot < ev->count || ev->pending_err || ev->resync != RESYNC_IDLE ? 0 : -1;
+}
+
 static int events_wait(lua_State *L)
 {
 	struct ct_events *ev = check_events(L, 1);
@@ -528,7 +534,7 @@ static int events_wait(lua_State *L)
 	struct pollfd pfd = { .fd = mnl_socket_get_fd(ev->sock.nl), .events = POLLIN };
 	int ready;
 
-	if (ev->slot < ev->count || ev->pending_err || ev->resync != RESYNC_IDLE) {
+	if (own_timeout(ev) == 0) {
 		lua_pushboolean(L, 1);
 		return 1;
 	}
@@ -539,20 +545,13 @@ static int events_wait(lua_State *L)
 	return 1;
 }
 
-/* 0 while received events wait in the object (poll would not wake), else none. */
-static double own_timeout(const struct ct_events *ev)
-{
-	return ev->slot < ev->count || ev->pending_err || ev->resync != RESYNC_IDLE ? 0 : -1;
-}
-
 bool ct_events_pollable(lua_State *L, int idx, struct ct_pollable *p)
 {
-	struct ct_events *ev = luaL_testudata(L, idx, CT_EVENTS_TYPE);
+	struct ct_events *ev;
 
-	if (!ev)
+	if (!luaL_testudata(L, idx, CT_EVENTS_TYPE))
 		return false;
-	if (!ev->sock.nl)
-		luaL_error(L, "attempt to use a closed " CT_EVENTS_TYPE);
+	ev = check_events(L, idx);
 	p->fd = mnl_socket_get_fd(ev->sock.nl);
 	p->timeout = own_timeout(ev);
 	return true;
@@ -724,7 +723,6 @@ int ct_handle_listen(lua_State *L)
 		if (mnl_socket_setsockopt(ev->sock.nl, NETLINK_BROADCAST_ERROR, &on, sizeof(on)) < 0 ||
 		    mnl_socket_setsockopt(ev->sock.nl, NETLINK_NO_ENOBUFS, &on, sizeof(on)) < 0)
 			return ct_fail(L, "listen", errno);
-		ev->reliable = true;
 	}
 	ev->drops = socket_drops(ev);
 	if (o.kernel_filter)

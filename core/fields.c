@@ -205,6 +205,23 @@ static const char *const *state_table(uint8_t proto, int *attr)
 	}
 }
 
+/*
+ * The name of state s in the table of state attribute attr (ATTR_TCP_STATE,
+ * ATTR_SCTP_STATE or ATTR_DCCP_STATE), as libnetfilter_conntrack names it,
+ * or NULL when the table has no such state.
+ */
+const char *ct_state_text(int attr, uint8_t s)
+{
+	const char *const *names = attr == ATTR_TCP_STATE  ? tcp_states :
+				   attr == ATTR_SCTP_STATE ? sctp_states :
+				   attr == ATTR_DCCP_STATE ? dccp_states : NULL;
+
+	for (int i = 0; names && names[i]; i++)
+		if (i == s)
+			return names[i];
+	return NULL;
+}
+
 static int name_index(const char *const *names, const char *name)
 {
 	for (int i = 0; names[i]; i++)
@@ -675,8 +692,8 @@ void ct_field_parse(const struct ct_arg *a, const struct ct_field *f, int idx,
 	lua_State *L = a->L;
 	const char *s = lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx) : NULL;
 
-	if (!a->filtering || !s || s[0] != '!' || f->kind == K_STATUS || f->kind == K_TCP_FLAGS ||
-	    f->kind == K_LABELS || f->kind == K_LABELS_ADD || f->kind == K_LABELS_DEL) {
+	/* sets take their own "!" (per member) */
+	if (!a->filtering || !s || s[0] != '!' || ct_field_is_set(f)) {
 		parse_value(a, f, idx, out);
 		return;
 	}
@@ -715,9 +732,7 @@ bool ct_field_applies(const struct ct_field *f, const struct nf_conntrack *ct)
 	case S_TCP:
 		return ct_proto(ct) == IPPROTO_TCP;
 	case S_PORTS:
-		p = ct_proto(ct);
-		return p == IPPROTO_TCP || p == IPPROTO_UDP || p == IPPROTO_UDPLITE ||
-		       p == IPPROTO_SCTP || p == IPPROTO_DCCP;
+		return ct_l4_of(ct_proto(ct)) == CT_L4_PORTS;
 	}
 	return false;
 }
@@ -781,16 +796,12 @@ static uint64_t get_number(const struct ct_field *f, const struct nf_conntrack *
 static const char *state_name(const struct nf_conntrack *ct)
 {
 	int attr;
-	const char *const *names = state_table(ct_proto(ct), &attr);
-	uint8_t state;
+	const char *name;
 
-	if (!names)
+	if (!state_table(ct_proto(ct), &attr))
 		return NULL;
-	state = nfct_get_attr_u8(ct, (enum nf_conntrack_attr)attr);
-	for (int i = 0; names[i]; i++)
-		if (i == state)
-			return names[i];
-	return "UNKNOWN";
+	name = ct_state_text(attr, nfct_get_attr_u8(ct, (enum nf_conntrack_attr)attr));
+	return name ? name : "UNKNOWN";
 }
 
 static void push_labels(lua_State *L, const struct nfct_bitmask *b, struct nfct_labelmap *map)

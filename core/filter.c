@@ -79,6 +79,15 @@ void ct_filter_push_predicate(lua_State *L, int idx)
 		lua_pushnil(L);
 }
 
+/* The protocol every match has, from a positive proto term, or -1. */
+int ct_filter_proto(const struct ct_filter *filter)
+{
+	for (size_t i = 0; i < filter->nterms; i++)
+		if (filter->terms[i].field->kind == K_PROTO && !filter->terms[i].want.negate)
+			return (int)filter->terms[i].want.v.num;
+	return -1;
+}
+
 bool ct_filter_match(const struct ct_filter *filter, const struct nf_conntrack *ct)
 {
 	for (size_t i = 0; i < filter->nterms; i++) {

@@ -49,15 +49,6 @@ static bool exact_ipv4(const struct ct_value *want)
 	return want->family == AF_INET && memcmp(want->mask.bits, ones, sizeof(ones)) == 0;
 }
 
-/* The protocol the filter asks for, or -1. */
-static int wanted_proto(const struct ct_filter *filter)
-{
-	for (size_t i = 0; i < filter->nterms; i++)
-		if (filter->terms[i].field->kind == K_PROTO && !filter->terms[i].want.negate)
-			return (int)filter->terms[i].want.v.num;
-	return -1;
-}
-
 static bool is_source(const struct ct_field *f)
 {
 	switch (f->attr) {
@@ -166,7 +157,7 @@ void ct_filter_to_request(struct ct_filter *filter, struct nlmsghdr *nlh, bool d
 {
 	struct partial_tuple orig = { 0 }, reply = { 0 };
 	bool tuples = dump && (filter->family == AF_INET || filter->family == AF_INET6);
-	int proto = wanted_proto(filter);
+	int proto = ct_filter_proto(filter);
 
 	for (size_t i = 0; i < filter->nterms; i++) {
 		const struct ct_field *f = filter->terms[i].field;

@@ -147,7 +147,7 @@ static void print_version (void) {
 
 /* Loads an embedded chunk: bytecode that tools/embed.lua compiled from the file. */
 static int load_embedded (lua_State *L, const struct ct_embedded *e) {
-  return luaL_loadbufferx(L, e->source, e->size, e->chunkname, "b");
+  return luaL_loadbufferx(L, e->chunk, e->size, e->chunkname, "b");
 }
 
 /*

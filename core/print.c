@@ -71,7 +71,7 @@ static void put_hex_field(struct ct_line *l, const char *name, unsigned int v)
 	ct_put(l, " ", 1);
 }
 
-void ct_put_ipv4(struct ct_line *l, const uint8_t *a)
+static void put_ipv4(struct ct_line *l, const uint8_t *a)
 {
 	for (int i = 0; i < 4; i++) {
 		if (i)
@@ -85,7 +85,7 @@ void ct_put_ipv4(struct ct_line *l, const uint8_t *a)
  * more zero words (the first of equal ones) as "::", lower-case hex, and
  * the last 32 bits as IPv4 for ::a.b.c.d and ::ffff:a.b.c.d.
  */
-void ct_put_ipv6(struct ct_line *l, const uint8_t *a)
+static void put_ipv6(struct ct_line *l, const uint8_t *a)
 {
 	unsigned int words[8];
 	int best = -1, best_len = 0;
@@ -110,7 +110,7 @@ void ct_put_ipv6(struct ct_line *l, const uint8_t *a)
 			continue;
 		}
 		if (i == 6 && best == 0 && (best_len == 6 || (best_len == 5 && words[5] == 0xffff))) {
-			ct_put_ipv4(l, a + 12);
+			put_ipv4(l, a + 12);
 			return;
 		}
 		ct_put_hex(l, words[i]);
@@ -123,9 +123,9 @@ void ct_put_ipv6(struct ct_line *l, const uint8_t *a)
 void ct_put_addr(struct ct_line *l, bool ipv6, const uint8_t *a)
 {
 	if (ipv6)
-		ct_put_ipv6(l, a);
+		put_ipv6(l, a);
 	else
-		ct_put_ipv4(l, a);
+		put_ipv4(l, a);
 }
 
 /*
@@ -141,19 +141,25 @@ void ct_print_addr(char *buf, bool ipv6, const void *addr)
 	*l.p = '\0';
 }
 
+/* The attribute of a tuple's address: of the reply or original direction, its destination or source. */
+enum nf_conntrack_attr ct_addr_attr(bool ipv6, bool reply, bool dst)
+{
+	static const enum nf_conntrack_attr attrs[2][2][2] = {
+		{ { ATTR_ORIG_IPV4_SRC, ATTR_ORIG_IPV4_DST }, { ATTR_REPL_IPV4_SRC, ATTR_REPL_IPV4_DST } },
+		{ { ATTR_ORIG_IPV6_SRC, ATTR_ORIG_IPV6_DST }, { ATTR_REPL_IPV6_SRC, ATTR_REPL_IPV6_DST } },
+	};
+
+	return attrs[ipv6][reply][dst];
+}
+
 static void put_addresses(struct ct_line *l, const struct nf_conntrack *ct, bool reply)
 {
-	bool v4 = nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO) == AF_INET;
-	void (*put_addr)(struct ct_line *, const uint8_t *) = v4 ? ct_put_ipv4 : ct_put_ipv6;
-	enum nf_conntrack_attr src = v4 ? (reply ? ATTR_REPL_IPV4_SRC : ATTR_ORIG_IPV4_SRC) :
-					  (reply ? ATTR_REPL_IPV6_SRC : ATTR_ORIG_IPV6_SRC);
-	enum nf_conntrack_attr dst = v4 ? (reply ? ATTR_REPL_IPV4_DST : ATTR_ORIG_IPV4_DST) :
-					  (reply ? ATTR_REPL_IPV6_DST : ATTR_ORIG_IPV6_DST);
+	bool v6 = nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO) == AF_INET6;
 
 	ct_put_str(l, "src=");
-	put_addr(l, nfct_get_attr(ct, src));
+	ct_put_addr(l, v6, nfct_get_attr(ct, ct_addr_attr(v6, reply, false)));
 	ct_put_str(l, " dst=");
-	put_addr(l, nfct_get_attr(ct, dst));
+	ct_put_addr(l, v6, nfct_get_attr(ct, ct_addr_attr(v6, reply, true)));
 	ct_put(l, " ", 1);
 }
 
@@ -189,17 +195,12 @@ static void put_l4(struct ct_line *l, const struct nf_conntrack *ct, uint8_t pro
 	}
 }
 
-static bool has(const struct nf_conntrack *ct, enum nf_conntrack_attr attr)
-{
-	return nfct_attr_is_set(ct, attr) > 0;
-}
-
 static void put_counters(struct ct_line *l, const struct nf_conntrack *ct, bool reply)
 {
 	enum nf_conntrack_attr packets = reply ? ATTR_REPL_COUNTER_PACKETS : ATTR_ORIG_COUNTER_PACKETS;
 	enum nf_conntrack_attr bytes = reply ? ATTR_REPL_COUNTER_BYTES : ATTR_ORIG_COUNTER_BYTES;
 
-	if (has(ct, packets) && has(ct, bytes)) {
+	if (ct_has(ct, packets) && ct_has(ct, bytes)) {
 		put_field(l, "packets=", nfct_get_attr_u64(ct, packets));
 		put_field(l, "bytes=", nfct_get_attr_u64(ct, bytes));
 	}
@@ -210,33 +211,23 @@ static void put_direction(struct ct_line *l, const struct nf_conntrack *ct, uint
 {
 	put_addresses(l, ct, reply);
 	put_l4(l, ct, proto, reply);
-	if (has(ct, reply ? ATTR_REPL_ZONE : ATTR_ORIG_ZONE))
+	if (ct_has(ct, reply ? ATTR_REPL_ZONE : ATTR_ORIG_ZONE))
 		put_field(l, reply ? "zone-reply=" : "zone-orig=",
 			  nfct_get_attr_u16(ct, reply ? ATTR_REPL_ZONE : ATTR_ORIG_ZONE));
 	put_counters(l, ct, reply);
 }
 
+/* The state's name as libnfct's line gives it (the table's first, NONE, when out of it). */
 static const char *state_text(const struct nf_conntrack *ct)
 {
-	static const char *const tcp[] = {
-		"NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT",
-		"LAST_ACK", "TIME_WAIT", "CLOSE", "SYN_SENT2"
-	};
-	static const char *const sctp[] = {
-		"NONE", "CLOSED", "COOKIE_WAIT", "COOKIE_ECHOED", "ESTABLISHED", "SHUTDOWN_SENT",
-		"SHUTDOWN_RECD", "SHUTDOWN_ACK_SENT", "HEARTBEAT_SENT", "HEARTBEAT_ACKED"
-	};
-	uint8_t s;
+	int attr = ct_has(ct, ATTR_TCP_STATE) ? ATTR_TCP_STATE :
+		   ct_has(ct, ATTR_SCTP_STATE) ? ATTR_SCTP_STATE : 0;
+	const char *name;
 
-	if (has(ct, ATTR_TCP_STATE)) {
-		s = nfct_get_attr_u8(ct, ATTR_TCP_STATE);
-		return s < sizeof(tcp) / sizeof(tcp[0]) ? tcp[s] : tcp[0];
-	}
-	if (has(ct, ATTR_SCTP_STATE)) {
-		s = nfct_get_attr_u8(ct, ATTR_SCTP_STATE);
-		return s < sizeof(sctp) / sizeof(sctp[0]) ? sctp[s] : sctp[0];
-	}
-	return NULL;
+	if (!attr)
+		return NULL;
+	name = ct_state_text(attr, nfct_get_attr_u8(ct, (enum nf_conntrack_attr)attr));
+	return name ? name : "NONE";
 }
 
 /*
@@ -246,20 +237,13 @@ static const char *state_text(const struct nf_conntrack *ct)
  */
 bool ct_print_tuples_complete(const struct nf_conntrack *ct)
 {
-	static const enum nf_conntrack_attr v4[] = {
-		ATTR_ORIG_IPV4_SRC, ATTR_ORIG_IPV4_DST, ATTR_REPL_IPV4_SRC, ATTR_REPL_IPV4_DST,
-	};
-	static const enum nf_conntrack_attr v6[] = {
-		ATTR_ORIG_IPV6_SRC, ATTR_ORIG_IPV6_DST, ATTR_REPL_IPV6_SRC, ATTR_REPL_IPV6_DST,
-	};
 	uint8_t family = nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO);
-	const enum nf_conntrack_attr *addrs = family == AF_INET ? v4 : v6;
 
 	if ((family != AF_INET && family != AF_INET6) ||
 	    nfct_get_attr_u8(ct, ATTR_REPL_L3PROTO) != family)
 		return false;
 	for (int i = 0; i < 4; i++)
-		if (!has(ct, addrs[i]))
+		if (!ct_has(ct, ct_addr_attr(family == AF_INET6, i & 2, i & 1)))
 			return false;
 	return true;
 }
@@ -270,8 +254,8 @@ static bool declined(const struct nf_conntrack *ct, unsigned int flags, bool lab
 	uint8_t proto = nfct_get_attr_u8(ct, ATTR_ORIG_L4PROTO);
 
 	return !ct_print_tuples_complete(ct) || proto == IPPROTO_ICMP ||
-	       proto == IPPROTO_ICMPV6 || has(ct, ATTR_DCCP_STATE) || has(ct, ATTR_SECCTX) ||
-	       (labels && has(ct, ATTR_CONNLABELS)) || (flags & NFCT_OF_TIMESTAMP);
+	       proto == IPPROTO_ICMPV6 || ct_has(ct, ATTR_DCCP_STATE) || ct_has(ct, ATTR_SECCTX) ||
+	       (labels && ct_has(ct, ATTR_CONNLABELS)) || (flags & NFCT_OF_TIMESTAMP);
 }
 
 static void put_status(struct ct_line *l, const struct nf_conntrack *ct)
@@ -287,10 +271,10 @@ static void put_status(struct ct_line *l, const struct nf_conntrack *ct)
 }
 
 /* The entry's age in seconds, to its end or to now (delta-time). */
-static uint64_t delta_time(const struct nf_conntrack *ct)
+uint64_t ct_delta_time(const struct nf_conntrack *ct)
 {
 	uint64_t start = nfct_get_attr_u64(ct, ATTR_TIMESTAMP_START) / 1000000000u;
-	uint64_t stop = has(ct, ATTR_TIMESTAMP_STOP) ?
+	uint64_t stop = ct_has(ct, ATTR_TIMESTAMP_STOP) ?
 			nfct_get_attr_u64(ct, ATTR_TIMESTAMP_STOP) / 1000000000u : 0;
 
 	if (stop == 0)
@@ -322,7 +306,7 @@ int ct_print_default(char *buf, size_t size, const struct nf_conntrack *ct, unsi
 		put_name_num(&l, nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO) == AF_INET ? "ipv4" : "ipv6",
 			     nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO));
 	put_name_num(&l, name ? name : "unknown", proto);
-	if (has(ct, ATTR_TIMEOUT))
+	if (ct_has(ct, ATTR_TIMEOUT))
 		put_field(&l, "", nfct_get_attr_u32(ct, ATTR_TIMEOUT));
 	state = state_text(ct);
 	if (state) {
@@ -330,27 +314,27 @@ int ct_print_default(char *buf, size_t size, const struct nf_conntrack *ct, unsi
 		ct_put(&l, " ", 1);
 	}
 	put_direction(&l, ct, proto, false);
-	if (has(ct, ATTR_STATUS) && !(nfct_get_attr_u32(ct, ATTR_STATUS) & IPS_SEEN_REPLY))
+	if (ct_has(ct, ATTR_STATUS) && !(nfct_get_attr_u32(ct, ATTR_STATUS) & IPS_SEEN_REPLY))
 		ct_put_str(&l, "[UNREPLIED] ");
 	put_direction(&l, ct, proto, true);
-	if (has(ct, ATTR_STATUS))
+	if (ct_has(ct, ATTR_STATUS))
 		put_status(&l, ct);
-	if (has(ct, ATTR_MARK))
+	if (ct_has(ct, ATTR_MARK))
 		put_field(&l, "mark=", nfct_get_attr_u32(ct, ATTR_MARK));
-	if (has(ct, ATTR_SECMARK))
+	if (ct_has(ct, ATTR_SECMARK))
 		put_field(&l, "secmark=", nfct_get_attr_u32(ct, ATTR_SECMARK));
-	if (has(ct, ATTR_ZONE))
+	if (ct_has(ct, ATTR_ZONE))
 		put_field(&l, "zone=", nfct_get_attr_u16(ct, ATTR_ZONE));
-	if (has(ct, ATTR_TIMESTAMP_START))
-		put_field(&l, "delta-time=", delta_time(ct));
-	if (has(ct, ATTR_HELPER_NAME)) {
+	if (ct_has(ct, ATTR_TIMESTAMP_START))
+		put_field(&l, "delta-time=", ct_delta_time(ct));
+	if (ct_has(ct, ATTR_HELPER_NAME)) {
 		ct_put_str(&l, "helper=");
 		ct_put_str(&l, nfct_get_attr(ct, ATTR_HELPER_NAME));
 		ct_put(&l, " ", 1);
 	}
-	if (has(ct, ATTR_USE))
+	if (ct_has(ct, ATTR_USE))
 		put_field(&l, "use=", nfct_get_attr_u32(ct, ATTR_USE));
-	if ((flags & NFCT_OF_ID) && has(ct, ATTR_ID))
+	if ((flags & NFCT_OF_ID) && ct_has(ct, ATTR_ID))
 		put_field(&l, "id=", nfct_get_attr_u32(ct, ATTR_ID));
 	if (l.full)
 		return -1;

@@ -15,12 +15,6 @@
 #include "ct.h"
 
 #include <arpa/inet.h>
-#include <time.h>
-
-static bool has(const struct nf_conntrack *ct, enum nf_conntrack_attr attr)
-{
-	return nfct_attr_is_set(ct, attr) > 0;
-}
 
 static void put_tag(struct ct_line *l, const char *open, const char *name)
 {
@@ -59,10 +53,6 @@ static void put_protocol(struct ct_line *l, unsigned int num, const char *name)
 /* One direction's <meta>: addresses, ports or keys, counters. */
 static void put_tuple(struct ct_line *l, const struct nf_conntrack *ct, bool reply)
 {
-	static const enum nf_conntrack_attr addr[2][2][2] = {
-		{ { ATTR_ORIG_IPV4_SRC, ATTR_ORIG_IPV4_DST }, { ATTR_REPL_IPV4_SRC, ATTR_REPL_IPV4_DST } },
-		{ { ATTR_ORIG_IPV6_SRC, ATTR_ORIG_IPV6_DST }, { ATTR_REPL_IPV6_SRC, ATTR_REPL_IPV6_DST } },
-	};
 	uint8_t family = nfct_get_attr_u8(ct, reply ? ATTR_REPL_L3PROTO : ATTR_ORIG_L3PROTO);
 	uint8_t proto = nfct_get_attr_u8(ct, reply ? ATTR_REPL_L4PROTO : ATTR_ORIG_L4PROTO);
 	bool v6 = family == AF_INET6;
@@ -73,9 +63,9 @@ static void put_tuple(struct ct_line *l, const struct nf_conntrack *ct, bool rep
 	ct_put_str(l, reply ? "<meta direction=\"reply\"><layer3" : "<meta direction=\"original\"><layer3");
 	put_protocol(l, family, v6 ? "ipv6" : "ipv4");
 	ct_put_str(l, "<src>");
-	ct_put_addr(l, v6, nfct_get_attr(ct, addr[v6][reply][0]));
+	ct_put_addr(l, v6, nfct_get_attr(ct, ct_addr_attr(v6, reply, false)));
 	ct_put_str(l, "</src><dst>");
-	ct_put_addr(l, v6, nfct_get_attr(ct, addr[v6][reply][1]));
+	ct_put_addr(l, v6, nfct_get_attr(ct, ct_addr_attr(v6, reply, true)));
 	ct_put_str(l, "</dst></layer3><layer4");
 	put_protocol(l, proto, name ? name : "unknown");
 	if (ct_l4_of(proto) == CT_L4_PORTS) {
@@ -87,7 +77,7 @@ static void put_tuple(struct ct_line *l, const struct nf_conntrack *ct, bool rep
 	}
 	ct_put_str(l, "</layer4>");
 	/* libnfct asks for the original counters, for both directions */
-	if (has(ct, ATTR_ORIG_COUNTER_PACKETS) && has(ct, ATTR_ORIG_COUNTER_BYTES)) {
+	if (ct_has(ct, ATTR_ORIG_COUNTER_PACKETS) && ct_has(ct, ATTR_ORIG_COUNTER_BYTES)) {
 		ct_put_str(l, "<counters>");
 		put_element(l, "packets",
 			    nfct_get_attr_u64(ct, reply ? ATTR_REPL_COUNTER_PACKETS : ATTR_ORIG_COUNTER_PACKETS));
@@ -98,19 +88,7 @@ static void put_tuple(struct ct_line *l, const struct nf_conntrack *ct, bool rep
 	ct_put_str(l, "</meta>");
 }
 
-/* libnfct's TCP state names, which its XML uses for SCTP states too */
-static const char *const tcp_states[] = {
-	"NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT",
-	"LAST_ACK", "TIME_WAIT", "CLOSE", "SYN_SENT2"
-};
-
 #define SCTP_XML_STATES 8	/* NONE to SHUTDOWN_ACK_SENT: past them, libnfct is declined */
-
-/* The age in seconds of an entry that has not ended (one with a stop time is declined). */
-static uint64_t delta_time(const struct nf_conntrack *ct)
-{
-	return (uint64_t)time(NULL) - nfct_get_attr_u64(ct, ATTR_TIMESTAMP_START) / 1000000000u;
-}
 
 /* The independent <meta>: state, timeout, mark, zone, use, id, status, age. */
 static void put_independent(struct ct_line *l, const struct nf_conntrack *ct)
@@ -127,24 +105,25 @@ static void put_independent(struct ct_line *l, const struct nf_conntrack *ct)
 	bool present = false;
 
 	for (size_t i = 0; i < sizeof(any) / sizeof(any[0]); i++)
-		present = present || has(ct, any[i]);
+		present = present || ct_has(ct, any[i]);
 	if (!present)
 		return;
 	ct_put_str(l, "<meta direction=\"independent\">");
-	if (has(ct, ATTR_TCP_STATE) || has(ct, ATTR_SCTP_STATE)) {
-		uint8_t s = nfct_get_attr_u8(ct, has(ct, ATTR_TCP_STATE) ? ATTR_TCP_STATE :
-									 ATTR_SCTP_STATE);
+	if (ct_has(ct, ATTR_TCP_STATE) || ct_has(ct, ATTR_SCTP_STATE)) {
+		/* libnfct's XML names SCTP states from the TCP table too */
+		const char *name = ct_state_text(ATTR_TCP_STATE,
+			nfct_get_attr_u8(ct, ct_has(ct, ATTR_TCP_STATE) ? ATTR_TCP_STATE : ATTR_SCTP_STATE));
 
 		ct_put_str(l, "<state>");
-		ct_put_str(l, s < sizeof(tcp_states) / sizeof(tcp_states[0]) ? tcp_states[s] : "NONE");
+		ct_put_str(l, name ? name : "NONE");
 		ct_put_str(l, "</state>");
 	}
 	for (size_t i = 0; i < sizeof(numbers) / sizeof(numbers[0]); i++)
-		if (has(ct, numbers[i].attr))
+		if (ct_has(ct, numbers[i].attr))
 			put_element(l, numbers[i].name,
 				    numbers[i].u16 ? nfct_get_attr_u16(ct, numbers[i].attr) :
 						     nfct_get_attr_u32(ct, numbers[i].attr));
-	if (has(ct, ATTR_STATUS)) {
+	if (ct_has(ct, ATTR_STATUS)) {
 		uint32_t status = nfct_get_attr_u32(ct, ATTR_STATUS);
 
 		if (status & IPS_ASSURED)
@@ -152,8 +131,8 @@ static void put_independent(struct ct_line *l, const struct nf_conntrack *ct)
 		if (!(status & IPS_SEEN_REPLY))
 			ct_put_str(l, "<unreplied/>");
 	}
-	if (has(ct, ATTR_TIMESTAMP_START))
-		put_element(l, "deltatime", delta_time(ct));
+	if (ct_has(ct, ATTR_TIMESTAMP_START))
+		put_element(l, "deltatime", ct_delta_time(ct));
 	ct_put_str(l, "</meta>");
 }
 
@@ -166,10 +145,10 @@ static bool declined(const struct nf_conntrack *ct, unsigned int flags)
 	};
 	if (!ct_print_tuples_complete(ct) || (flags & (NFCT_OF_TIMESTAMP | NFCT_OF_TIME)))
 		return true;
-	if (has(ct, ATTR_SCTP_STATE) && nfct_get_attr_u8(ct, ATTR_SCTP_STATE) >= SCTP_XML_STATES)
+	if (ct_has(ct, ATTR_SCTP_STATE) && nfct_get_attr_u8(ct, ATTR_SCTP_STATE) >= SCTP_XML_STATES)
 		return true;
 	for (size_t i = 0; i < sizeof(unchecked) / sizeof(unchecked[0]); i++)
-		if (has(ct, unchecked[i]))
+		if (ct_has(ct, unchecked[i]))
 			return true;
 	return false;
 }

@@ -94,13 +94,9 @@ static int signals_recv(lua_State *L)
 
 bool ct_signals_pollable(lua_State *L, int idx, struct ct_pollable *p)
 {
-	struct ct_signals *s = luaL_testudata(L, idx, CT_SIGNALS_TYPE);
-
-	if (!s)
+	if (!luaL_testudata(L, idx, CT_SIGNALS_TYPE))
 		return false;
-	if (s->fd < 0)
-		luaL_error(L, "attempt to use a closed " CT_SIGNALS_TYPE);
-	p->fd = s->fd;
+	p->fd = check_signals(L, idx)->fd;
 	p->timeout = -1;
 	return true;
 }

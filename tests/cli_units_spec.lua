@@ -298,10 +298,12 @@ describe("the parser of many lines (-R)", function()
     }
   end)
 
-  it("parses in full lines whose words getopt permutes", function()
+  it("replays lines whose words getopt permutes (it moves only words already read)", function()
     same_as_full {
-      "-D extra -s 10.0.0.1", "-D other -s 10.0.0.2", "-D -s 10.0.0.1 -- -p",
-      "-D -s 10.0.0.1 -- -q", "-F", "-F expect", "-F conntrack",
+      "-D -m 1 a b -s 10.0.0.1", "-D -m 2 c d -s 10.0.0.2", "-D -m 3 e f -s 10.0.0.300",
+      "-U x -m 1 -s 10.0.0.1 y", "-U z -m 2 -s 10.0.0.2 w",
+      "-D -s 10.0.0.1 -- -p", "-D -s 10.0.0.2 -- -p", "-D -s 10.0.0.1 -- -q",
+      "-F", "-F expect", "-F conntrack",
     }
   end)
 end)

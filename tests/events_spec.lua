@@ -35,12 +35,7 @@ local function sleep(seconds)
   H.must("sleep " .. seconds)
 end
 
---- The message of the error fn raises, without the "file:line: " position.
-local function raised(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert(not ok, "expected an error, but the call succeeded")
-  return (tostring(err):gsub("^[^:\n]+:%d+: ", "", 1))
-end
+local raised = H.raised
 
 --- Appends the items of list to into; returns into.
 local function append(into, list)

@@ -33,10 +33,7 @@ local function results(...)
   return table.pack(...)
 end
 
---- The message of an error without the "file:line: " of the Lua caller.
-local function without_position(err)
-  return (tostring(err):gsub("^[^:\n]+:%d+: ", "", 1))
-end
+local without_position = H.without_position
 
 local function udp(i, extra)
   local spec = { proto = "udp", src = "10.2." .. (i // 250) .. "." .. (i % 250 + 1),

@@ -37,10 +37,7 @@ local function raised(fn)
   return tostring(err)
 end
 
---- The message without the "file:line: " that error() adds for the caller.
-local function without_position(err)
-  return (err:gsub("^[^:\n]+:%d+: ", "", 1))
-end
+local without_position = H.without_position
 
 --- s with backslashes and control bytes as <ddd>, for test names (the TAP output reads
 -- backslashes as escapes).

@@ -92,6 +92,8 @@ local CASES = {
   { { zone = "!5" }, function(f) return f.zone ~= 5 end, kernel = {} },
   { { mark = 0, proto = "tcp" }, function(f) return f.mark == 0 and f.proto == "tcp" end },
   { { mark = "!1" }, function(f) return f.mark ~= 1 end },
+  -- value bits outside the mask: (mark & 1) is never 3, so the negation passes everything
+  { { mark = "!0x3/0x1" }, function() return true end },
   { { proto = "tcp", state = "ESTABLISHED", dport = "!80" },
     function(f) return f.proto == "tcp" and f.state == "ESTABLISHED" and f.dport ~= 80 end },
   { { proto = "udp", sport = 5353 }, function(f) return f.proto == "udp" and f.sport == 5353 end },

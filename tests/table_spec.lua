@@ -739,7 +739,7 @@ describe("conntrack table", function()
         local function same(t)   -- each line normalised (the XML timeout counts down too)
           local lines = {}
           for _, line in ipairs(H.lines(t)) do
-            lines[#lines + 1] = H.normalize(line):gsub("<timeout>%d+</timeout>", "<timeout>T</timeout>")
+            lines[#lines + 1] = H.normalize(line)  -- (timeouts of XML too)
           end
           return lines
         end

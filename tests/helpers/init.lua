@@ -229,9 +229,9 @@ function H.without_position(err)
   return (tostring(err):gsub("^[^:\n]+:%d+: ", "", 1))
 end
 
---- The message of the error fn raises, without its position.
-function H.raised(fn)
-  local ok, err = pcall(fn)
+--- The message of the error fn(...) raises, without its position.
+function H.raised(fn, ...)
+  local ok, err = pcall(fn, ...)
   assert(not ok, "expected an error, but the call succeeded")
   return H.without_position(err)
 end

@@ -10,9 +10,9 @@
 -- the option, exactly as in C.
 --
 -- For callers that replay a parse (parse.lua's plan cache), `optarg_at` is the index of
--- the word optarg was taken from (nil when it was attached to its option), and `moved`
--- becomes true once a word that is not an option was seen: from then on words may be
--- permuted, so indexes no longer name the words of the original command line.
+-- the word optarg was taken from (nil when it was attached to its option). The
+-- permutation only moves words before `optind`, which were read already, so that index
+-- is the word's place on the command line as given.
 -- @module conntrack.cli.getopt
 local M = {}
 
@@ -29,7 +29,7 @@ Getopt.__index = Getopt
 function M.new(argv, argc, optstring, longopts, index, indexed)
   local self = setmetatable({
     argv = argv, argc = argc, longopts = longopts, index = index or {}, indexed = indexed or 0,
-    optind = 1, optarg = nil, optarg_at = nil, moved = false,
+    optind = 1, optarg = nil, optarg_at = nil,
     nextchar = nil, first_nonopt = 1, last_nonopt = 1, permute = true,
   }, Getopt)
   if byte(optstring, 1) == 43 then          -- '+'
@@ -134,14 +134,10 @@ function Getopt:next()
       elseif d.last_nonopt ~= d.optind then
         d.first_nonopt = d.optind
       end
-      while d.optind < argc and d:nonoption(d.optind) do
-        d.optind = d.optind + 1
-        d.moved = true
-      end
+      while d.optind < argc and d:nonoption(d.optind) do d.optind = d.optind + 1 end
       d.last_nonopt = d.optind
     end
     if d.optind ~= argc and argv[d.optind] == "--" then
-      d.moved = true
       d.optind = d.optind + 1
       if d.first_nonopt ~= d.last_nonopt and d.last_nonopt ~= d.optind then
         d:exchange()
@@ -157,8 +153,7 @@ function Getopt:next()
     end
     if d:nonoption(d.optind) then
       if not d.permute then return nil end
-      d.moved = true
-      d.optarg = argv[d.optind]
+      d.optarg, d.optarg_at = argv[d.optind], d.optind
       d.optind = d.optind + 1
       return 1
     end

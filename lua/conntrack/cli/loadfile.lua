@@ -84,11 +84,11 @@ local function each_buffer(f, fn)
   end
 end
 
--- Parses every command line of f in order and calls fn with each. The -o flags of one
+-- Parses every command line of f in order with parse_line (a parse.parser()) and calls
+-- fn with each. The -o flags of one
 -- line carry over to the next (conntrack's are one global mask); returns their sum.
-local function each_command(ctx, f, argv0, fn)
+local function each_command(ctx, f, argv0, parse_line, fn)
   local output = {}
-  local parse_line = parse.parser()
   each_buffer(f, function(buffer)
     buffer = buffer:gsub("^[ \t]+", "")
     local first = sub(buffer, 1, 1)
@@ -125,7 +125,9 @@ local SILENT = { write = function(self) return self end }
 function M.run(ctx, argv)
   local f <close> = open_input(argv[2])
   local refused
-  local output = each_command(ctx, f, argv[0], function(cmd)
+  -- one parser for both passes: the plans of the first serve the second
+  local parse_line = parse.parser()
+  local output = each_command(ctx, f, argv[0], parse_line, function(cmd)
     if not ALLOWED[cmd.command] then refused = refused or cmd.command end
   end)
   if refused then
@@ -135,7 +137,7 @@ function M.run(ctx, argv)
   f:seek("set", 0)
   -- the second parse says nothing: its warnings were printed by the first
   local quiet = setmetatable({ err = SILENT }, { __index = ctx })
-  each_command(quiet, f, argv[0], function(cmd)
+  each_command(quiet, f, argv[0], parse_line, function(cmd)
     cmd.output = output
     cli.execute(ctx, cmd)
   end)

@@ -447,8 +447,7 @@ for k in pairs(COMMAND_KEYS) do TAKES_WORD[k] = true end
 
 -- getopt over argv, each option applied as it comes. With steps, each option is also
 -- recorded for a plan (see M.parser): where its argument and word came from, and the
--- words that the walk depends on besides the shape (required). Returns false when words were permuted (the
--- indexes then do not name the line's words, and no plan can be made).
+-- words that the walk depends on besides the shape (required).
 local function walk(ctx, cmd, st, argv, argc, steps, required)
   local longopts, index, indexed = options.longopts()
   local g = getopt.new(argv, argc, options.OPTSTRING, longopts, index, indexed)
@@ -472,7 +471,6 @@ local function walk(ctx, cmd, st, argv, argc, steps, required)
     local added = apply(ctx, cmd, st, c, arg, word)
     if added then table.move(added, 1, #added, #longopts + 1, longopts) end
   end
-  return not g.moved
 end
 
 -- After the options: the default family, --any-nat, the option rules, the handler's.
@@ -558,8 +556,8 @@ function M.parser()
       end
     else
       local steps, required = {}, {}
-      local kept = walk(ctx, cmd, st, argv, argc, steps, required)
-      if key and kept and count < MAX_PLANS then
+      walk(ctx, cmd, st, argv, argc, steps, required)
+      if key and count < MAX_PLANS then
         plans[key] = plans[key] or {}
         table.insert(plans[key], { steps = steps, required = required })
         count = count + 1

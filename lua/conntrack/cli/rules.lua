@@ -100,8 +100,7 @@ end
 -- Whether the scan of the option bits has nothing to report: every given option is legal
 -- and every mandatory one given. Found without walking every bit (-R parses each line
 -- twice), and only then is the scan needed to name the first violation.
-local function all_legal(rule, legal, names, given)
-  local listed = set_of(names)
+local function all_legal(rule, legal, listed, given)
   for name in pairs(given) do
     if listed[name] and not legal[name] then return false end
   end
@@ -115,8 +114,8 @@ end
 -- the set of names given. Returns nil, or the message of the first violation.
 function M.check(rule, names, given, pairs, pair_msgs)
   rule = rule or EMPTY
-  local legal = lookup(rule)
-  if not all_legal(rule, legal, names, given) then
+  local legal, listed = lookup(rule), set_of(names)
+  if not all_legal(rule, legal, listed, given) then
     for i = 1, #names do
       local name = names[i]
       local how = legal[name]
@@ -132,7 +131,7 @@ function M.check(rule, names, given, pairs, pair_msgs)
   -- the pairs count when one of the names is a pair option of the rule
   local special = false
   for _, n in ipairs(rule.pair or EMPTY) do
-    if legal[n] == "T" and set_of(names)[n] then special = true end
+    if legal[n] == "T" and listed[n] then special = true end
   end
   if not special or not pairs then return nil end
   local partial

@@ -56,13 +56,13 @@ function M.strtoul(s, base, i)
     base = byte(s, i) == 48 and 8 or 10
   end
   local v, any, over = 0, false, false
+  local limit = ulong_limit(base)
   while i <= n do
     local d = digit_value(byte(s, i))
     if d >= base then break end
     any = true
     if not over then
       -- v * base + d > 2^64 - 1 ?
-      local limit = ulong_limit(base)
       if math.ult(limit, v) or (v == limit and math.ult(ULONG_MAX - v * base, d)) then
         over = true
       else
@@ -307,9 +307,9 @@ local function parse_addr(arg, cidr)
 end
 
 -- Addresses recur (a save-format line of -R names each one twice), so the latest results
--- are kept, per value of cidr; the address tables are shared and never changed.
-local recent = { [true] = {}, [false] = {} }
-local recent_count = 0
+-- of the parse with CIDR (the command line's) are kept; the address tables are shared and
+-- never changed.
+local recent, recent_count = {}, 0
 local RECENT_MAX = 32
 
 --- conntrack's parse_addr: the text is cut to 45 bytes (its INET6_ADDRSTRLEN buffer), an
@@ -318,15 +318,13 @@ local RECENT_MAX = 32
 -- prefix: nil (none), a number, or -2 (invalid, as conntrack calls it). The address table
 -- may be shared with other calls: read it, do not change it.
 function M.parse_addr(arg, cidr)
-  cidr = not not cidr
-  local known = recent[cidr][arg]
+  if not cidr then return parse_addr(arg, false) end
+  local known = recent[arg]
   if known then return known[1], known[2] end
-  local addr, prefix = parse_addr(arg, cidr)
+  local addr, prefix = parse_addr(arg, true)
   if addr then
-    if recent_count >= RECENT_MAX then
-      recent, recent_count = { [true] = {}, [false] = {} }, 0
-    end
-    recent[cidr][arg] = { addr, prefix }
+    if recent_count >= RECENT_MAX then recent, recent_count = {}, 0 end
+    recent[arg] = { addr, prefix }
     recent_count = recent_count + 1
   end
   return addr, prefix
