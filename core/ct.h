@@ -283,8 +283,39 @@ struct ct_format {
 };
 
 void ct_format_parse(lua_State *L, int idx, const char *const *extra, struct ct_format *fmt);
-size_t ct_format_print(char *buf, size_t size, const struct nf_conntrack *ct,
-		       const struct ct_format *fmt, struct nfct_labelmap *map);
+
+/* ---- entry.c: an entry as the printers read it ---------------------------- */
+
+/*
+ * A parsed nf_conntrack (ct), or a conntrack message (nlh) whose attributes
+ * are indexed by libnfct's attribute numbers, parsed only on demand.
+ */
+struct ct_entry {
+	const struct nf_conntrack *ct;	/* NULL: read the message's attributes */
+	const struct nlmsghdr *nlh;
+	struct nf_conntrack *parsed;	/* nlh parsed by ct_entry_parse (owned) */
+	uint8_t family;			/* nlh's */
+	bool odd;			/* what libnfct reads otherwise: print the parse */
+	const struct nlattr *attr[ATTR_MAX];
+};
+
+void ct_entry_index(struct ct_entry *e, const struct nlmsghdr *nlh);
+const struct nf_conntrack *ct_entry_parse(struct ct_entry *e);
+void ct_entry_release(struct ct_entry *e);
+uint8_t ct_entry_u8(const struct ct_entry *e, enum nf_conntrack_attr attr);
+uint16_t ct_entry_u16(const struct ct_entry *e, enum nf_conntrack_attr attr);
+uint32_t ct_entry_u32(const struct ct_entry *e, enum nf_conntrack_attr attr);
+uint64_t ct_entry_u64(const struct ct_entry *e, enum nf_conntrack_attr attr);
+const void *ct_entry_ptr(const struct ct_entry *e, enum nf_conntrack_attr attr);
+
+/* The entry of flow-made ct, for the printers. */
+static inline struct ct_entry ct_entry_of(const struct nf_conntrack *ct)
+{
+	return (struct ct_entry){ .ct = ct };
+}
+
+int ct_format_print(char *buf, size_t size, struct ct_entry *e, const struct ct_format *fmt,
+		    struct nfct_labelmap *map);
 
 /* ---- print.c: conntrack -L's line without printf ------------------------ */
 
@@ -298,6 +329,11 @@ struct ct_line {
 static inline bool ct_has(const struct nf_conntrack *ct, enum nf_conntrack_attr attr)
 {
 	return nfct_attr_is_set(ct, attr) > 0;
+}
+
+static inline bool ct_entry_has(const struct ct_entry *e, enum nf_conntrack_attr attr)
+{
+	return e->ct ? ct_has(e->ct, attr) : e->attr[attr] != NULL;
 }
 
 /* Inline: the printers call these for every piece of a line. */
@@ -317,16 +353,16 @@ static inline void ct_put_str(struct ct_line *l, const char *s)
 }
 
 void ct_put_u64(struct ct_line *l, uint64_t v);
-int ct_print_default(char *buf, size_t size, const struct nf_conntrack *ct, unsigned int type,
+int ct_print_default(char *buf, size_t size, const struct ct_entry *e, unsigned int type,
 		     unsigned int flags, bool labels);
 void ct_put_addr(struct ct_line *l, bool ipv6, const uint8_t *a);	/* as glibc's inet_ntop */
 enum nf_conntrack_attr ct_addr_attr(bool ipv6, bool reply, bool dst);
 void ct_put_hex(struct ct_line *l, unsigned int v);	/* printf's "%x" */
 enum ct_l4 { CT_L4_NONE, CT_L4_PORTS, CT_L4_KEYS };
 enum ct_l4 ct_l4_of(uint8_t proto);
-bool ct_print_tuples_complete(const struct nf_conntrack *ct);
-uint64_t ct_delta_time(const struct nf_conntrack *ct);
-int ct_print_xml(char *buf, size_t size, const struct nf_conntrack *ct, unsigned int type,
+bool ct_print_known(const struct ct_entry *e);
+uint64_t ct_delta_time(const struct ct_entry *e);
+int ct_print_xml(char *buf, size_t size, const struct ct_entry *e, unsigned int type,
 		 unsigned int flags);
 void ct_print_addr(char *buf, bool ipv6, const void *addr);
 
@@ -366,6 +402,7 @@ struct ct_dump {
 	size_t len, off;		/* of the datagram in buf */
 	unsigned int seq;
 	struct nf_conntrack *pending;	/* parsed, not yet owned by a flow */
+	struct ct_entry entry;		/* the entry ct_dump_next_entry gives */
 	bool expect;			/* a dump of expectations */
 	struct ct_expect pending_expect;
 	size_t unreported;		/* flow bytes not yet told to the GC */
@@ -380,7 +417,7 @@ void ct_dump_open(lua_State *L);
 int ct_dump_push(lua_State *L, int handle_idx, int filter_idx, int arg, const char *op,
 		 uint16_t type);
 int ct_dump_next_flow(lua_State *L, int idx);
-int ct_dump_next_entry(struct ct_dump *d, const struct nf_conntrack **ct);
+int ct_dump_next_entry(struct ct_dump *d, struct ct_entry **e);
 bool ct_dump_has_predicate(lua_State *L, int idx);
 uint16_t ct_dump_type(lua_State *L, int idx);
 int ct_handle_write(lua_State *L);

@@ -54,9 +54,10 @@ static int dump_tostring(lua_State *L)
 	return 1;
 }
 
-/* Forget the parsed entry that no object took. */
+/* Forget the entry that no object took. */
 static void drop_pending(struct ct_dump *d)
 {
+	ct_entry_release(&d->entry);
 	if (d->pending) {
 		nfct_destroy(d->pending);
 		d->pending = NULL;
@@ -88,12 +89,24 @@ static bool may_pass(const struct ct_dump *d, const struct nlmsghdr *nlh)
 	return ct_bpf_run(d->prefilter, d->prefilter_len, nlh, nlh->nlmsg_len);
 }
 
+/* mnl callback: index a valid conntrack message into the ct_entry at data. */
+static int index_cb(const struct nlmsghdr *nlh, void *data)
+{
+	if (!ct_flow_msg_valid(nlh)) {
+		errno = EBADMSG;
+		return MNL_CB_ERROR;
+	}
+	ct_entry_index(data, nlh);
+	return MNL_CB_OK;
+}
+
 /*
- * Parse the next message into d->pending (or d->pending_expect). Returns 1
- * with an entry that passes the C filter, 0 at the end of the dump, or
- * -errno. No Lua is called here.
+ * Parse the next message into d->pending (or d->pending_expect), or when
+ * the caller needs no flow and there is no C filter to run, only index it
+ * into d->entry. Returns 1 with an entry that passes the C filter, 0 at
+ * the end of the dump, or -errno. No Lua is called here.
  */
-static int next_entry(struct ct_dump *d)
+static int next_entry(struct ct_dump *d, bool flow)
 {
 	for (;;) {
 		struct nlmsghdr *nlh;
@@ -120,6 +133,11 @@ static int next_entry(struct ct_dump *d)
 		if (d->expect) {
 			ret = mnl_cb_run(nlh, nlh->nlmsg_len, d->seq, d->sock.portid, ct_expect_parse_cb,
 					 &d->pending_expect);
+			if (ret == MNL_CB_OK)
+				return 1;
+		} else if (!flow && !d->filter.nterms) {
+			ret = mnl_cb_run(nlh, nlh->nlmsg_len, d->seq, d->sock.portid, index_cb,
+					 &d->entry);
 			if (ret == MNL_CB_OK)
 				return 1;
 		} else {
@@ -170,7 +188,7 @@ int ct_dump_next_flow(lua_State *L, int idx)
 
 	idx = lua_absindex(L, idx);
 	for (;;) {
-		int ret = next_entry(d);
+		int ret = next_entry(d, true);
 
 		if (ret <= 0) {
 			dump_release(d);
@@ -196,21 +214,24 @@ int ct_dump_next_flow(lua_State *L, int idx)
 
 /*
  * For a caller that needs no Lua object per entry: the next entry that
- * passes the C filter, parsed into *ct (the dump's own, valid until the next
- * call), as 1; 0 at the end, or -errno, both after the dump released its
- * socket. The dump must have no predicate (ct_dump_has_predicate).
+ * passes the C filter as *e (the dump's own, valid until the next call;
+ * its message unparsed when no C filter needed it parsed), as 1; 0 at the
+ * end, or -errno, both after the dump released its socket. The dump must
+ * have no predicate (ct_dump_has_predicate).
  */
-int ct_dump_next_entry(struct ct_dump *d, const struct nf_conntrack **ct)
+int ct_dump_next_entry(struct ct_dump *d, struct ct_entry **e)
 {
 	int ret;
 
 	drop_pending(d);
-	ret = next_entry(d);
+	ret = next_entry(d, false);
 	if (ret <= 0) {
 		dump_release(d);
 		return ret;
 	}
-	*ct = d->pending;
+	if (d->pending)
+		d->entry = ct_entry_of(d->pending);
+	*e = &d->entry;
 	return 1;
 }
 

@@ -229,19 +229,30 @@ void ct_format_parse(lua_State *L, int idx, const char *const *extra, struct ct_
 	fmt->labels = ct_format_flag(L, idx, "labels");
 }
 
-/* The text of ct in format fmt into buf (map: the label names, when fmt asks for them). */
-size_t ct_format_print(char *buf, size_t size, const struct nf_conntrack *ct,
-		       const struct ct_format *fmt, struct nfct_labelmap *map)
+/*
+ * The text of entry e in format fmt into buf (map: the label names, when
+ * fmt asks for them): its length, or -1 with errno ENOMEM when libnfct's
+ * printer needed e parsed and that failed (never for a flow's entry).
+ */
+int ct_format_print(char *buf, size_t size, struct ct_entry *e, const struct ct_format *fmt,
+		    struct nfct_labelmap *map)
 {
-	int len = fmt->output == NFCT_O_DEFAULT ?
-		  ct_print_default(buf, size, ct, fmt->type, fmt->flags, fmt->labels && map) :
-		  ct_print_xml(buf, size, ct, fmt->type, fmt->flags);
+	int len;
 
-	if (len < 0)
+	if (e->odd && !ct_entry_parse(e))
+		return -1;
+	len = fmt->output == NFCT_O_DEFAULT ?
+	      ct_print_default(buf, size, e, fmt->type, fmt->flags, fmt->labels && map) :
+	      ct_print_xml(buf, size, e, fmt->type, fmt->flags);
+	if (len < 0) {
+		const struct nf_conntrack *ct = ct_entry_parse(e);
+
+		if (!ct)
+			return -1;
 		len = nfct_snprintf_labels(buf, size, ct, fmt->type, fmt->output, fmt->flags,
 					   fmt->labels ? map : NULL);
-
-	return len < 0 ? 0 : (size_t)len < size ? (size_t)len : size - 1;
+	}
+	return len < 0 ? 0 : (size_t)len < size ? len : (int)size - 1;
 }
 
 /*
@@ -252,6 +263,7 @@ size_t ct_format_print(char *buf, size_t size, const struct nf_conntrack *ct,
 static int flow_format(lua_State *L)
 {
 	struct ct_flow *flow = ct_flow_check(L, 1);
+	struct ct_entry entry;
 	struct ct_format fmt;
 	luaL_Buffer b;
 	char *out;
@@ -259,8 +271,9 @@ static int flow_format(lua_State *L)
 	lua_settop(L, 2);
 	ct_format_parse(L, 2, NULL, &fmt);
 	out = luaL_buffinitsize(L, &b, CT_FORMAT_MAX);
-	luaL_pushresultsize(&b, ct_format_print(out, CT_FORMAT_MAX, flow->ct, &fmt,
-						 fmt.labels ? flow_labelmap(L, 1) : NULL));
+	entry = ct_entry_of(flow->ct);
+	luaL_pushresultsize(&b, (size_t)ct_format_print(out, CT_FORMAT_MAX, &entry, &fmt,
+							 fmt.labels ? flow_labelmap(L, 1) : NULL));
 	return 1;
 }
 

@@ -20,15 +20,38 @@
 #include <sys/socket.h>
 #include <time.h>
 
+/*
+ * A number in decimal, written in place two digits at a time: the printers
+ * write several per line, and this was their largest cost once libnfct's
+ * parse was gone.
+ */
 void ct_put_u64(struct ct_line *l, uint64_t v)
 {
-	char digits[20], *d = digits + sizeof(digits);
+	static const char pairs[] =
+		"0001020304050607080910111213141516171819"
+		"2021222324252627282930313233343536373839"
+		"4041424344454647484950515253545556575859"
+		"6061626364656667686970717273747576777879"
+		"8081828384858687888990919293949596979899";
+	unsigned int n = 1;
+	char *d;
 
-	do {
-		*--d = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
-	ct_put(l, d, (size_t)(digits + sizeof(digits) - d));
+	for (uint64_t ten = 10; n < 20 && v >= ten; ten *= 10)
+		n++;
+	if (l->full || (size_t)(l->end - l->p) < n) {
+		l->full = true;
+		return;
+	}
+	l->p += n;
+	d = l->p;
+	for (; v >= 100; v /= 100) {
+		d -= 2;
+		memcpy(d, pairs + 2 * (v % 100), 2);
+	}
+	if (v >= 10)
+		memcpy(d - 2, pairs + 2 * v, 2);
+	else
+		d[-1] = (char)('0' + v);
 }
 
 /* "name=" then the number, then a blank */
@@ -152,14 +175,14 @@ enum nf_conntrack_attr ct_addr_attr(bool ipv6, bool reply, bool dst)
 	return attrs[ipv6][reply][dst];
 }
 
-static void put_addresses(struct ct_line *l, const struct nf_conntrack *ct, bool reply)
+static void put_addresses(struct ct_line *l, const struct ct_entry *e, bool reply)
 {
-	bool v6 = nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO) == AF_INET6;
+	bool v6 = ct_entry_u8(e, ATTR_ORIG_L3PROTO) == AF_INET6;
 
 	ct_put_str(l, "src=");
-	ct_put_addr(l, v6, nfct_get_attr(ct, ct_addr_attr(v6, reply, false)));
+	ct_put_addr(l, v6, ct_entry_ptr(e, ct_addr_attr(v6, reply, false)));
 	ct_put_str(l, " dst=");
-	ct_put_addr(l, v6, nfct_get_attr(ct, ct_addr_attr(v6, reply, true)));
+	ct_put_addr(l, v6, ct_entry_ptr(e, ct_addr_attr(v6, reply, true)));
 	ct_put(l, " ", 1);
 }
 
@@ -180,11 +203,19 @@ enum ct_l4 ct_l4_of(uint8_t proto)
 	}
 }
 
-/* The layer-4 part of a tuple: ports or GRE keys (ICMP is declined). */
-static void put_l4(struct ct_line *l, const struct nf_conntrack *ct, uint8_t proto, bool reply)
+/* Whether a tuple has the ports (or keys) its protocol prints. */
+static bool ports_known(const struct ct_entry *e, bool reply)
 {
-	uint16_t sport = ntohs(nfct_get_attr_u16(ct, reply ? ATTR_REPL_PORT_SRC : ATTR_ORIG_PORT_SRC));
-	uint16_t dport = ntohs(nfct_get_attr_u16(ct, reply ? ATTR_REPL_PORT_DST : ATTR_ORIG_PORT_DST));
+	return ct_l4_of(ct_entry_u8(e, reply ? ATTR_REPL_L4PROTO : ATTR_ORIG_L4PROTO)) == CT_L4_NONE ||
+	       (ct_entry_has(e, reply ? ATTR_REPL_PORT_SRC : ATTR_ORIG_PORT_SRC) &&
+		ct_entry_has(e, reply ? ATTR_REPL_PORT_DST : ATTR_ORIG_PORT_DST));
+}
+
+/* The layer-4 part of a tuple: ports or GRE keys (ICMP is declined). */
+static void put_l4(struct ct_line *l, const struct ct_entry *e, uint8_t proto, bool reply)
+{
+	uint16_t sport = ntohs(ct_entry_u16(e, reply ? ATTR_REPL_PORT_SRC : ATTR_ORIG_PORT_SRC));
+	uint16_t dport = ntohs(ct_entry_u16(e, reply ? ATTR_REPL_PORT_DST : ATTR_ORIG_PORT_DST));
 
 	if (ct_l4_of(proto) == CT_L4_PORTS) {
 		put_field(l, "sport=", sport);
@@ -195,72 +226,77 @@ static void put_l4(struct ct_line *l, const struct nf_conntrack *ct, uint8_t pro
 	}
 }
 
-static void put_counters(struct ct_line *l, const struct nf_conntrack *ct, bool reply)
+static void put_counters(struct ct_line *l, const struct ct_entry *e, bool reply)
 {
 	enum nf_conntrack_attr packets = reply ? ATTR_REPL_COUNTER_PACKETS : ATTR_ORIG_COUNTER_PACKETS;
 	enum nf_conntrack_attr bytes = reply ? ATTR_REPL_COUNTER_BYTES : ATTR_ORIG_COUNTER_BYTES;
 
-	if (ct_has(ct, packets) && ct_has(ct, bytes)) {
-		put_field(l, "packets=", nfct_get_attr_u64(ct, packets));
-		put_field(l, "bytes=", nfct_get_attr_u64(ct, bytes));
+	if (ct_entry_has(e, packets) && ct_entry_has(e, bytes)) {
+		put_field(l, "packets=", ct_entry_u64(e, packets));
+		put_field(l, "bytes=", ct_entry_u64(e, bytes));
 	}
 }
 
 /* One direction: addresses, layer 4, its zone, its counters. */
-static void put_direction(struct ct_line *l, const struct nf_conntrack *ct, uint8_t proto, bool reply)
+static void put_direction(struct ct_line *l, const struct ct_entry *e, uint8_t proto, bool reply)
 {
-	put_addresses(l, ct, reply);
-	put_l4(l, ct, proto, reply);
-	if (ct_has(ct, reply ? ATTR_REPL_ZONE : ATTR_ORIG_ZONE))
+	put_addresses(l, e, reply);
+	put_l4(l, e, proto, reply);
+	if (ct_entry_has(e, reply ? ATTR_REPL_ZONE : ATTR_ORIG_ZONE))
 		put_field(l, reply ? "zone-reply=" : "zone-orig=",
-			  nfct_get_attr_u16(ct, reply ? ATTR_REPL_ZONE : ATTR_ORIG_ZONE));
-	put_counters(l, ct, reply);
+			  ct_entry_u16(e, reply ? ATTR_REPL_ZONE : ATTR_ORIG_ZONE));
+	put_counters(l, e, reply);
 }
 
 /* The state's name as libnfct's line gives it (the table's first, NONE, when out of it). */
-static const char *state_text(const struct nf_conntrack *ct)
+static const char *state_text(const struct ct_entry *e)
 {
-	int attr = ct_has(ct, ATTR_TCP_STATE) ? ATTR_TCP_STATE :
-		   ct_has(ct, ATTR_SCTP_STATE) ? ATTR_SCTP_STATE : 0;
+	int attr = ct_entry_has(e, ATTR_TCP_STATE) ? ATTR_TCP_STATE :
+		   ct_entry_has(e, ATTR_SCTP_STATE) ? ATTR_SCTP_STATE : 0;
 	const char *name;
 
 	if (!attr)
 		return NULL;
-	name = ct_state_text(attr, nfct_get_attr_u8(ct, (enum nf_conntrack_attr)attr));
+	name = ct_state_text(attr, ct_entry_u8(e, (enum nf_conntrack_attr)attr));
 	return name ? name : "NONE";
 }
 
 /*
- * Whether ct is of a family these printers know and both its tuples have
- * their addresses. A message that left one out parses (libnfct prints its
- * zeroed storage); they decline it rather than read an unset attribute.
+ * Whether these printers know entry e: of a family they know, both its
+ * tuples with their addresses, and their ports where the protocol has
+ * them. A message that left one out parses, and libnfct prints its
+ * storage (zeroes, or what an ICMP attribute put there); they decline it
+ * rather than read an unset attribute.
  */
-bool ct_print_tuples_complete(const struct nf_conntrack *ct)
+bool ct_print_known(const struct ct_entry *e)
 {
-	uint8_t family = nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO);
+	uint8_t family = ct_entry_u8(e, ATTR_ORIG_L3PROTO);
 
 	if ((family != AF_INET && family != AF_INET6) ||
-	    nfct_get_attr_u8(ct, ATTR_REPL_L3PROTO) != family)
+	    ct_entry_u8(e, ATTR_REPL_L3PROTO) != family)
 		return false;
 	for (int i = 0; i < 4; i++)
-		if (!ct_has(ct, ct_addr_attr(family == AF_INET6, i & 2, i & 1)))
+		if (!ct_entry_has(e, ct_addr_attr(family == AF_INET6, i & 2, i & 1)))
 			return false;
-	return true;
+	return ports_known(e, false) && ports_known(e, true);
 }
 
 /* What only libnetfilter_conntrack prints (see the top of the file). */
-static bool declined(const struct nf_conntrack *ct, unsigned int flags, bool labels)
+static bool declined(const struct ct_entry *e, unsigned int flags, bool labels)
 {
-	uint8_t proto = nfct_get_attr_u8(ct, ATTR_ORIG_L4PROTO);
+	uint8_t proto = ct_entry_u8(e, ATTR_ORIG_L4PROTO);
 
-	return !ct_print_tuples_complete(ct) || proto == IPPROTO_ICMP ||
-	       proto == IPPROTO_ICMPV6 || ct_has(ct, ATTR_DCCP_STATE) || ct_has(ct, ATTR_SECCTX) ||
-	       (labels && ct_has(ct, ATTR_CONNLABELS)) || (flags & NFCT_OF_TIMESTAMP);
+	/* libnfct prints each tuple's layer 4 by its own protocol, this line by the
+	 * original's: a reply of another protocol only a forged message has */
+	return !ct_print_known(e) || proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6 ||
+	       ct_entry_u8(e, ATTR_REPL_L4PROTO) != proto ||
+	       ct_entry_has(e, ATTR_DCCP_STATE) || ct_entry_has(e, ATTR_SECCTX) ||
+	       (labels && ct_entry_has(e, ATTR_CONNLABELS)) || (flags & NFCT_OF_TIMESTAMP);
 }
 
-static void put_status(struct ct_line *l, const struct nf_conntrack *ct)
+static void put_status(struct ct_line *l, const struct ct_entry *e)
 {
-	uint32_t status = nfct_get_attr_u32(ct, ATTR_STATUS);
+	uint32_t status = ct_entry_u32(e, ATTR_STATUS);
 
 	if (status & IPS_HW_OFFLOAD)
 		ct_put_str(l, "[HW_OFFLOAD] ");
@@ -271,11 +307,11 @@ static void put_status(struct ct_line *l, const struct nf_conntrack *ct)
 }
 
 /* The entry's age in seconds, to its end or to now (delta-time). */
-uint64_t ct_delta_time(const struct nf_conntrack *ct)
+uint64_t ct_delta_time(const struct ct_entry *e)
 {
-	uint64_t start = nfct_get_attr_u64(ct, ATTR_TIMESTAMP_START) / 1000000000u;
-	uint64_t stop = ct_has(ct, ATTR_TIMESTAMP_STOP) ?
-			nfct_get_attr_u64(ct, ATTR_TIMESTAMP_STOP) / 1000000000u : 0;
+	uint64_t start = ct_entry_u64(e, ATTR_TIMESTAMP_START) / 1000000000u;
+	uint64_t stop = ct_entry_has(e, ATTR_TIMESTAMP_STOP) ?
+			ct_entry_u64(e, ATTR_TIMESTAMP_STOP) / 1000000000u : 0;
 
 	if (stop == 0)
 		stop = (uint64_t)time(NULL);
@@ -283,59 +319,59 @@ uint64_t ct_delta_time(const struct nf_conntrack *ct)
 }
 
 /*
- * The default (not XML) line of ct with the event prefix of type and the
+ * The default (not XML) line of entry e with the event prefix of type and the
  * NFCT_OF_* flags into buf, NUL-terminated; labels says whether the caller
  * wants them named. Returns its length, or -1 when the entry is one this
  * printer declines or the line does not fit.
  */
-int ct_print_default(char *buf, size_t size, const struct nf_conntrack *ct, unsigned int type,
+int ct_print_default(char *buf, size_t size, const struct ct_entry *e, unsigned int type,
 		     unsigned int flags, bool labels)
 {
 	static const char *const prefixes[] = {
 		[NFCT_T_NEW] = "    [NEW] ", [NFCT_T_UPDATE] = " [UPDATE] ", [NFCT_T_DESTROY] = "[DESTROY] ",
 	};
 	struct ct_line l = { buf, buf + size - 1, false };
-	uint8_t proto = nfct_get_attr_u8(ct, ATTR_ORIG_L4PROTO);
+	uint8_t proto = ct_entry_u8(e, ATTR_ORIG_L4PROTO);
 	const char *name = ct_proto_name(proto), *state;
 
-	if (size == 0 || declined(ct, flags, labels))
+	if (size == 0 || declined(e, flags, labels))
 		return -1;
 	if (type < sizeof(prefixes) / sizeof(prefixes[0]) && prefixes[type])
 		ct_put_str(&l, prefixes[type]);
 	if (flags & NFCT_OF_SHOW_LAYER3)
-		put_name_num(&l, nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO) == AF_INET ? "ipv4" : "ipv6",
-			     nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO));
+		put_name_num(&l, ct_entry_u8(e, ATTR_ORIG_L3PROTO) == AF_INET ? "ipv4" : "ipv6",
+			     ct_entry_u8(e, ATTR_ORIG_L3PROTO));
 	put_name_num(&l, name ? name : "unknown", proto);
-	if (ct_has(ct, ATTR_TIMEOUT))
-		put_field(&l, "", nfct_get_attr_u32(ct, ATTR_TIMEOUT));
-	state = state_text(ct);
+	if (ct_entry_has(e, ATTR_TIMEOUT))
+		put_field(&l, "", ct_entry_u32(e, ATTR_TIMEOUT));
+	state = state_text(e);
 	if (state) {
 		ct_put_str(&l, state);
 		ct_put(&l, " ", 1);
 	}
-	put_direction(&l, ct, proto, false);
-	if (ct_has(ct, ATTR_STATUS) && !(nfct_get_attr_u32(ct, ATTR_STATUS) & IPS_SEEN_REPLY))
+	put_direction(&l, e, proto, false);
+	if (ct_entry_has(e, ATTR_STATUS) && !(ct_entry_u32(e, ATTR_STATUS) & IPS_SEEN_REPLY))
 		ct_put_str(&l, "[UNREPLIED] ");
-	put_direction(&l, ct, proto, true);
-	if (ct_has(ct, ATTR_STATUS))
-		put_status(&l, ct);
-	if (ct_has(ct, ATTR_MARK))
-		put_field(&l, "mark=", nfct_get_attr_u32(ct, ATTR_MARK));
-	if (ct_has(ct, ATTR_SECMARK))
-		put_field(&l, "secmark=", nfct_get_attr_u32(ct, ATTR_SECMARK));
-	if (ct_has(ct, ATTR_ZONE))
-		put_field(&l, "zone=", nfct_get_attr_u16(ct, ATTR_ZONE));
-	if (ct_has(ct, ATTR_TIMESTAMP_START))
-		put_field(&l, "delta-time=", ct_delta_time(ct));
-	if (ct_has(ct, ATTR_HELPER_NAME)) {
+	put_direction(&l, e, proto, true);
+	if (ct_entry_has(e, ATTR_STATUS))
+		put_status(&l, e);
+	if (ct_entry_has(e, ATTR_MARK))
+		put_field(&l, "mark=", ct_entry_u32(e, ATTR_MARK));
+	if (ct_entry_has(e, ATTR_SECMARK))
+		put_field(&l, "secmark=", ct_entry_u32(e, ATTR_SECMARK));
+	if (ct_entry_has(e, ATTR_ZONE))
+		put_field(&l, "zone=", ct_entry_u16(e, ATTR_ZONE));
+	if (ct_entry_has(e, ATTR_TIMESTAMP_START))
+		put_field(&l, "delta-time=", ct_delta_time(e));
+	if (ct_entry_has(e, ATTR_HELPER_NAME)) {
 		ct_put_str(&l, "helper=");
-		ct_put_str(&l, nfct_get_attr(ct, ATTR_HELPER_NAME));
+		ct_put_str(&l, ct_entry_ptr(e, ATTR_HELPER_NAME));
 		ct_put(&l, " ", 1);
 	}
-	if (ct_has(ct, ATTR_USE))
-		put_field(&l, "use=", nfct_get_attr_u32(ct, ATTR_USE));
-	if ((flags & NFCT_OF_ID) && ct_has(ct, ATTR_ID))
-		put_field(&l, "id=", nfct_get_attr_u32(ct, ATTR_ID));
+	if (ct_entry_has(e, ATTR_USE))
+		put_field(&l, "use=", ct_entry_u32(e, ATTR_USE));
+	if ((flags & NFCT_OF_ID) && ct_entry_has(e, ATTR_ID))
+		put_field(&l, "id=", ct_entry_u32(e, ATTR_ID));
 	if (l.full)
 		return -1;
 	if (l.p > buf)

@@ -15,20 +15,30 @@
 #include <string.h>
 
 /*
- * ct's line, its newline included, into the buffer (a userdata) at idx;
- * returns its length. A JSON line longer than the buffer (hundreds of long
- * label names) gets a larger one, which replaces it at idx; the text
- * formats are cut at CT_FORMAT_MAX, as flow:format's are.
+ * Entry e's line, its newline included, into the buffer (a userdata) at
+ * idx; returns its length, or 0 with errno ENOMEM when e could not be
+ * parsed for a printer that needed it. A JSON line longer than the buffer
+ * (hundreds of long label names) gets a larger one, which replaces it at
+ * idx; the text formats are cut at CT_FORMAT_MAX, as flow:format's are.
  */
-static size_t format_line(lua_State *L, int idx, const struct nf_conntrack *ct,
-			  const struct ct_format *fmt, bool json, struct nfct_labelmap *map)
+static size_t format_line(lua_State *L, int idx, struct ct_entry *e, const struct ct_format *fmt,
+			  bool json, struct nfct_labelmap *map)
 {
 	char *buf = lua_touserdata(L, idx);
 	size_t room = lua_rawlen(L, idx) - 1, len;	/* 1: the newline */
 
 	if (!json) {
-		len = ct_format_print(buf, room, ct, fmt, map);
+		int n = ct_format_print(buf, room, e, fmt, map);
+
+		if (n < 0)
+			return 0;
+		len = (size_t)n;
 	} else {
+		/* json_print.c reads parsed entries */
+		const struct nf_conntrack *ct = ct_entry_parse(e);
+
+		if (!ct)
+			return 0;
 		while ((len = ct_json_flow(buf, room, ct, map)) == 0) {
 			room *= 2;
 			buf = lua_newuserdatauv(L, room + 1, 0);
@@ -40,19 +50,22 @@ static size_t format_line(lua_State *L, int idx, const struct nf_conntrack *ct,
 }
 
 /*
- * The next entry of the dump at idx: without a predicate the dump's parsed
- * entry, else the flow that passed it, pushed (the caller pops it). Returns
- * 1, 0 at the end, or -errno; a predicate's error propagates.
+ * The next entry of the dump at idx: without a predicate the dump's entry,
+ * else the flow that passed it, pushed (the caller pops it), its entry in
+ * *flow. Returns 1, 0 at the end, or -errno; a predicate's error
+ * propagates.
  */
-static int next(lua_State *L, int idx, bool predicate, const struct nf_conntrack **ct)
+static int next(lua_State *L, int idx, bool predicate, struct ct_entry *flow, struct ct_entry **e)
 {
 	int ret;
 
 	if (!predicate)
-		return ct_dump_next_entry(lua_touserdata(L, idx), ct);
+		return ct_dump_next_entry(lua_touserdata(L, idx), e);
 	ret = ct_dump_next_flow(L, idx);
-	if (ret > 0)
-		*ct = ((struct ct_flow *)lua_touserdata(L, -1))->ct;
+	if (ret > 0) {
+		*flow = ct_entry_of(((struct ct_flow *)lua_touserdata(L, -1))->ct);
+		*e = flow;
+	}
 	return ret;
 }
 
@@ -70,7 +83,7 @@ int ct_handle_write(lua_State *L)
 	luaL_Stream *file = luaL_checkudata(L, 2, LUA_FILEHANDLE);
 	struct nfct_labelmap *map = NULL;
 	const char *header = NULL;
-	const struct nf_conntrack *ct;
+	struct ct_entry flow, *e;
 	struct ct_format fmt;
 	lua_Integer count = 0;
 	bool predicate, json;
@@ -101,10 +114,16 @@ int ct_handle_write(lua_State *L)
 		return ct_raise(L, "write", ret);
 	dump = lua_gettop(L);
 	predicate = ct_dump_has_predicate(L, dump);
-	while ((ret = next(L, dump, predicate, &ct)) > 0) {
-		size_t len = format_line(L, buf, ct, &fmt, json, map);
-		bool ok = (count > 0 || !header || fputs(header, file->f) >= 0) &&
-			  fwrite(lua_touserdata(L, buf), 1, len, file->f) == len;
+	while ((ret = next(L, dump, predicate, &flow, &e)) > 0) {
+		size_t len = format_line(L, buf, e, &fmt, json, map);
+		bool ok;
+
+		if (len == 0) {
+			luaL_callmeta(L, dump, "__close");
+			return ct_raise(L, "write", ENOMEM);
+		}
+		ok = (count > 0 || !header || fputs(header, file->f) >= 0) &&
+		     fwrite(lua_touserdata(L, buf), 1, len, file->f) == len;
 
 		if (predicate)
 			lua_pop(L, 1);

@@ -349,9 +349,34 @@ local function wait_for(h, filter)
   error("no entry reached the awaited state")
 end
 
+-- The formats h:write is checked in against format(): each names the entry's id.
+local WRITE_FORMATS = { { id = true }, { extended = true, id = true, event = "new" },
+                        { xml = true, id = true } }
+
+--- h:write's lines by format (the index in WRITE_FORMATS), then by entry id. A dump
+-- written without a filter is printed from its messages (core/entry.c), not from parsed
+-- flows.
+local function written_by_id(h)
+  local by_format = {}
+  for i, fmt in ipairs(WRITE_FORMATS) do
+    local file = assert(io.tmpfile())
+    assert(h:write(file, fmt))
+    file:seek("set")
+    by_format[i] = {}
+    for line in file:lines() do
+      -- the entry's id is the last (ICMP's id comes before it)
+      local id = assert(line:match(".* id=(%d+)") or line:match(".*<id>(%d+)</id>"), line)
+      by_format[i][tonumber(id)] = line
+    end
+    file:close()
+  end
+  return by_format
+end
+
 describe("flow fields of every protocol", function()
   local h, peer
-  local ours, lines, xml, theirs  -- one snapshot: our dump and conntrack's, by id
+  -- one snapshot: our dump, h:write's lines and conntrack's, by id
+  local ours, written, lines, xml, theirs
 
   lazy_setup(function()
     H.reset()
@@ -370,6 +395,7 @@ describe("flow fields of every protocol", function()
       if not entry.traffic then make_entry(h, entry, peer) end
     end
     ours = flows_by_id(h)
+    written = written_by_id(h)
     lines = oracle_default_lines()
     xml = oracle_xml_flows()
     theirs = oracle_entries()
@@ -404,6 +430,13 @@ describe("flow fields of every protocol", function()
        "or libnfct's printer)", function()
       local f, _, id = both(entry)
       assert.equal(H.normalize(xml[id]), H.normalize(f:format{ xml = true }))
+    end)
+
+    it(entry.name .. ": h:write's line (printed from the message) is format()'s", function()
+      local f, _, id = both(entry)
+      for i, fmt in ipairs(WRITE_FORMATS) do
+        assert.equal(H.normalize(f:format(fmt)), H.normalize(written[i][id]))
+      end
     end)
 
     it(entry.name .. ": every field is what conntrack -L -o extended,id shows", function()

@@ -93,6 +93,7 @@ end
 function H.normalize(line)
   line = line:gsub("^(%s*%S+%s+%d+%s+)%d+", "%1T", 1)  -- "tcp      6 99" (default)
   line = line:gsub("^(ipv%d%s+%d+%s+%S+%s+%d+%s+)%d+", "%1T", 1)  -- extended
+  line = line:gsub("^(%s*%[%u+%]%s+ipv%d%s+%d+%s+%S+%s+%d+%s+)%d+", "%1T", 1)  -- an event's
   line = line:gsub("delta%-time=%d+", "delta-time=D")
   line = line:gsub("use=%d+", "use=U")
   line = line:gsub("<timeout>%d+</timeout>", "<timeout>T</timeout>")  -- xml

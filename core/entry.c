@@ -1,0 +1,374 @@
+/*
+ * An entry as the printers read it: a parsed nf_conntrack, or the netlink
+ * message it came in, its attributes indexed by libnetfilter_conntrack's
+ * attribute numbers in one walk. Listing a table then costs no libnfct
+ * parse (about half of -L's user time went to it) unless a printer
+ * declines the entry and libnfct's own printer needs it.
+ *
+ * The index answers, for the attributes the printers read, exactly what
+ * libnfct 1.0.9's parse of the same message would: the same attributes set,
+ * the same values. Where libnfct's storage would make two attributes share
+ * bytes (IPv4 and IPv6 addresses, ports and ICMP fields, the protocols'
+ * states), or a repeated nest would leave attributes of its first copy
+ * here, the entry is marked odd, and is printed from libnfct's parse
+ * (ct_format_print). fuzz_entry checks that both kinds of entry print
+ * alike.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#include "ct.h"
+
+#include <arpa/inet.h>
+#include <endian.h>
+#include <errno.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/nfnetlink_conntrack.h>
+
+/* libmnl's accessors, inline: they are most of a walk's calls. */
+static inline unsigned int type_of(const struct nlattr *a)
+{
+	return a->nla_type & NLA_TYPE_MASK;
+}
+
+static inline const void *data_of(const struct nlattr *a)
+{
+	return (const char *)a + MNL_ATTR_HDRLEN;
+}
+
+static inline size_t len_of(const struct nlattr *a)
+{
+	return a->nla_len - MNL_ATTR_HDRLEN;
+}
+
+/* The next attribute from *p to end, walked as nlvalidate.c walks them. */
+static const struct nlattr *next_attr(const char **p, const char *end)
+{
+	const struct nlattr *a = (const struct nlattr *)*p;
+
+	if (end - *p < (ptrdiff_t)sizeof(*a) || a->nla_len < sizeof(*a) || a->nla_len > end - *p)
+		return NULL;
+	*p += MNL_ALIGN(a->nla_len);
+	return a;
+}
+
+#define EACH_ATTR(a, nest)							\
+	for (const char *p_ = data_of(nest), *end_ = p_ + len_of(nest);		\
+	     ((a) = next_attr(&p_, end_)) != NULL;)
+
+/*
+ * Whether nest type t was seen in this walk before (its bit in *seen):
+ * libnfct reads the last copy of a nest only, this walk all of them.
+ */
+static bool repeated(uint32_t *seen, unsigned int t)
+{
+	bool again = *seen & (1u << t);
+
+	*seen |= 1u << t;
+	return again;
+}
+
+static void index_ip(struct ct_entry *e, const struct nlattr *nest, bool reply)
+{
+	bool v4 = false, v6 = false;
+	const struct nlattr *a;
+
+	EACH_ATTR(a, nest) {
+		switch (type_of(a)) {
+		case CTA_IP_V4_SRC:
+			e->attr[reply ? ATTR_REPL_IPV4_SRC : ATTR_ORIG_IPV4_SRC] = a;
+			v4 = true;
+			break;
+		case CTA_IP_V4_DST:
+			e->attr[reply ? ATTR_REPL_IPV4_DST : ATTR_ORIG_IPV4_DST] = a;
+			v4 = true;
+			break;
+		case CTA_IP_V6_SRC:
+			e->attr[reply ? ATTR_REPL_IPV6_SRC : ATTR_ORIG_IPV6_SRC] = a;
+			v6 = true;
+			break;
+		case CTA_IP_V6_DST:
+			e->attr[reply ? ATTR_REPL_IPV6_DST : ATTR_ORIG_IPV6_DST] = a;
+			v6 = true;
+			break;
+		}
+	}
+	e->odd |= v4 && v6;	/* one storage in libnfct */
+}
+
+static void index_l4(struct ct_entry *e, const struct nlattr *nest, bool reply)
+{
+	const struct nlattr *a;
+
+	EACH_ATTR(a, nest) {
+		switch (type_of(a)) {
+		case CTA_PROTO_NUM:
+			e->attr[reply ? ATTR_REPL_L4PROTO : ATTR_ORIG_L4PROTO] = a;
+			break;
+		case CTA_PROTO_SRC_PORT:
+			e->attr[reply ? ATTR_REPL_PORT_SRC : ATTR_ORIG_PORT_SRC] = a;
+			break;
+		case CTA_PROTO_DST_PORT:
+			e->attr[reply ? ATTR_REPL_PORT_DST : ATTR_ORIG_PORT_DST] = a;
+			break;
+		case CTA_PROTO_ICMP_ID: case CTA_PROTO_ICMP_TYPE: case CTA_PROTO_ICMP_CODE:
+		case CTA_PROTO_ICMPV6_ID: case CTA_PROTO_ICMPV6_TYPE: case CTA_PROTO_ICMPV6_CODE:
+			e->odd = true;	/* they share the ports' storage; ICMP is declined anyway */
+			break;
+		}
+	}
+}
+
+static void index_tuple(struct ct_entry *e, const struct nlattr *nest, bool reply)
+{
+	const struct nlattr *a;
+	uint32_t seen = 0;
+
+	EACH_ATTR(a, nest) {
+		unsigned int t = type_of(a);
+
+		if (t == CTA_TUPLE_ZONE) {
+			e->attr[reply ? ATTR_REPL_ZONE : ATTR_ORIG_ZONE] = a;
+		} else if (t == CTA_TUPLE_IP || t == CTA_TUPLE_PROTO) {
+			e->odd |= repeated(&seen, t);
+			if (t == CTA_TUPLE_IP)
+				index_ip(e, a, reply);
+			else
+				index_l4(e, a, reply);
+		}
+	}
+}
+
+static void index_counters(struct ct_entry *e, const struct nlattr *nest, bool reply)
+{
+	const struct nlattr *a;
+
+	EACH_ATTR(a, nest) {
+		switch (type_of(a)) {
+		case CTA_COUNTERS_PACKETS:
+			e->attr[reply ? ATTR_REPL_COUNTER_PACKETS : ATTR_ORIG_COUNTER_PACKETS] = a;
+			break;
+		case CTA_COUNTERS_BYTES:
+			e->attr[reply ? ATTR_REPL_COUNTER_BYTES : ATTR_ORIG_COUNTER_BYTES] = a;
+			break;
+		case CTA_COUNTERS32_PACKETS: case CTA_COUNTERS32_BYTES:
+			e->odd = true;	/* a kernel older than 2.6.27's */
+			break;
+		}
+	}
+}
+
+/* The state of a protocol's nest (TCP's, SCTP's or DCCP's). */
+static void index_state(struct ct_entry *e, const struct nlattr *nest, unsigned int type,
+			enum nf_conntrack_attr attr)
+{
+	const struct nlattr *a;
+
+	EACH_ATTR(a, nest)
+		if (type_of(a) == type)
+			e->attr[attr] = a;
+}
+
+static void index_protoinfo(struct ct_entry *e, const struct nlattr *nest)
+{
+	const struct nlattr *a;
+	unsigned int nests = 0;
+
+	EACH_ATTR(a, nest) {
+		unsigned int t = type_of(a);
+
+		if (t == CTA_PROTOINFO_TCP)
+			index_state(e, a, CTA_PROTOINFO_TCP_STATE, ATTR_TCP_STATE);
+		else if (t == CTA_PROTOINFO_SCTP)
+			index_state(e, a, CTA_PROTOINFO_SCTP_STATE, ATTR_SCTP_STATE);
+		else if (t == CTA_PROTOINFO_DCCP)
+			index_state(e, a, CTA_PROTOINFO_DCCP_STATE, ATTR_DCCP_STATE);
+		else
+			continue;
+		/* the three states are one byte in libnfct: one nest, once */
+		e->odd |= nests++ > 0;
+	}
+}
+
+static void index_timestamp(struct ct_entry *e, const struct nlattr *nest)
+{
+	const struct nlattr *a;
+
+	EACH_ATTR(a, nest) {
+		if (type_of(a) == CTA_TIMESTAMP_START)
+			e->attr[ATTR_TIMESTAMP_START] = a;
+		else if (type_of(a) == CTA_TIMESTAMP_STOP)
+			e->attr[ATTR_TIMESTAMP_STOP] = a;
+	}
+}
+
+/* libnfct keeps a helper's name in 16 bytes: a longer one (or one without
+ * its NUL) it would cut, so the entry is odd. */
+static void index_helper(struct ct_entry *e, const struct nlattr *nest)
+{
+	const struct nlattr *a;
+
+	EACH_ATTR(a, nest) {
+		if (type_of(a) != CTA_HELP_NAME)
+			continue;
+		e->attr[ATTR_HELPER_NAME] = a;
+		e->odd |= !memchr(data_of(a), '\0', len_of(a) < 16 ? len_of(a) : 16);
+	}
+}
+
+/* The top-level attributes that are one value each, and their attribute. */
+static enum nf_conntrack_attr top_value(unsigned int type)
+{
+	switch (type) {
+	case CTA_STATUS: return ATTR_STATUS;
+	case CTA_TIMEOUT: return ATTR_TIMEOUT;
+	case CTA_MARK: return ATTR_MARK;
+	case CTA_SECMARK: return ATTR_SECMARK;
+	case CTA_USE: return ATTR_USE;
+	case CTA_ID: return ATTR_ID;
+	case CTA_ZONE: return ATTR_ZONE;
+	/* the printers only ask whether these are there (and decline them) */
+	case CTA_SECCTX: return ATTR_SECCTX;
+	case CTA_LABELS: return ATTR_CONNLABELS;
+	default: return ATTR_MAX;
+	}
+}
+
+/*
+ * Index nlh, a conntrack message nlvalidate.c passed, into e (zeroed, or
+ * an entry indexed before): e then reads the message, and e->ct is NULL
+ * until ct_entry_parse.
+ */
+void ct_entry_index(struct ct_entry *e, const struct nlmsghdr *nlh)
+{
+	const struct nfgenmsg *nfg = mnl_nlmsg_get_payload(nlh);
+	const char *p = (const char *)nfg + MNL_ALIGN(sizeof(*nfg));
+	/* where libnfct's parse ends: nlmsg_len, not libmnl's aligned tail */
+	const char *end = (const char *)nlh + nlh->nlmsg_len;
+	const struct nlattr *a;
+	uint32_t seen = 0;
+
+	ct_entry_release(e);
+	memset(e, 0, sizeof(*e));
+	e->nlh = nlh;
+	e->family = nfg->nfgen_family;
+	while ((a = next_attr(&p, end)) != NULL) {
+		unsigned int t = type_of(a);
+		enum nf_conntrack_attr value = top_value(t);
+
+		if (value != ATTR_MAX) {
+			e->attr[value] = a;
+			continue;
+		}
+		switch (t) {
+		case CTA_TUPLE_ORIG:
+		case CTA_TUPLE_REPLY:
+			/* libnfct gives a tuple the message's family */
+			e->attr[t == CTA_TUPLE_REPLY ? ATTR_REPL_L3PROTO : ATTR_ORIG_L3PROTO] = a;
+			index_tuple(e, a, t == CTA_TUPLE_REPLY);
+			break;
+		case CTA_COUNTERS_ORIG:
+		case CTA_COUNTERS_REPLY:
+			index_counters(e, a, t == CTA_COUNTERS_REPLY);
+			break;
+		case CTA_PROTOINFO:
+			index_protoinfo(e, a);
+			break;
+		case CTA_HELP:
+			index_helper(e, a);
+			break;
+		case CTA_TIMESTAMP:
+			index_timestamp(e, a);
+			break;
+		default:
+			continue;	/* not read by the printers */
+		}
+		e->odd |= repeated(&seen, t);
+	}
+}
+
+/*
+ * The parsed entry: e's own, or its message parsed now by libnfct (for its
+ * printer, or for what reads only parsed entries). NULL with errno ENOMEM.
+ */
+const struct nf_conntrack *ct_entry_parse(struct ct_entry *e)
+{
+	if (e->ct)
+		return e->ct;
+	e->parsed = nfct_new();
+	if (!e->parsed || nfct_nlmsg_parse(e->nlh, e->parsed) < 0) {
+		ct_entry_release(e);
+		errno = ENOMEM;	/* the message was valid: an allocation failed */
+		return NULL;
+	}
+	e->ct = e->parsed;
+	return e->ct;
+}
+
+/* Free what ct_entry_parse allocated. */
+void ct_entry_release(struct ct_entry *e)
+{
+	if (e->parsed)
+		nfct_destroy(e->parsed);
+	e->parsed = NULL;
+	e->ct = NULL;
+}
+
+static const void *payload(const struct ct_entry *e, enum nf_conntrack_attr attr)
+{
+	return e->attr[attr] ? data_of(e->attr[attr]) : NULL;
+}
+
+uint8_t ct_entry_u8(const struct ct_entry *e, enum nf_conntrack_attr attr)
+{
+	const uint8_t *v;
+
+	if (e->ct)
+		return nfct_get_attr_u8(e->ct, attr);
+	if (attr == ATTR_ORIG_L3PROTO || attr == ATTR_REPL_L3PROTO)
+		return e->attr[attr] ? e->family : 0;
+	v = payload(e, attr);
+	return v ? *v : 0;
+}
+
+/* As nfct_get_attr_u16: ports in network order, zones in the host's. */
+uint16_t ct_entry_u16(const struct ct_entry *e, enum nf_conntrack_attr attr)
+{
+	uint16_t v;
+
+	if (e->ct)
+		return nfct_get_attr_u16(e->ct, attr);
+	if (!e->attr[attr])
+		return 0;
+	memcpy(&v, payload(e, attr), sizeof(v));
+	return attr == ATTR_ZONE || attr == ATTR_ORIG_ZONE || attr == ATTR_REPL_ZONE ? ntohs(v) : v;
+}
+
+uint32_t ct_entry_u32(const struct ct_entry *e, enum nf_conntrack_attr attr)
+{
+	uint32_t v;
+
+	if (e->ct)
+		return nfct_get_attr_u32(e->ct, attr);
+	if (!e->attr[attr])
+		return 0;
+	memcpy(&v, payload(e, attr), sizeof(v));
+	return ntohl(v);
+}
+
+uint64_t ct_entry_u64(const struct ct_entry *e, enum nf_conntrack_attr attr)
+{
+	uint64_t v;
+
+	if (e->ct)
+		return nfct_get_attr_u64(e->ct, attr);
+	if (!e->attr[attr])
+		return 0;
+	memcpy(&v, payload(e, attr), sizeof(v));
+	return be64toh(v);
+}
+
+/* An address's bytes or a helper's name, as nfct_get_attr. */
+const void *ct_entry_ptr(const struct ct_entry *e, enum nf_conntrack_attr attr)
+{
+	return e->ct ? nfct_get_attr(e->ct, attr) : payload(e, attr);
+}
