@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <linux/filter.h>
 
 #include <lua.h>
@@ -439,6 +440,75 @@ void ct_seen_free(struct ct_seen *s);
 int ct_seen_record(struct ct_seen *s, const struct nf_conntrack *ct, bool destroyed,
 		   uint32_t generation);
 bool ct_seen_take_gone(struct ct_seen *s, uint32_t generation, struct nf_conntrack *out);
+
+/* ---- requester.c: the process behind a change made through ctnetlink ---- */
+
+/* A lookup's sock_diag socket (opened on first use) and its last answer. */
+struct ct_requester {
+	struct mnl_socket *diag;
+	uint32_t portid, inode;		/* of the last answer; inode 0: none */
+	bool named;			/* name holds the owner's program name */
+	char name[64];
+};
+
+const char *ct_requester_name(struct ct_requester *r, uint32_t portid);
+void ct_requester_close(struct ct_requester *r);
+
+/* ---- events.c, event_write.c: conntrack.events --------------------------- */
+
+/* user values after the labelmap and namespace (where ct_dump_push looks, for resync) */
+enum {
+	CT_EV_UV_PREDICATE = CT_UV_NETNS + 1, CT_EV_UV_QUEUE, CT_EV_UV_FILTER, CT_EV_UV_RESYNC,
+	CT_EV_UV_COUNT = CT_EV_UV_RESYNC
+};
+
+/*
+ * Where a resync is. After an overrun the events already queued are older
+ * than any dump, so they are delivered first (draining); then the dump is
+ * compared with the view, then what it lacked is swept out. Events that
+ * arrive meanwhile wait in the socket and are newer than the dump.
+ */
+enum resync_phase { RESYNC_IDLE, RESYNC_DRAINING, RESYNC_DUMPING, RESYNC_SWEEPING };
+
+#define CT_EVENT_SLOTS 64	/* datagrams per recvmmsg */
+
+struct ct_events {
+	struct ct_socket sock;
+	char *slots;			/* CT_EVENT_SLOTS buffers of SLOT_SIZE */
+	struct mmsghdr msgs[CT_EVENT_SLOTS];	/* recvmmsg's headers over them, made once */
+	struct iovec iov[CT_EVENT_SLOTS];
+	unsigned int len[CT_EVENT_SLOTS];	/* lengths of the datagrams received */
+	int nsid[CT_EVENT_SLOTS];		/* their namespace ids, with all_netns */
+	char control[CT_EVENT_SLOTS][CMSG_SPACE(sizeof(int))];
+	bool all_netns;
+	unsigned int count, slot;	/* datagrams received, the one being read */
+	size_t off;			/* next message in that datagram */
+	double received;		/* when they were received */
+	int pending_err;		/* a receive error to report after the batch */
+	int bufsize, bufsize_max;	/* the socket's receive buffer, and its cap */
+	uint32_t drops;			/* the kernel's drop counter, as last read */
+	bool congested;			/* ENOBUFS came, and the counter was not read since */
+	size_t unreported;		/* flow bytes not yet told to the GC */
+	struct ct_filter filter;
+	struct ct_seen *seen;		/* the subscriber's view, with resync on */
+	uint32_t generation;		/* of the latest resync */
+	enum resync_phase resync;
+	struct ct_requester requester;	/* ev:write's lookups */
+};
+
+/* What one step of a receive came to. */
+enum ct_events_step {
+	CT_EV_MESSAGE,	/* a message to deliver */
+	CT_EV_QUEUED,	/* an overrun or a resync's event queued, or nothing yet */
+	CT_EV_DONE,	/* the socket is empty, or an error waits */
+};
+
+struct ct_events *ct_events_check(lua_State *L, int idx);
+enum ct_events_step ct_events_step(lua_State *L, struct ct_events *ev, int queue, bool *drained,
+				   const struct nlmsghdr **nlh);
+void ct_events_queue(lua_State *L, struct ct_events *ev, int self, int queue,
+		     const struct nlmsghdr *nlh);
+int ct_events_writer(lua_State *L);
 
 /* ---- poll.c, signals.c: waiting on several objects ---------------------- */
 

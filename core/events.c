@@ -27,18 +27,6 @@
 #define CTA_TIMESTAMP_EVENT 27	/* newer than Debian 12's kernel headers */
 #endif
 
-/* user values after the labelmap and namespace (where ct_dump_push looks, for resync) */
-enum { UV_PREDICATE = CT_UV_NETNS + 1, UV_QUEUE, UV_FILTER, UV_RESYNC, UV_COUNT = UV_RESYNC };
-
-/*
- * Where a resync is. After an overrun the events already queued are older
- * than any dump, so they are delivered first (draining); then the dump is
- * compared with the view, then what it lacked is swept out. Events that
- * arrive meanwhile wait in the socket and are newer than the dump.
- */
-enum resync_phase { RESYNC_IDLE, RESYNC_DRAINING, RESYNC_DUMPING, RESYNC_SWEEPING };
-
-#define SLOTS 64		/* datagrams per recvmmsg */
 #define SLOT_SIZE 4096		/* one event message; the largest is well under 1 KiB */
 /* An event takes about 1.3 KiB of buffer: 32 MiB hold a burst of 25,000
  * unread events (the kernel caps it at net.core.rmem_max without CAP_NET_ADMIN) */
@@ -46,29 +34,6 @@ enum resync_phase { RESYNC_IDLE, RESYNC_DRAINING, RESYNC_DUMPING, RESYNC_SWEEPIN
 #define DEFAULT_BUFSIZE_MAX (512 << 20)
 #define DEFAULT_BATCH 256
 #define NO_NSID INT32_MIN	/* the event's namespace has no id here, or all_netns is off */
-
-struct ct_events {
-	struct ct_socket sock;
-	char *slots;			/* SLOTS buffers of SLOT_SIZE */
-	struct mmsghdr msgs[SLOTS];	/* recvmmsg's headers over them, made once */
-	struct iovec iov[SLOTS];
-	unsigned int len[SLOTS];	/* lengths of the datagrams received */
-	int nsid[SLOTS];		/* their namespace ids, with all_netns */
-	char control[SLOTS][CMSG_SPACE(sizeof(int))];
-	bool all_netns;
-	unsigned int count, slot;	/* datagrams received, the one being read */
-	size_t off;			/* next message in that datagram */
-	double received;		/* when they were received */
-	int pending_err;		/* a receive error to report after the batch */
-	int bufsize, bufsize_max;	/* the socket's receive buffer, and its cap */
-	uint32_t drops;			/* the kernel's drop counter, as last read */
-	bool congested;			/* ENOBUFS came, and the counter was not read since */
-	size_t unreported;		/* flow bytes not yet told to the GC */
-	struct ct_filter filter;
-	struct ct_seen *seen;		/* the subscriber's view, with resync on */
-	uint32_t generation;		/* of the latest resync */
-	enum resync_phase resync;
-};
 
 /* The kinds of event and their multicast groups, in the same order. */
 static const char *const kinds[] = {
@@ -87,9 +52,10 @@ static void events_release(struct ct_events *ev)
 	ev->slots = NULL;
 	ct_seen_free(ev->seen);
 	ev->seen = NULL;
+	ct_requester_close(&ev->requester);
 }
 
-static struct ct_events *check_events(lua_State *L, int idx)
+struct ct_events *ct_events_check(lua_State *L, int idx)
 {
 	struct ct_events *ev = luaL_checkudata(L, idx, CT_EVENTS_TYPE);
 
@@ -168,11 +134,11 @@ static int message_nsid(struct msghdr *msg)
 /*
  * Points recvmmsg's headers at the slots (and their control buffers with
  * all_netns), once: a listener that keeps up receives a datagram or two
- * per call, and setting up all SLOTS headers each time cost more than that.
+ * per call, and setting up all CT_EVENT_SLOTS headers each time cost more than that.
  */
 static void prepare_slots(struct ct_events *ev)
 {
-	for (int i = 0; i < SLOTS; i++) {
+	for (int i = 0; i < CT_EVENT_SLOTS; i++) {
 		ev->iov[i].iov_base = ev->slots + (size_t)i * SLOT_SIZE;
 		ev->iov[i].iov_len = SLOT_SIZE;
 		ev->msgs[i].msg_hdr.msg_iov = &ev->iov[i];
@@ -193,7 +159,7 @@ static int fill(struct ct_events *ev)
 	for (unsigned int i = 0; ev->all_netns && i < ev->count; i++)
 		ev->msgs[i].msg_hdr.msg_controllen = sizeof(ev->control[i]);
 	do
-		n = recvmmsg(mnl_socket_get_fd(ev->sock.nl), ev->msgs, SLOTS, MSG_DONTWAIT, NULL);
+		n = recvmmsg(mnl_socket_get_fd(ev->sock.nl), ev->msgs, CT_EVENT_SLOTS, MSG_DONTWAIT, NULL);
 	while (n < 0 && errno == EINTR);
 	ev->count = 0;
 	if (n < 0)
@@ -336,8 +302,8 @@ static void note_seen(struct ct_events *ev, const struct nf_conntrack *ct, bool 
  * be parsed (EBADMSG: malformed, see nlvalidate.c) is an error for recv to
  * report after the events before it, never a silent gap in the stream.
  */
-static void queue_event(lua_State *L, struct ct_events *ev, int self, int queue,
-			const struct nlmsghdr *nlh)
+void ct_events_queue(lua_State *L, struct ct_events *ev, int self, int queue,
+		     const struct nlmsghdr *nlh)
 {
 	const char *kind = event_kind(nlh);
 	struct ct_flow *flow;
@@ -370,7 +336,7 @@ static void queue_event(lua_State *L, struct ct_events *ev, int self, int queue,
 		lua_pop(L, 1);
 		return;
 	}
-	if (lua_getiuservalue(L, self, UV_PREDICATE) != LUA_TNIL) {
+	if (lua_getiuservalue(L, self, CT_EV_UV_PREDICATE) != LUA_TNIL) {
 		lua_pushvalue(L, -2);
 		lua_call(L, 1, 1);
 		if (!lua_toboolean(L, -1)) {
@@ -388,9 +354,9 @@ static void start_resync(lua_State *L, struct ct_events *ev, int self)
 {
 	int err;
 
-	lua_getiuservalue(L, self, UV_FILTER);
+	lua_getiuservalue(L, self, CT_EV_UV_FILTER);
 	err = ct_dump_push(L, self, lua_gettop(L), 2, "resync", CT_MSG(IPCTNL_MSG_CT_GET));
-	lua_setiuservalue(L, self, UV_RESYNC);
+	lua_setiuservalue(L, self, CT_EV_UV_RESYNC);
 	lua_pop(L, 1);
 	if (err) {
 		ev->pending_err = err;
@@ -424,7 +390,7 @@ static void resync_step(lua_State *L, struct ct_events *ev, int self, int queue)
 		}
 		return;
 	}
-	lua_getiuservalue(L, self, UV_RESYNC);
+	lua_getiuservalue(L, self, CT_EV_UV_RESYNC);
 	ret = ct_dump_next_flow(L, lua_gettop(L));
 	if (ret <= 0) {
 		lua_pop(L, 1);
@@ -449,6 +415,59 @@ static void resync_step(lua_State *L, struct ct_events *ev, int self, int queue)
 }
 
 /*
+ * One step of receiving for the object at index 1: the next received
+ * message (*nlh), or a resync's step or an overrun queued at queue, or
+ * DONE when the socket is empty or an error waits. *drained, false at the
+ * start of a call, carries between its steps.
+ */
+enum ct_events_step ct_events_step(lua_State *L, struct ct_events *ev, int queue, bool *drained,
+				   const struct nlmsghdr **nlh)
+{
+	int got;
+
+	if (ev->pending_err)
+		return CT_EV_DONE;
+	if (ev->resync >= RESYNC_DUMPING) {
+		resync_step(L, ev, 1, queue);
+		return CT_EV_QUEUED;
+	}
+	*nlh = next_message(ev);
+	if (*nlh)
+		return CT_EV_MESSAGE;
+	/* a receive that did not fill every slot found the queue empty:
+	 * another would only say EAGAIN (a listener that keeps up wakes
+	 * for a datagram or two, and each system call counts) */
+	if (*drained && !ev->congested && ev->resync == RESYNC_IDLE)
+		return CT_EV_DONE;
+	got = fill(ev);
+	*drained = got > 0 && got < CT_EVENT_SLOTS;
+	/* ENOBUFS comes once per congestion (the kernel drops silently
+	 * while it lasts, and it lasts until the queue empties), so the
+	 * drop counter, read when the queue is empty after one, accounts
+	 * for every drop. Without ENOBUFS it cannot have moved (and in
+	 * reliable mode, NETLINK_NO_ENOBUFS, a failed delivery is sent
+	 * again later: no loss, no ENOBUFS). */
+	if (got == -ENOBUFS)
+		ev->congested = true;
+	if (got == -ENOBUFS || (got == 0 && ev->congested && socket_drops(ev) != ev->drops)) {
+		if (got == 0)
+			ev->congested = false;
+		queue_overrun(L, ev, queue);
+		if (ev->seen && ev->resync == RESYNC_IDLE)
+			ev->resync = RESYNC_DRAINING;
+	} else if (got == 0 && ev->congested) {
+		ev->congested = false;	/* no drop after the ENOBUFS */
+	} else if (got == 0 && ev->resync == RESYNC_DRAINING) {
+		start_resync(L, ev, 1);
+	} else if (got == 0) {
+		return CT_EV_DONE;
+	} else if (got < 0) {
+		ev->pending_err = -got;
+	}
+	return CT_EV_QUEUED;
+}
+
+/*
  * ev:recv([max]) -> { event, ... } | nil, message, errno. Never blocks:
  * returns up to max (default 256) events, an empty table when none is
  * queued. Events wait in the object's queue until returned, so an error
@@ -456,58 +475,23 @@ static void resync_step(lua_State *L, struct ct_events *ev, int self, int queue)
  */
 static int events_recv(lua_State *L)
 {
-	struct ct_events *ev = check_events(L, 1);
+	struct ct_events *ev = ct_events_check(L, 1);
 	lua_Integer max = luaL_optinteger(L, 2, DEFAULT_BATCH);
 	bool drained = false;	/* by a receive of this call */
 	int queue;
 
 	luaL_argcheck(L, max > 0, 2, "must be positive");
 	lua_settop(L, 2);
-	lua_getiuservalue(L, 1, UV_QUEUE);
+	lua_getiuservalue(L, 1, CT_EV_UV_QUEUE);
 	queue = lua_gettop(L);
-	while (luaL_len(L, queue) < max && !ev->pending_err) {
+	while (luaL_len(L, queue) < max) {
 		const struct nlmsghdr *nlh;
-		int got;
+		enum ct_events_step step = ct_events_step(L, ev, queue, &drained, &nlh);
 
-		if (ev->resync >= RESYNC_DUMPING) {
-			resync_step(L, ev, 1, queue);
-			continue;
-		}
-		nlh = next_message(ev);
-		if (nlh) {
-			queue_event(L, ev, 1, queue, nlh);
-			continue;
-		}
-		/* a receive that did not fill every slot found the queue empty:
-		 * another would only say EAGAIN (a listener that keeps up wakes
-		 * for a datagram or two, and each system call counts) */
-		if (drained && !ev->congested && ev->resync == RESYNC_IDLE)
+		if (step == CT_EV_DONE)
 			break;
-		got = fill(ev);
-		drained = got > 0 && got < SLOTS;
-		/* ENOBUFS comes once per congestion (the kernel drops silently
-		 * while it lasts, and it lasts until the queue empties), so the
-		 * drop counter, read when the queue is empty after one, accounts
-		 * for every drop. Without ENOBUFS it cannot have moved (and in
-		 * reliable mode, NETLINK_NO_ENOBUFS, a failed delivery is sent
-		 * again later: no loss, no ENOBUFS). */
-		if (got == -ENOBUFS)
-			ev->congested = true;
-		if (got == -ENOBUFS ||
-		    (got == 0 && ev->congested && socket_drops(ev) != ev->drops)) {
-			if (got == 0)
-				ev->congested = false;
-			queue_overrun(L, ev, queue);
-			if (ev->seen && ev->resync == RESYNC_IDLE)
-				ev->resync = RESYNC_DRAINING;
-		} else if (got == 0 && ev->congested) {
-			ev->congested = false;	/* no drop after the ENOBUFS */
-		} else if (got == 0 && ev->resync == RESYNC_DRAINING)
-			start_resync(L, ev, 1);
-		else if (got == 0)
-			break;
-		else if (got < 0)
-			ev->pending_err = -got;
+		if (step == CT_EV_MESSAGE)
+			ct_events_queue(L, ev, 1, queue, nlh);
 	}
 	if (luaL_len(L, queue) == 0 && ev->pending_err) {
 		int err = ev->pending_err;
@@ -516,7 +500,7 @@ static int events_recv(lua_State *L)
 		return ct_fail(L, "recv", err);
 	}
 	lua_newtable(L);
-	lua_setiuservalue(L, 1, UV_QUEUE);
+	lua_setiuservalue(L, 1, CT_EV_UV_QUEUE);
 	return 1;
 }
 
@@ -529,7 +513,7 @@ static double own_timeout(const struct ct_events *ev)
 
 static int events_wait(lua_State *L)
 {
-	struct ct_events *ev = check_events(L, 1);
+	struct ct_events *ev = ct_events_check(L, 1);
 	double seconds = luaL_optnumber(L, 2, -1);
 	struct pollfd pfd = { .fd = mnl_socket_get_fd(ev->sock.nl), .events = POLLIN };
 	int ready;
@@ -551,7 +535,7 @@ bool ct_events_pollable(lua_State *L, int idx, struct ct_pollable *p)
 
 	if (!luaL_testudata(L, idx, CT_EVENTS_TYPE))
 		return false;
-	ev = check_events(L, idx);
+	ev = ct_events_check(L, idx);
 	p->fd = mnl_socket_get_fd(ev->sock.nl);
 	p->timeout = own_timeout(ev);
 	return true;
@@ -560,20 +544,20 @@ bool ct_events_pollable(lua_State *L, int idx, struct ct_pollable *p)
 /* The cqueues/luv protocol: a descriptor to poll, for reading, and no timer. */
 static int events_pollfd(lua_State *L)
 {
-	lua_pushinteger(L, mnl_socket_get_fd(check_events(L, 1)->sock.nl));
+	lua_pushinteger(L, mnl_socket_get_fd(ct_events_check(L, 1)->sock.nl));
 	return 1;
 }
 
 static int events_events(lua_State *L)
 {
-	check_events(L, 1);
+	ct_events_check(L, 1);
 	lua_pushliteral(L, "r");
 	return 1;
 }
 
 static int events_timeout(lua_State *L)
 {
-	if (own_timeout(check_events(L, 1)) == 0)
+	if (own_timeout(ct_events_check(L, 1)) == 0)
 		lua_pushinteger(L, 0);
 	else
 		lua_pushnil(L);
@@ -583,14 +567,14 @@ static int events_timeout(lua_State *L)
 /* ev:explain() -> { kernel = { field, ... }, c = { field, ... }, predicate = bool } */
 static int events_explain(lua_State *L)
 {
-	ct_filter_explain(L, &check_events(L, 1)->filter);
+	ct_filter_explain(L, &ct_events_check(L, 1)->filter);
 	return 1;
 }
 
 /* ev:bufsize() -> the receive buffer's size now, and its cap */
 static int events_bufsize(lua_State *L)
 {
-	struct ct_events *ev = check_events(L, 1);
+	struct ct_events *ev = ct_events_check(L, 1);
 
 	lua_pushinteger(L, ev->bufsize);
 	lua_pushinteger(L, ev->bufsize_max);
@@ -683,7 +667,7 @@ int ct_handle_listen(lua_State *L)
 	if (!lua_isnil(L, filter) && !lua_istable(L, filter) && !lua_isfunction(L, filter))
 		luaL_argerror(L, 2, lua_pushfstring(L, "'filter' must be a table, a function or nil, "
 						    "got %s", luaL_typename(L, filter)));
-	ev = lua_newuserdatauv(L, sizeof(*ev), UV_COUNT);
+	ev = lua_newuserdatauv(L, sizeof(*ev), CT_EV_UV_COUNT);
 	memset(ev, 0, sizeof(*ev));
 	luaL_setmetatable(L, CT_EVENTS_TYPE);
 	ct_filter_compile(&a, filter, &ev->filter);
@@ -692,13 +676,13 @@ int ct_handle_listen(lua_State *L)
 	lua_getiuservalue(L, 1, CT_UV_NETNS);
 	lua_setiuservalue(L, -2, CT_UV_NETNS);
 	ct_filter_push_predicate(L, filter);
-	lua_setiuservalue(L, -2, UV_PREDICATE);
+	lua_setiuservalue(L, -2, CT_EV_UV_PREDICATE);
 	lua_newtable(L);
-	lua_setiuservalue(L, -2, UV_QUEUE);
+	lua_setiuservalue(L, -2, CT_EV_UV_QUEUE);
 	lua_pushvalue(L, filter);
-	lua_setiuservalue(L, -2, UV_FILTER);
+	lua_setiuservalue(L, -2, CT_EV_UV_FILTER);
 
-	ev->slots = malloc((size_t)SLOTS * SLOT_SIZE);
+	ev->slots = malloc((size_t)CT_EVENT_SLOTS * SLOT_SIZE);
 	if (!ev->slots)
 		return ct_fail(L, "listen", ENOMEM);
 	if (o.resync && !(ev->seen = ct_seen_new()))
@@ -740,6 +724,7 @@ void ct_events_open(lua_State *L)
 	};
 	static const luaL_Reg methods[] = {
 		{ "recv", events_recv },
+		{ "writer", ct_events_writer },
 		{ "wait", events_wait },
 		{ "pollfd", events_pollfd },
 		{ "events", events_events },

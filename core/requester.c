@@ -38,27 +38,22 @@ static int diag_cb(const struct nlmsghdr *nlh, void *data)
 	return MNL_CB_OK;
 }
 
-/* The sock_diag socket of the function, kept open between calls (its upvalue). */
-struct diag {
-	struct mnl_socket *nl;
-};
-
-static void close_diag(struct diag *d)
+void ct_requester_close(struct ct_requester *r)
 {
-	if (d->nl) {
-		mnl_socket_close(d->nl);
-		d->nl = NULL;
+	if (r->diag) {
+		mnl_socket_close(r->diag);
+		r->diag = NULL;
 	}
 }
 
-static int diag_gc(lua_State *L)
+static int requester_gc(lua_State *L)
 {
-	close_diag(lua_touserdata(L, 1));
+	ct_requester_close(lua_touserdata(L, 1));
 	return 0;
 }
 
 /* The inode of this namespace's NETLINK_NETFILTER socket bound to portid, or 0. */
-static uint32_t socket_inode(struct diag *d, uint32_t portid)
+static uint32_t socket_inode(struct ct_requester *r, uint32_t portid)
 {
 	char buf[MNL_SOCKET_BUFFER_SIZE];
 	struct lookup l = { portid, 0 };
@@ -67,10 +62,10 @@ static uint32_t socket_inode(struct diag *d, uint32_t portid)
 	unsigned int seq = (unsigned int)portid;
 	int ret = MNL_CB_ERROR;
 
-	if (!d->nl) {
-		d->nl = mnl_socket_open2(NETLINK_SOCK_DIAG, SOCK_CLOEXEC);
-		if (!d->nl || mnl_socket_bind(d->nl, 0, MNL_SOCKET_AUTOPID) < 0) {
-			close_diag(d);
+	if (!r->diag) {
+		r->diag = mnl_socket_open2(NETLINK_SOCK_DIAG, SOCK_CLOEXEC);
+		if (!r->diag || mnl_socket_bind(r->diag, 0, MNL_SOCKET_AUTOPID) < 0) {
+			ct_requester_close(r);
 			return 0;
 		}
 	}
@@ -81,19 +76,19 @@ static uint32_t socket_inode(struct diag *d, uint32_t portid)
 	req = mnl_nlmsg_put_extra_header(nlh, sizeof(*req));
 	req->sdiag_family = AF_NETLINK;
 	req->sdiag_protocol = NETLINK_NETFILTER;
-	if (mnl_socket_sendto(d->nl, nlh, nlh->nlmsg_len) < 0) {
-		close_diag(d);
+	if (mnl_socket_sendto(r->diag, nlh, nlh->nlmsg_len) < 0) {
+		ct_requester_close(r);
 		return 0;
 	}
 	do {
-		ssize_t len = mnl_socket_recvfrom(d->nl, buf, sizeof(buf));
+		ssize_t len = mnl_socket_recvfrom(r->diag, buf, sizeof(buf));
 
 		if (len < 0)
 			break;
-		ret = mnl_cb_run(buf, (size_t)len, seq, mnl_socket_get_portid(d->nl), diag_cb, &l);
+		ret = mnl_cb_run(buf, (size_t)len, seq, mnl_socket_get_portid(r->diag), diag_cb, &l);
 	} while (ret == MNL_CB_OK);
 	if (ret != MNL_CB_STOP)	/* the socket may hold the rest of the dump: start anew */
-		close_diag(d);
+		ct_requester_close(r);
 	return ret == MNL_CB_STOP ? l.inode : 0;
 }
 
@@ -145,8 +140,8 @@ static long socket_owner(uint32_t inode, uint32_t hint)
 	return pid;
 }
 
-/* Pushes the program name of pid (the comm of /proc/PID/stat), or nil. */
-static void push_name(lua_State *L, long pid)
+/* The program name of pid (the comm of /proc/PID/stat) into name; false when unknown. */
+static bool read_name(long pid, char *name, size_t size)
 {
 	char path[64], line[128];
 	const char *lparen, *rparen;
@@ -161,10 +156,34 @@ static void push_name(lua_State *L, long pid)
 	line[n > 0 ? n : 0] = '\0';
 	lparen = strchr(line, '(');
 	rparen = lparen ? strchr(lparen, ')') : NULL;
-	if (rparen)
-		lua_pushlstring(L, lparen + 1, (size_t)(rparen - lparen - 1));
-	else
-		lua_pushnil(L);
+	if (!rparen || (size_t)(rparen - lparen) > size)
+		return false;
+	memcpy(name, lparen + 1, (size_t)(rparen - lparen - 1));
+	name[rparen - lparen - 1] = '\0';
+	return true;
+}
+
+/*
+ * The program name of the process behind portid, or NULL when none is
+ * found. r keeps the answer while the same socket stays bound to portid,
+ * so a stream of one requester's changes walks /proc once.
+ */
+const char *ct_requester_name(struct ct_requester *r, uint32_t portid)
+{
+	uint32_t inode = socket_inode(r, portid);
+
+	if (!inode) {
+		r->inode = 0;
+		return NULL;
+	}
+	if (inode != r->inode || portid != r->portid) {
+		long pid = socket_owner(inode, portid);
+
+		r->portid = portid;
+		r->inode = inode;
+		r->named = pid && read_name(pid, r->name, sizeof(r->name));
+	}
+	return r->named ? r->name : NULL;
 }
 
 /*
@@ -197,21 +216,26 @@ static int requester(lua_State *L)
 	lua_pushinteger(L, inode);
 	lua_setfield(L, -2, "inode");
 	if (pid) {
+		char name[64];
+
 		lua_pushinteger(L, pid);
 		lua_setfield(L, -2, "pid");
-		push_name(L, pid);
-		lua_setfield(L, -2, "name");
+		if (read_name(pid, name, sizeof(name))) {
+			lua_pushstring(L, name);
+			lua_setfield(L, -2, "name");
+		}
 	}
 	return 1;
 }
 
 void ct_requester_open(lua_State *L)
 {
-	struct diag *d = lua_newuserdatauv(L, sizeof(*d), 0);
+	/* the function's own lookup: only its socket serves (Lua keeps the answers) */
+	struct ct_requester *r = lua_newuserdatauv(L, sizeof(*r), 0);
 
-	d->nl = NULL;
+	memset(r, 0, sizeof(*r));
 	lua_createtable(L, 0, 1);
-	lua_pushcfunction(L, diag_gc);
+	lua_pushcfunction(L, requester_gc);
 	lua_setfield(L, -2, "__gc");
 	lua_setmetatable(L, -2);
 	lua_pushcclosure(L, requester, 1);

@@ -2,7 +2,7 @@
  * libFuzzer target: the event path (events.c: recvmmsg batches,
  * next_message, event_kind, event_time, queue_event, the filter and
  * predicate, seen.c with resync on, bpf.c's socket filter attached to the
- * fake socket), for flow and expectation events. The selector byte picks
+ * fake socket; event_write.c's writer), for flow and expectation events. The selector byte picks
  * the filter and the options; the first reply is what the subscription
  * receives. See harness.h.
  *
@@ -29,16 +29,28 @@ static const char chunk[] =
 	"  filter = filters[sel % #filters + 1] or nil, all_netns = sel & 8 ~= 0,\n"
 	"  kernel_filter = sel & 16 ~= 0, reliable = sel & 32 ~= 0, resync = sel & 64 ~= 0 })\n"
 	"ev:explain() ev:bufsize()\n"
-	"for _ = 1, 64 do\n"
-	"  local t = ev:recv(sel & 128 ~= 0 and 3 or nil)\n"
-	"  if not t or #t == 0 then break end\n"
-	"  for _, e in ipairs(t) do\n"
-	"    local _ = e.kind .. e.time .. (e.portid or '') .. (e.nsid or '')\n"
-	"    if e.flow then read.flow(core, e.flow) elseif e.expect then read.expect(core, e.expect) end\n"
+	"local out = assert(io.open(FUZZ_TMP, 'wb'))\n"
+	"local write = ev:writer(out, { extended = sel & 1 ~= 0, xml = sel & 2 ~= 0, header = 'h' })\n"
+	"local max = sel & 128 ~= 0 and 3 or nil\n"
+	"for i = 1, 64 do\n"
+	"  local got\n"
+	"  if i % 2 == 0 then\n"
+	"    -- the writer (event_write.c) and recv take turns\n"
+	"    local n, other = write(max)\n"
+	"    if other then local _ = other.kind .. other.time end\n"
+	"    got = n and (n > 0 or other)\n"
+	"  else\n"
+	"    local t = ev:recv(max)\n"
+	"    got = t and #t > 0\n"
+	"    for _, e in ipairs(t or {}) do\n"
+	"      local _ = e.kind .. e.time .. (e.portid or '') .. (e.nsid or '')\n"
+	"      if e.flow then read.flow(core, e.flow) elseif e.expect then read.expect(core, e.expect) end\n"
+	"    end\n"
 	"  end\n"
+	"  if not got then break end\n"
 	"  ev:timeout()\n"
 	"end\n"
-	"ev:close() h:close()\n";
+	"out:close() ev:close() h:close()\n";
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -1132,6 +1132,127 @@ describe("events", function()
     end)
   end)
 
+  describe("writer", function()
+    --- The lines that write (an ev:writer) writes to file, until it has written n events or
+    -- returned an event it does not write; returns them and that event.
+    local function written(write, file, n)
+      local count, got, other = 0
+      repeat
+        got, other = assert(write())
+        count = count + got
+      until other or count >= n or got == 0
+      file:seek("set")
+      local lines = {}
+      for line in file:lines() do lines[#lines + 1] = line end
+      return lines, other
+    end
+
+    --- What recv delivers, as lines: format's text of each flow event (kind as the
+    -- prefix), and conntrack -E's requester part after the events a process made.
+    local function expected(events, format)
+      local lines = {}
+      for _, e in ipairs(events) do
+        format.event = e.kind
+        local who = e.portid and conntrack.requester(e.portid)
+        lines[#lines + 1] = e.flow:format(format) ..
+          (e.portid and (" [USERSPACE] portid=" .. e.portid ..
+                         (who and who.name and (" progname=" .. who.name) or "")) or "")
+      end
+      format.event = nil
+      return lines
+    end
+
+    --- new, update and destroy of three entries, made through h.
+    local function churn(base)
+      local specs = udp_specs(3, base)
+      assert.equal(3, h:create(specs))
+      assert(h:update({ src = specs[2].src }, { mark = 7 }))
+      assert(h:delete({ src = specs[3].src }))
+    end
+
+    for _, format in ipairs({ {}, { extended = true, id = true }, { xml = true } }) do
+      local name = next(format) and table.concat(H.sorted_keys(format), ",") or "default"
+      it("writes each flow event as recv and flow:format give it (" .. name .. "), with " ..
+         "conntrack -E's requester part", function()
+        local seen <close> = assert(h:listen())
+        local ev <close> = assert(h:listen())
+        local file <close> = assert(io.tmpfile())
+        local write = ev:writer(file, { extended = format.extended, id = format.id,
+                                        xml = format.xml, requester = true })
+        churn(31)
+        local want = expected(recv_all(seen), format)
+        assert.equal(5, #want)
+        local lines, other = written(write, file, 5)
+        assert.is_nil(other)
+        assert.same(want, lines)
+        assert.equal(0, write())  -- nothing left
+      end)
+    end
+
+    it("writes the header before its first line only, and no requester part unasked",
+       function()
+      local seen <close> = assert(h:listen())
+      local ev <close> = assert(h:listen())
+      local file <close> = assert(io.tmpfile())
+      local write = ev:writer(file, { header = "<start>\n" })
+      assert.equal(0, write())
+      churn(32)
+      local want = expected(recv_all(seen), {})
+      for i, e in ipairs(want) do want[i] = e:gsub(" %[USERSPACE%].*", "") end
+      table.insert(want, 1, "<start>")
+      assert.same(want, (written(write, file, 5)))
+    end)
+
+    it("writes what the C filter and the predicate pass, as recv delivers them", function()
+      local filter = { proto = "udp", mark = "!7", function(f) return f.src ~= "10.33.0.1" end }
+      local seen <close> = assert(h:listen{ filter = filter })
+      local ev <close> = assert(h:listen{ filter = filter })
+      local plain <close> = assert(h:listen{ filter = { proto = "udp", mark = "!7" } })
+      local file <close> = assert(io.tmpfile())
+      local plain_file <close> = assert(io.tmpfile())
+      churn(33)
+      local events = recv_all(seen)
+      assert.equal(3, #events)  -- not 10.33.0.1's new, nor the update and destroy of mark 7
+      assert.same(expected(events, {}), (written(ev:writer(file, { requester = true }), file, 3)))
+      local lines = written(plain:writer(plain_file, {}), plain_file, 4)
+      assert.equal(4, #lines)
+    end)
+
+    it("returns an overrun in its place in the stream; its count and the lines written " ..
+       "add up to every event made", function()
+      local ev <close> = assert(h:listen{ bufsize = 4096, bufsize_max = 4096 })
+      local file <close> = assert(io.tmpfile())
+      local write = ev:writer(file, {})
+      assert.equal(3000, h:create(udp_specs(3000, 34)))
+      local n, overrun = write()
+      assert.equal(0, n)  -- the kernel reports ENOBUFS before the queue
+      assert.equal("overrun", overrun.kind)
+      assert.is_true(overrun.lost > 0)
+      local lines, other = written(write, file, 3000)
+      assert.is_nil(other)
+      assert.equal(3000, #lines + overrun.lost)
+    end)
+
+    it("checks its arguments, and reports a closed file or events object", function()
+      local ev = assert(h:listen())
+      local file = assert(io.tmpfile())
+      assert.equal("bad argument #1 to 'writer' (FILE* expected, got table)",
+                   raised(function() return ev:writer({}, {}) end))
+      assert.equal("bad argument #2 to 'writer' (option 'event' is each event's own kind)",
+                   raised(function() return ev:writer(file, { event = "new" }) end))
+      assert.equal("bad argument #2 to 'writer' (unknown option 'colour')",
+                   raised(function() return ev:writer(file, { colour = true }) end))
+      local write = ev:writer(file, {})
+      assert.equal("bad argument #1 to 'write' (must be positive)",
+                   raised(function() return write(0) end))
+      file:close()
+      assert.equal("attempt to use a closed file", raised(function() return write() end))
+      ev:close()
+      assert.equal("attempt to use a closed conntrack.events",
+                   raised(function() return write() end))
+    end)
+  end)
+
   describe("lifetime and errors", function()
     it("tostring, close, and methods of a closed object", function()
       local ev = assert(h:listen())
