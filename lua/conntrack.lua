@@ -9,6 +9,7 @@ local events = core.methods.events
 -- The events an each() loop has received but not yet handed out, by events
 -- object, so that a loop left with break loses none: the next each() goes on.
 local unread = setmetatable({}, { __mode = "k" })
+local RECV_MAX = 256  -- events per recv of each()
 
 --- The methods of conntrack.events written in Lua (the others are in C).
 -- @type events
@@ -30,11 +31,14 @@ function events:each()
         batch.next = batch.next + 1
         return event.kind, event.flow or event.expect, event
       end
-      local fresh, err = self:recv()
+      -- a short batch emptied the socket: wait before the next receive rather than
+      -- after one that would find nothing (a listener that keeps up gets a few events
+      -- per wakeup, and each system call counts)
+      if batch and batch.n < RECV_MAX then self:wait() end
+      local fresh, err = self:recv(RECV_MAX)
       if not fresh then error(err, 2) end
       fresh.next, fresh.n = 1, #fresh
       unread[self] = fresh
-      if fresh.n == 0 then self:wait() end
     end
   end
 end
