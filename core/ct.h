@@ -262,10 +262,13 @@ void ct_error_open(lua_State *L);
 /* ---- flow.c: conntrack.flow --------------------------------------------- */
 
 struct ct_flow {
-	struct nf_conntrack *ct;	/* NULL until filled; owned */
+	struct nf_conntrack *ct;	/* NULL until filled (or msg parsed); owned */
+	struct nlmsghdr *msg;		/* an event's valid message, parsed on first use (it
+					 * follows the struct in the userdata), or NULL */
 };
 
 struct ct_flow *ct_flow_new(lua_State *L, int labelmap_idx);
+struct ct_flow *ct_flow_new_unparsed(lua_State *L, int labelmap_idx, const struct nlmsghdr *nlh);
 struct nf_conntrack *ct_flow_alloc(lua_State *L);
 void ct_flow_account(lua_State *L, size_t *unreported);
 struct ct_flow *ct_flow_check(lua_State *L, int idx);

@@ -110,12 +110,18 @@ static void shift_queue(lua_State *L, int queue)
 /* Writes the queued flow event below its flow on the stack, and pops both. */
 static int write_queued(lua_State *L, struct ct_events *ev, struct writer *w)
 {
-	struct ct_entry e = ct_entry_of(((struct ct_flow *)lua_touserdata(L, -1))->ct);
+	const struct ct_flow *flow = lua_touserdata(L, -1);
+	struct ct_entry e = { 0 };
 	int ret;
 
+	if (flow->ct)
+		e = ct_entry_of(flow->ct);
+	else
+		ct_entry_index(&e, flow->msg);	/* a flow nothing has read yet */
 	lua_getfield(L, -2, "kind");
 	lua_getfield(L, -3, "portid");
 	ret = write_event(ev, w, &e, kind_type(lua_tostring(L, -2)), (uint32_t)lua_tointeger(L, -1));
+	ct_entry_release(&e);
 	lua_pop(L, 4);
 	return ret;
 }

@@ -297,8 +297,9 @@ static void note_seen(struct ct_events *ev, const struct nf_conntrack *ct, bool 
 }
 
 /*
- * Parse one message and, if it passes the filter, append its event. Lua
- * runs only for the predicate, after the C filter. A message that cannot
+ * Make one message's flow (parsed, or holding the message when no filter
+ * term or resync view reads it) and, if it passes the filter, append its
+ * event. Lua runs only for the predicate, after the C filter. A message that cannot
  * be parsed (EBADMSG: malformed, see nlvalidate.c) is an error for recv to
  * report after the events before it, never a silent gap in the stream.
  */
@@ -323,16 +324,22 @@ void ct_events_queue(lua_State *L, struct ct_events *ev, int self, int queue,
 		return;
 	}
 	lua_getiuservalue(L, self, CT_UV_LABELMAP);
-	flow = ct_flow_new(L, -1);
+	if (!ev->filter.nterms && !ev->seen) {
+		/* nothing here reads the flow: it keeps the message (flow.c) */
+		err = ct_flow_msg_valid(nlh) ? 0 : EBADMSG;
+		flow = err ? ct_flow_new(L, -1) : ct_flow_new_unparsed(L, -1, nlh);
+	} else {
+		flow = ct_flow_new(L, -1);
+		flow->ct = nfct_new();
+		if (!flow->ct)
+			luaL_error(L, "not enough memory");
+		ct_flow_account(L, &ev->unreported);
+		err = ct_parse_flow(nlh, flow->ct);
+	}
 	lua_remove(L, -2);
-	flow->ct = nfct_new();
-	if (!flow->ct)
-		luaL_error(L, "not enough memory");
-	ct_flow_account(L, &ev->unreported);
-	err = ct_parse_flow(nlh, flow->ct);
 	if (err)
 		ev->pending_err = err;
-	if (err || !ct_filter_match(&ev->filter, flow->ct)) {
+	if (err || (flow->ct && !ct_filter_match(&ev->filter, flow->ct))) {
 		lua_pop(L, 1);
 		return;
 	}

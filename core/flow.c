@@ -18,18 +18,39 @@ enum { UV_LABELMAP = 1 };
  * and compared each time). */
 static const char metatable_key = 0;
 
-/* Pushes an empty flow that will share the labelmap at labelmap_idx (may be nil). */
-struct ct_flow *ct_flow_new(lua_State *L, int labelmap_idx)
+/* Pushes a flow of size bytes sharing the labelmap at labelmap_idx (may be nil). */
+static struct ct_flow *new_flow(lua_State *L, int labelmap_idx, size_t size)
 {
 	struct ct_flow *flow;
 
 	labelmap_idx = lua_absindex(L, labelmap_idx);
-	flow = lua_newuserdatauv(L, sizeof(*flow), 1);
+	flow = lua_newuserdatauv(L, size, 1);
 	flow->ct = NULL;
+	flow->msg = NULL;
 	lua_rawgetp(L, LUA_REGISTRYINDEX, &metatable_key);
 	lua_setmetatable(L, -2);
 	lua_pushvalue(L, labelmap_idx);
 	lua_setiuservalue(L, -2, UV_LABELMAP);
+	return flow;
+}
+
+/* Pushes an empty flow that will share the labelmap at labelmap_idx (may be nil). */
+struct ct_flow *ct_flow_new(lua_State *L, int labelmap_idx)
+{
+	return new_flow(L, labelmap_idx, sizeof(struct ct_flow));
+}
+
+/*
+ * Pushes the flow of nlh, a valid conntrack message, copied into the
+ * userdata (one allocation, which the collector sees) and parsed when
+ * something first reads the flow.
+ */
+struct ct_flow *ct_flow_new_unparsed(lua_State *L, int labelmap_idx, const struct nlmsghdr *nlh)
+{
+	struct ct_flow *flow = new_flow(L, labelmap_idx, sizeof(struct ct_flow) + nlh->nlmsg_len);
+
+	flow->msg = (struct nlmsghdr *)(flow + 1);
+	memcpy(flow->msg, nlh, nlh->nlmsg_len);
 	return flow;
 }
 
@@ -67,6 +88,24 @@ void ct_flow_account(lua_State *L, size_t *unreported)
 	}
 }
 
+/*
+ * An event's flow holds its message until something reads it: many event
+ * loops only count events or look at their kinds, and libnfct's parse was
+ * most of what an event cost them.
+ */
+static void parse_message(lua_State *L, struct ct_flow *flow)
+{
+	struct nf_conntrack *ct = nfct_new();
+
+	if (!ct || nfct_nlmsg_parse(flow->msg, ct) < 0) {	/* valid: only memory can fail */
+		if (ct)
+			nfct_destroy(ct);
+		luaL_error(L, "not enough memory");
+	}
+	flow->ct = ct;
+	flow->msg = NULL;
+}
+
 struct ct_flow *ct_flow_check(lua_State *L, int idx)
 {
 	struct ct_flow *flow = lua_touserdata(L, idx);
@@ -79,6 +118,8 @@ struct ct_flow *ct_flow_check(lua_State *L, int idx)
 	}
 	if (!is_flow)
 		luaL_typeerror(L, idx, CT_FLOW_TYPE);
+	if (!flow->ct && flow->msg)
+		parse_message(L, flow);
 	if (!flow->ct)
 		luaL_argerror(L, idx, "empty " CT_FLOW_TYPE);
 	return flow;
@@ -159,6 +200,8 @@ static int flow_tostring(lua_State *L)
 	struct ct_flow *flow = luaL_checkudata(L, 1, CT_FLOW_TYPE);
 	char buf[4096];
 
+	if (!flow->ct && flow->msg)
+		parse_message(L, flow);
 	if (!flow->ct) {
 		lua_pushliteral(L, CT_FLOW_TYPE " (empty)");
 		return 1;
