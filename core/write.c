@@ -50,6 +50,38 @@ static size_t format_line(lua_State *L, int idx, struct ct_entry *e, const struc
 }
 
 /*
+ * Lines gathered for one fwrite: glibc writes a block larger than the
+ * file's own buffer with one system call, where line by line it made one
+ * per 4 KiB and paid fwrite's call for every line.
+ */
+#define OUTPUT_BLOCK (64 * 1024)
+
+struct output {
+	FILE *f;
+	size_t used;
+	char data[OUTPUT_BLOCK];
+};
+
+static bool output_flush(struct output *o)
+{
+	bool ok = fwrite(o->data, 1, o->used, o->f) == o->used;
+
+	o->used = 0;
+	return ok;
+}
+
+static bool output_add(struct output *o, const char *text, size_t len)
+{
+	if (o->used + len > sizeof(o->data) && !output_flush(o))
+		return false;
+	if (len > sizeof(o->data))
+		return fwrite(text, 1, len, o->f) == len;
+	memcpy(o->data + o->used, text, len);
+	o->used += len;
+	return true;
+}
+
+/*
  * The next entry of the dump at idx: without a predicate the dump's entry,
  * else the flow that passed it, pushed (the caller pops it), its entry in
  * *flow. Returns 1, 0 at the end, or -errno; a predicate's error
@@ -85,10 +117,11 @@ int ct_handle_write(lua_State *L)
 	const char *header = NULL;
 	struct ct_entry flow, *e;
 	struct ct_format fmt;
+	struct output *out;
 	lua_Integer count = 0;
-	bool predicate, json;
+	bool predicate, json, ok = true;
 	uint16_t type;
-	int dump, buf, ret;
+	int dump, buf, ret, err = 0;
 
 	ct_handle_check(L, 1);
 	if (!file->closef)
@@ -109,6 +142,9 @@ int ct_handle_write(lua_State *L)
 	}
 	lua_newuserdatauv(L, CT_FORMAT_MAX + 1, 0);
 	buf = lua_gettop(L);
+	out = lua_newuserdatauv(L, sizeof(*out), 0);
+	out->f = file->f;
+	out->used = 0;
 	ret = ct_dump_push(L, 1, 4, 4, "write", type);
 	if (ret)
 		return ct_raise(L, "write", ret);
@@ -116,27 +152,32 @@ int ct_handle_write(lua_State *L)
 	predicate = ct_dump_has_predicate(L, dump);
 	while ((ret = next(L, dump, predicate, &flow, &e)) > 0) {
 		size_t len = format_line(L, buf, e, &fmt, json, map);
-		bool ok;
 
 		if (len == 0) {
 			luaL_callmeta(L, dump, "__close");
+			output_flush(out);	/* the lines before it */
 			return ct_raise(L, "write", ENOMEM);
 		}
-		ok = (count > 0 || !header || fputs(header, file->f) >= 0) &&
-		     fwrite(lua_touserdata(L, buf), 1, len, file->f) == len;
-
+		ok = (count > 0 || !header || output_add(out, header, strlen(header))) &&
+		     output_add(out, lua_touserdata(L, buf), len);
 		if (predicate)
 			lua_pop(L, 1);
 		if (!ok) {
-			int err = errno;
-
+			err = errno;
 			luaL_callmeta(L, dump, "__close");
-			/* the file's error as io.write reports it: ct_fail's hints are the kernel's
-			 * (its ENOSPC means no label storage, here a full disk) */
-			errno = err;
-			return luaL_fileresult(L, 0, "conntrack.write");
+			break;
 		}
 		count++;
+	}
+	if (ok && !output_flush(out)) {
+		ok = false;
+		err = errno;
+	}
+	if (!ok) {
+		/* the file's error as io.write reports it: ct_fail's hints are the kernel's
+		 * (its ENOSPC means no label storage, here a full disk) */
+		errno = err;
+		return luaL_fileresult(L, 0, "conntrack.write");
 	}
 	if (ret < 0)
 		return ct_raise(L, "write", -ret);
