@@ -507,6 +507,7 @@ enum ct_events_step {
 };
 
 struct ct_events *ct_events_check(lua_State *L, int idx);
+const char *ct_event_kind(const struct nlmsghdr *nlh);
 enum ct_events_step ct_events_step(lua_State *L, struct ct_events *ev, int queue, bool *drained,
 				   const struct nlmsghdr **nlh);
 void ct_events_queue(lua_State *L, struct ct_events *ev, int self, int queue,

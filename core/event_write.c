@@ -13,7 +13,6 @@
 #include <errno.h>
 #include <stdio.h>
 #include <linux/netfilter/nfnetlink.h>
-#include <linux/netfilter/nfnetlink_conntrack.h>
 
 /* What a write needs besides the events object. */
 struct writer {
@@ -126,19 +125,6 @@ static int write_queued(lua_State *L, struct ct_events *ev, struct writer *w)
 	return ret;
 }
 
-/* An event's kind for a flow message, else NULL. */
-static const char *flow_kind(const struct nlmsghdr *nlh)
-{
-	switch (nlh->nlmsg_type) {
-	case CT_MSG(IPCTNL_MSG_CT_NEW):
-		return nlh->nlmsg_flags & (NLM_F_CREATE | NLM_F_EXCL) ? "new" : "update";
-	case CT_MSG(IPCTNL_MSG_CT_DELETE):
-		return "destroy";
-	default:
-		return NULL;
-	}
-}
-
 /* format's options besides flow:format's (their check is ct_format_parse's). */
 static void parse_writer(lua_State *L, struct writer *w)
 {
@@ -209,8 +195,8 @@ static int write_events(lua_State *L)
 		case CT_EV_QUEUED:
 			continue;
 		case CT_EV_MESSAGE:
-			kind = flow_kind(nlh);
-			if (direct && kind) {
+			kind = ct_event_kind(nlh);
+			if (direct && kind && nlh->nlmsg_type >> 8 == NFNL_SUBSYS_CTNETLINK) {
 				ret = write_message(ev, w, nlh, kind);
 				count += ret > 0;
 			} else {

@@ -193,7 +193,8 @@ static const struct nlmsghdr *next_message(struct ct_events *ev)
 	return NULL;
 }
 
-static const char *event_kind(const struct nlmsghdr *nlh)
+/* The kind of event a message is ("new", ..., "expect_destroy"), or NULL. */
+const char *ct_event_kind(const struct nlmsghdr *nlh)
 {
 	bool created = nlh->nlmsg_flags & (NLM_F_CREATE | NLM_F_EXCL);
 
@@ -306,7 +307,7 @@ static void note_seen(struct ct_events *ev, const struct nf_conntrack *ct, bool 
 void ct_events_queue(lua_State *L, struct ct_events *ev, int self, int queue,
 		     const struct nlmsghdr *nlh)
 {
-	const char *kind = event_kind(nlh);
+	const char *kind = ct_event_kind(nlh);
 	struct ct_flow *flow;
 	int err;
 

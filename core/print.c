@@ -8,7 +8,9 @@
  * libnetfilter_conntrack: ICMP (the reply's type, code and id are in no
  * attribute libnfct exports), DCCP (whose state names libnfct takes from
  * the SCTP table), security contexts, labels and the ktimestamp dates.
- * Its writers of text, numbers and addresses serve json_print.c too.
+ * It reads an entry through entry.c's accessors: a parsed nf_conntrack, or
+ * the attributes of the message it came in (h:write, ev:writer). Its
+ * writers of text, numbers and addresses serve json_print.c too.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
