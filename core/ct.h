@@ -288,6 +288,38 @@ struct ct_format {
 
 void ct_format_parse(lua_State *L, int idx, const char *const *extra, struct ct_format *fmt);
 
+/* ---- netlink attributes, walked inline ------------------------------------ */
+/* (libmnl's calls per attribute were most of the cost of walking a message) */
+
+static inline unsigned int ct_attr_type(const struct nlattr *a)
+{
+	return a->nla_type & NLA_TYPE_MASK;
+}
+
+static inline const void *ct_attr_data(const struct nlattr *a)
+{
+	return (const char *)a + MNL_ATTR_HDRLEN;
+}
+
+static inline size_t ct_attr_len(const struct nlattr *a)
+{
+	return a->nla_len - MNL_ATTR_HDRLEN;
+}
+
+/*
+ * The attribute at *p, moving *p past it, or NULL when none fits before
+ * end: the walk ends there, as mnl_attr_parse's does.
+ */
+static inline const struct nlattr *ct_attr_next(const char **p, const char *end)
+{
+	const struct nlattr *a = (const struct nlattr *)*p;
+
+	if (end - *p < (ptrdiff_t)sizeof(*a) || a->nla_len < sizeof(*a) || a->nla_len > end - *p)
+		return NULL;
+	*p += MNL_ALIGN(a->nla_len);
+	return a;
+}
+
 /* ---- entry.c: an entry as the printers read it ---------------------------- */
 
 /*

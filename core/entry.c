@@ -24,36 +24,9 @@
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
 
-/* libmnl's accessors, inline: they are most of a walk's calls. */
-static inline unsigned int type_of(const struct nlattr *a)
-{
-	return a->nla_type & NLA_TYPE_MASK;
-}
-
-static inline const void *data_of(const struct nlattr *a)
-{
-	return (const char *)a + MNL_ATTR_HDRLEN;
-}
-
-static inline size_t len_of(const struct nlattr *a)
-{
-	return a->nla_len - MNL_ATTR_HDRLEN;
-}
-
-/* The next attribute from *p to end, walked as nlvalidate.c walks them. */
-static const struct nlattr *next_attr(const char **p, const char *end)
-{
-	const struct nlattr *a = (const struct nlattr *)*p;
-
-	if (end - *p < (ptrdiff_t)sizeof(*a) || a->nla_len < sizeof(*a) || a->nla_len > end - *p)
-		return NULL;
-	*p += MNL_ALIGN(a->nla_len);
-	return a;
-}
-
-#define EACH_ATTR(a, nest)							\
-	for (const char *p_ = data_of(nest), *end_ = p_ + len_of(nest);		\
-	     ((a) = next_attr(&p_, end_)) != NULL;)
+#define EACH_ATTR(a, nest)								\
+	for (const char *p_ = ct_attr_data(nest), *end_ = p_ + ct_attr_len(nest);		\
+	     ((a) = ct_attr_next(&p_, end_)) != NULL;)
 
 /*
  * Whether nest type t was seen in this walk before (its bit in *seen):
@@ -73,7 +46,7 @@ static void index_ip(struct ct_entry *e, const struct nlattr *nest, bool reply)
 	const struct nlattr *a;
 
 	EACH_ATTR(a, nest) {
-		switch (type_of(a)) {
+		switch (ct_attr_type(a)) {
 		case CTA_IP_V4_SRC:
 			e->attr[reply ? ATTR_REPL_IPV4_SRC : ATTR_ORIG_IPV4_SRC] = a;
 			v4 = true;
@@ -100,7 +73,7 @@ static void index_l4(struct ct_entry *e, const struct nlattr *nest, bool reply)
 	const struct nlattr *a;
 
 	EACH_ATTR(a, nest) {
-		switch (type_of(a)) {
+		switch (ct_attr_type(a)) {
 		case CTA_PROTO_NUM:
 			e->attr[reply ? ATTR_REPL_L4PROTO : ATTR_ORIG_L4PROTO] = a;
 			break;
@@ -124,7 +97,7 @@ static void index_tuple(struct ct_entry *e, const struct nlattr *nest, bool repl
 	uint32_t seen = 0;
 
 	EACH_ATTR(a, nest) {
-		unsigned int t = type_of(a);
+		unsigned int t = ct_attr_type(a);
 
 		if (t == CTA_TUPLE_ZONE) {
 			e->attr[reply ? ATTR_REPL_ZONE : ATTR_ORIG_ZONE] = a;
@@ -143,7 +116,7 @@ static void index_counters(struct ct_entry *e, const struct nlattr *nest, bool r
 	const struct nlattr *a;
 
 	EACH_ATTR(a, nest) {
-		switch (type_of(a)) {
+		switch (ct_attr_type(a)) {
 		case CTA_COUNTERS_PACKETS:
 			e->attr[reply ? ATTR_REPL_COUNTER_PACKETS : ATTR_ORIG_COUNTER_PACKETS] = a;
 			break;
@@ -164,7 +137,7 @@ static void index_state(struct ct_entry *e, const struct nlattr *nest, unsigned 
 	const struct nlattr *a;
 
 	EACH_ATTR(a, nest)
-		if (type_of(a) == type)
+		if (ct_attr_type(a) == type)
 			e->attr[attr] = a;
 }
 
@@ -174,7 +147,7 @@ static void index_protoinfo(struct ct_entry *e, const struct nlattr *nest)
 	unsigned int nests = 0;
 
 	EACH_ATTR(a, nest) {
-		unsigned int t = type_of(a);
+		unsigned int t = ct_attr_type(a);
 
 		if (t == CTA_PROTOINFO_TCP)
 			index_state(e, a, CTA_PROTOINFO_TCP_STATE, ATTR_TCP_STATE);
@@ -194,9 +167,9 @@ static void index_timestamp(struct ct_entry *e, const struct nlattr *nest)
 	const struct nlattr *a;
 
 	EACH_ATTR(a, nest) {
-		if (type_of(a) == CTA_TIMESTAMP_START)
+		if (ct_attr_type(a) == CTA_TIMESTAMP_START)
 			e->attr[ATTR_TIMESTAMP_START] = a;
-		else if (type_of(a) == CTA_TIMESTAMP_STOP)
+		else if (ct_attr_type(a) == CTA_TIMESTAMP_STOP)
 			e->attr[ATTR_TIMESTAMP_STOP] = a;
 	}
 }
@@ -208,10 +181,10 @@ static void index_helper(struct ct_entry *e, const struct nlattr *nest)
 	const struct nlattr *a;
 
 	EACH_ATTR(a, nest) {
-		if (type_of(a) != CTA_HELP_NAME)
+		if (ct_attr_type(a) != CTA_HELP_NAME)
 			continue;
 		e->attr[ATTR_HELPER_NAME] = a;
-		e->odd |= !memchr(data_of(a), '\0', len_of(a) < 16 ? len_of(a) : 16);
+		e->odd |= !memchr(ct_attr_data(a), '\0', ct_attr_len(a) < 16 ? ct_attr_len(a) : 16);
 	}
 }
 
@@ -251,8 +224,8 @@ void ct_entry_index(struct ct_entry *e, const struct nlmsghdr *nlh)
 	memset(e, 0, sizeof(*e));
 	e->nlh = nlh;
 	e->family = nfg->nfgen_family;
-	while ((a = next_attr(&p, end)) != NULL) {
-		unsigned int t = type_of(a);
+	while ((a = ct_attr_next(&p, end)) != NULL) {
+		unsigned int t = ct_attr_type(a);
 		enum nf_conntrack_attr value = top_value(t);
 
 		if (value != ATTR_MAX) {
@@ -315,7 +288,7 @@ void ct_entry_release(struct ct_entry *e)
 
 static const void *payload(const struct ct_entry *e, enum nf_conntrack_attr attr)
 {
-	return e->attr[attr] ? data_of(e->attr[attr]) : NULL;
+	return e->attr[attr] ? ct_attr_data(e->attr[attr]) : NULL;
 }
 
 uint8_t ct_entry_u8(const struct ct_entry *e, enum nf_conntrack_attr attr)

@@ -210,12 +210,17 @@ const char *ct_event_kind(const struct nlmsghdr *nlh)
 /* The kernel's own time of the event when it sends one, else the receive time. */
 static double event_time(const struct nlmsghdr *nlh, double received)
 {
+	const char *p = (const char *)mnl_nlmsg_get_payload_offset(nlh, sizeof(struct nfgenmsg));
+	const char *end = mnl_nlmsg_get_payload_tail(nlh);
 	const struct nlattr *attr;
 
-	mnl_attr_for_each(attr, nlh, sizeof(struct nfgenmsg)) {
-		if (mnl_attr_get_type(attr) == CTA_TIMESTAMP_EVENT &&
-		    mnl_attr_get_payload_len(attr) == sizeof(uint64_t))
-			return (double)be64toh(mnl_attr_get_u64(attr)) / 1e9;
+	while ((attr = ct_attr_next(&p, end)) != NULL) {
+		if (ct_attr_type(attr) == CTA_TIMESTAMP_EVENT && ct_attr_len(attr) == sizeof(uint64_t)) {
+			uint64_t ns;
+
+			memcpy(&ns, ct_attr_data(attr), sizeof(ns));
+			return (double)be64toh(ns) / 1e9;
+		}
 	}
 	return received;
 }

@@ -158,9 +158,9 @@ static bool payload_ok(const struct rule *r, const char *data, size_t len)
 /* One attribute against the nest it is in, and the attributes inside it. */
 static bool check_attr(const struct nlattr *attr, const struct nest *n)
 {
-	uint16_t type = attr->nla_type & NLA_TYPE_MASK;
-	const char *data = (const char *)attr + MNL_ATTR_HDRLEN;
-	size_t len = attr->nla_len - MNL_ATTR_HDRLEN;
+	unsigned int type = ct_attr_type(attr);
+	const char *data = ct_attr_data(attr);
+	size_t len = ct_attr_len(attr);
 	const struct rule *r;
 
 	if (type > n->bound)
@@ -178,15 +178,11 @@ static bool check_attr(const struct nlattr *attr, const struct nest *n)
  */
 static bool check_attrs(const char *p, const char *end, const struct nest *n)
 {
-	while (end - p >= (ptrdiff_t)sizeof(struct nlattr)) {
-		const struct nlattr *attr = (const struct nlattr *)p;
+	const struct nlattr *attr;
 
-		if (attr->nla_len < sizeof(struct nlattr) || attr->nla_len > end - p)
-			break;
+	while ((attr = ct_attr_next(&p, end)) != NULL)
 		if (!check_attr(attr, n))
 			return false;
-		p += MNL_ALIGN(attr->nla_len);
-	}
 	return true;
 }
 
