@@ -20,6 +20,27 @@
 #include <libmnl/libmnl.h>
 #include <libnetfilter_conntrack/libnetfilter_conntrack.h>
 
+/*
+ * The userdata at idx when its metatable is the one the registry holds at
+ * key (an address), else a type error naming tname. For the objects made
+ * and checked once per entry or field read: luaL_checkudata finds the
+ * metatable by name, a string lookup each time.
+ */
+static inline void *ct_checkudata(lua_State *L, int idx, const char *key, const char *tname)
+{
+	void *p = lua_touserdata(L, idx);
+	bool ok = p && lua_getmetatable(L, idx);
+
+	if (ok) {
+		lua_rawgetp(L, LUA_REGISTRYINDEX, key);
+		ok = lua_rawequal(L, -1, -2);
+		lua_pop(L, 2);
+	}
+	if (!ok)
+		luaL_typeerror(L, idx, tname);
+	return p;
+}
+
 /* Metatable names; luaL_checkudata reports them in type errors. */
 #define CT_HANDLE_TYPE   "conntrack.handle"
 #define CT_FLOW_TYPE     "conntrack.flow"
@@ -33,8 +54,6 @@
  * labelmap its flows share, and the network namespace of its sockets. */
 enum { CT_UV_LABELMAP = 1, CT_UV_NETNS = 2 };
 #define CT_ERROR_TYPE    "conntrack.error"
-/* Registry key of the name -> field index table built by ct_fields_open. */
-#define CT_FIELD_INDEX   "conntrack.fields"
 
 #define CT_VERSION "0.1.0"
 

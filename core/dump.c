@@ -28,9 +28,12 @@ static void dump_release(struct ct_dump *d)
 	drop_pending(d);
 }
 
+/* The dump metatable's key in the registry (a dump is checked for every entry). */
+static const char metatable_key = 0;
+
 static struct ct_dump *check_dump(lua_State *L, int idx)
 {
-	struct ct_dump *d = luaL_checkudata(L, idx, CT_DUMP_TYPE);
+	struct ct_dump *d = ct_checkudata(L, idx, &metatable_key, CT_DUMP_TYPE);
 
 	if (!d->sock.nl)
 		luaL_error(L, "attempt to use a closed " CT_DUMP_TYPE);
@@ -317,5 +320,5 @@ void ct_dump_open(lua_State *L)
 
 	luaL_newmetatable(L, CT_DUMP_TYPE);
 	luaL_setfuncs(L, meta, 0);
-	lua_pop(L, 1);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &metatable_key);
 }

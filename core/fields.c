@@ -257,6 +257,10 @@ static int icmp_reply_type(uint8_t family, uint8_t type)
 
 /* ---- field lookup ------------------------------------------------------- */
 
+/* The registry key of the name -> field index table, by address: a field
+ * is looked up on every read, and a key by name costs a string lookup. */
+static const char field_index_key = 0;
+
 void ct_fields_open(lua_State *L)
 {
 	lua_createtable(L, 0, (int)ct_nfields);
@@ -264,7 +268,7 @@ void ct_fields_open(lua_State *L)
 		lua_pushinteger(L, (lua_Integer)i);
 		lua_setfield(L, -2, ct_fields[i].name);
 	}
-	lua_setfield(L, LUA_REGISTRYINDEX, CT_FIELD_INDEX);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &field_index_key);
 }
 
 const struct ct_field *ct_field_lookup(lua_State *L, int name_idx)
@@ -274,7 +278,7 @@ const struct ct_field *ct_field_lookup(lua_State *L, int name_idx)
 	if (lua_type(L, name_idx) != LUA_TSTRING)
 		return NULL;
 	name_idx = lua_absindex(L, name_idx);
-	lua_getfield(L, LUA_REGISTRYINDEX, CT_FIELD_INDEX);
+	lua_rawgetp(L, LUA_REGISTRYINDEX, &field_index_key);
 	lua_pushvalue(L, name_idx);
 	if (lua_rawget(L, -2) == LUA_TNUMBER)
 		f = &ct_fields[lua_tointeger(L, -1)];

@@ -108,16 +108,8 @@ static void parse_message(lua_State *L, struct ct_flow *flow)
 
 struct ct_flow *ct_flow_check(lua_State *L, int idx)
 {
-	struct ct_flow *flow = lua_touserdata(L, idx);
-	bool is_flow = flow && lua_getmetatable(L, idx);
+	struct ct_flow *flow = ct_checkudata(L, idx, &metatable_key, CT_FLOW_TYPE);
 
-	if (is_flow) {
-		lua_rawgetp(L, LUA_REGISTRYINDEX, &metatable_key);
-		is_flow = lua_rawequal(L, -1, -2);
-		lua_pop(L, 2);
-	}
-	if (!is_flow)
-		luaL_typeerror(L, idx, CT_FLOW_TYPE);
 	if (!flow->ct && flow->msg)
 		parse_message(L, flow);
 	if (!flow->ct)
