@@ -363,10 +363,13 @@ uint32_t ct_entry_u32(const struct ct_entry *e, enum nf_conntrack_attr attr);
 uint64_t ct_entry_u64(const struct ct_entry *e, enum nf_conntrack_attr attr);
 const void *ct_entry_ptr(const struct ct_entry *e, enum nf_conntrack_attr attr);
 
-/* The entry of flow-made ct, for the printers. */
-static inline struct ct_entry ct_entry_of(const struct nf_conntrack *ct)
+/* Makes e the entry of parsed ct (its attribute index is left unset: unread then). */
+static inline void ct_entry_set(struct ct_entry *e, const struct nf_conntrack *ct)
 {
-	return (struct ct_entry){ .ct = ct };
+	e->ct = ct;
+	e->nlh = NULL;
+	e->parsed = NULL;
+	e->odd = false;
 }
 
 int ct_format_print(char *buf, size_t size, struct ct_entry *e, const struct ct_format *fmt,
@@ -547,7 +550,7 @@ struct ct_events {
 	struct ct_seen *seen;		/* the subscriber's view, with resync on */
 	uint32_t generation;		/* of the latest resync */
 	enum resync_phase resync;
-	struct ct_requester requester;	/* ev:write's lookups */
+	struct ct_requester requester;	/* ev:writer's lookups */
 };
 
 /* What one step of a receive came to. */

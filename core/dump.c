@@ -233,7 +233,7 @@ int ct_dump_next_entry(struct ct_dump *d, struct ct_entry **e)
 		return ret;
 	}
 	if (d->pending)
-		d->entry = ct_entry_of(d->pending);
+		ct_entry_set(&d->entry, d->pending);
 	*e = &d->entry;
 	return 1;
 }

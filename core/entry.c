@@ -207,9 +207,9 @@ static enum nf_conntrack_attr top_value(unsigned int type)
 }
 
 /*
- * Index nlh, a conntrack message nlvalidate.c passed, into e (zeroed, or
- * an entry indexed before): e then reads the message, and e->ct is NULL
- * until ct_entry_parse.
+ * Index nlh, a conntrack message nlvalidate.c passed, into e (whose earlier
+ * parse, if any, was released): e then reads the message, and e->ct is
+ * NULL until ct_entry_parse.
  */
 void ct_entry_index(struct ct_entry *e, const struct nlmsghdr *nlh)
 {
@@ -220,7 +220,6 @@ void ct_entry_index(struct ct_entry *e, const struct nlmsghdr *nlh)
 	const struct nlattr *a;
 	uint32_t seen = 0;
 
-	ct_entry_release(e);
 	memset(e, 0, sizeof(*e));
 	e->nlh = nlh;
 	e->family = nfg->nfgen_family;

@@ -14,14 +14,18 @@
 #include <stdio.h>
 #include <linux/netfilter/nfnetlink.h>
 
+/* conntrack -E's part after the line of a change a process made */
+#define REQUESTER_PART " [USERSPACE] portid=4294967295 progname="
+
 /* What a write needs besides the events object. */
 struct writer {
 	FILE *f;
 	struct ct_format fmt;
-	bool requester;		/* conntrack -E's " [USERSPACE] portid=N progname=P" */
+	bool requester;		/* append REQUESTER_PART and the requester's name */
 	const char *header;	/* before the first line, or NULL */
 	struct nfct_labelmap *map;
-	char line[CT_FORMAT_MAX + 96];	/* a line, the requester's part and the newline */
+	/* a line, the requester's part and the newline */
+	char line[CT_FORMAT_MAX + sizeof(REQUESTER_PART) + sizeof(((struct ct_requester *)0)->name)];
 };
 
 /* The NFCT_T_* of an event kind ("new", "update", "destroy"). */
@@ -51,13 +55,15 @@ static int write_event(struct ct_events *ev, struct writer *w, struct ct_entry *
 	len = (size_t)n;
 	if (portid && w->requester) {
 		const char *name = ct_requester_name(&ev->requester, portid);
+		size_t room = sizeof(w->line) - 1 - len;	/* 1: the newline */
+		int part = name ? snprintf(w->line + len, room + 1, " [USERSPACE] portid=%u progname=%s",
+					   portid, name) :
+				  snprintf(w->line + len, room + 1, " [USERSPACE] portid=%u", portid);
 
-		len += (size_t)(name ? snprintf(w->line + len, sizeof(w->line) - len,
-						" [USERSPACE] portid=%u progname=%s", portid, name) :
-				       snprintf(w->line + len, sizeof(w->line) - len,
-						" [USERSPACE] portid=%u", portid));
+		len += part < 0 ? 0 : (size_t)part < room ? (size_t)part : room;
 	}
 	w->line[len++] = '\n';
+	errno = 0;
 	if ((w->header && fputs(w->header, w->f) < 0) || fwrite(w->line, 1, len, w->f) != len)
 		return -(errno ? errno : EIO);
 	w->header = NULL;
@@ -73,7 +79,7 @@ static int write_event(struct ct_events *ev, struct writer *w, struct ct_entry *
 static int write_message(struct ct_events *ev, struct writer *w, const struct nlmsghdr *nlh,
 			 const char *kind)
 {
-	struct ct_entry e = { 0 };
+	struct ct_entry e;
 	const struct nf_conntrack *ct;
 	int ret = 0;
 
@@ -110,11 +116,11 @@ static void shift_queue(lua_State *L, int queue)
 static int write_queued(lua_State *L, struct ct_events *ev, struct writer *w)
 {
 	const struct ct_flow *flow = lua_touserdata(L, -1);
-	struct ct_entry e = { 0 };
+	struct ct_entry e;
 	int ret;
 
 	if (flow->ct)
-		e = ct_entry_of(flow->ct);
+		ct_entry_set(&e, flow->ct);
 	else
 		ct_entry_index(&e, flow->msg);	/* a flow nothing has read yet */
 	lua_getfield(L, -2, "kind");
@@ -135,9 +141,13 @@ static void parse_writer(lua_State *L, struct writer *w)
 		luaL_argerror(L, 3, "option 'event' is each event's own kind");
 	w->requester = lua_istable(L, 3) && ct_format_flag(L, 3, "requester");
 	w->header = NULL;
-	if (lua_istable(L, 3) && lua_getfield(L, 3, "header") != LUA_TNIL) {
-		w->header = luaL_checkstring(L, -1);
-		lua_setiuservalue(L, -2, 1);	/* w keeps it */
+	if (lua_istable(L, 3)) {
+		int type = lua_getfield(L, 3, "header");
+
+		if (type != LUA_TNIL && type != LUA_TSTRING)
+			luaL_argerror(L, 3, "option 'header' must be a string");
+		w->header = lua_tostring(L, -1);
+		lua_setiuservalue(L, -2, 1);	/* w keeps it (or nil) */
 	}
 	w->map = NULL;
 	if (w->fmt.labels) {
@@ -214,7 +224,7 @@ done:
 		int err = ev->pending_err;
 
 		ev->pending_err = 0;
-		return ct_fail(L, "write", err);
+		return ct_fail(L, "recv", err);	/* the receive's, as recv reports it */
 	}
 	lua_pushinteger(L, count);
 	return 1;

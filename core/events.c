@@ -314,6 +314,7 @@ void ct_events_queue(lua_State *L, struct ct_events *ev, int self, int queue,
 {
 	const char *kind = ct_event_kind(nlh);
 	struct ct_flow *flow;
+	bool deferred;
 	int err;
 
 	if (!kind)
@@ -329,25 +330,30 @@ void ct_events_queue(lua_State *L, struct ct_events *ev, int self, int queue,
 		append_event(L, queue, kind, received(ev, nlh));
 		return;
 	}
+	deferred = !ev->filter.nterms && !ev->seen;	/* nothing here reads the flow */
+	if (deferred && !ct_flow_msg_valid(nlh)) {
+		ev->pending_err = EBADMSG;
+		return;
+	}
 	lua_getiuservalue(L, self, CT_UV_LABELMAP);
-	if (!ev->filter.nterms && !ev->seen) {
-		/* nothing here reads the flow: it keeps the message (flow.c) */
-		err = ct_flow_msg_valid(nlh) ? 0 : EBADMSG;
-		flow = err ? ct_flow_new(L, -1) : ct_flow_new_unparsed(L, -1, nlh);
+	if (deferred) {
+		/* it keeps the message, parsed when first read (flow.c) */
+		flow = ct_flow_new_unparsed(L, -1, nlh);
+		lua_remove(L, -2);
 	} else {
 		flow = ct_flow_new(L, -1);
+		lua_remove(L, -2);
 		flow->ct = nfct_new();
 		if (!flow->ct)
 			luaL_error(L, "not enough memory");
 		ct_flow_account(L, &ev->unreported);
 		err = ct_parse_flow(nlh, flow->ct);
-	}
-	lua_remove(L, -2);
-	if (err)
-		ev->pending_err = err;
-	if (err || (flow->ct && !ct_filter_match(&ev->filter, flow->ct))) {
-		lua_pop(L, 1);
-		return;
+		if (err)
+			ev->pending_err = err;
+		if (err || !ct_filter_match(&ev->filter, flow->ct)) {
+			lua_pop(L, 1);
+			return;
+		}
 	}
 	if (lua_getiuservalue(L, self, CT_EV_UV_PREDICATE) != LUA_TNIL) {
 		lua_pushvalue(L, -2);

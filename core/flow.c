@@ -88,14 +88,20 @@ void ct_flow_account(lua_State *L, size_t *unreported)
 	}
 }
 
+/* The registry key of the bytes that deferred parses allocated and the
+ * collector has not heard of yet (ct_flow_account's remainder). */
+static const char deferred_key = 0;
+
 /*
  * An event's flow holds its message until something reads it: many event
  * loops only count events or look at their kinds, and libnfct's parse was
- * most of what an event cost them.
+ * most of what an event cost them. The collector then hears of the parse's
+ * allocation as of a dump's (a flow has no loop to keep the remainder in).
  */
 static void parse_message(lua_State *L, struct ct_flow *flow)
 {
 	struct nf_conntrack *ct = nfct_new();
+	size_t unreported;
 
 	if (!ct || nfct_nlmsg_parse(flow->msg, ct) < 0) {	/* valid: only memory can fail */
 		if (ct)
@@ -104,6 +110,12 @@ static void parse_message(lua_State *L, struct ct_flow *flow)
 	}
 	flow->ct = ct;
 	flow->msg = NULL;
+	lua_rawgetp(L, LUA_REGISTRYINDEX, &deferred_key);
+	unreported = (size_t)lua_tointeger(L, -1);
+	lua_pop(L, 1);
+	ct_flow_account(L, &unreported);
+	lua_pushinteger(L, (lua_Integer)unreported);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &deferred_key);
 }
 
 struct ct_flow *ct_flow_check(lua_State *L, int idx)
@@ -306,7 +318,7 @@ static int flow_format(lua_State *L)
 	lua_settop(L, 2);
 	ct_format_parse(L, 2, NULL, &fmt);
 	out = luaL_buffinitsize(L, &b, CT_FORMAT_MAX);
-	entry = ct_entry_of(flow->ct);
+	ct_entry_set(&entry, flow->ct);
 	luaL_pushresultsize(&b, (size_t)ct_format_print(out, CT_FORMAT_MAX, &entry, &fmt,
 							 fmt.labels ? flow_labelmap(L, 1) : NULL));
 	return 1;

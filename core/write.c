@@ -95,7 +95,7 @@ static int next(lua_State *L, int idx, bool predicate, struct ct_entry *flow, st
 		return ct_dump_next_entry(lua_touserdata(L, idx), e);
 	ret = ct_dump_next_flow(L, idx);
 	if (ret > 0) {
-		*flow = ct_entry_of(((struct ct_flow *)lua_touserdata(L, -1))->ct);
+		ct_entry_set(flow, ((struct ct_flow *)lua_touserdata(L, -1))->ct);
 		*e = flow;
 	}
 	return ret;
@@ -151,8 +151,13 @@ int ct_handle_write(lua_State *L)
 	dump = lua_gettop(L);
 	predicate = ct_dump_has_predicate(L, dump);
 	while ((ret = next(L, dump, predicate, &flow, &e)) > 0) {
-		size_t len = format_line(L, buf, e, &fmt, json, map);
+		size_t len;
 
+		if (predicate && !file->closef) {	/* the predicate is Lua: it may close it */
+			luaL_callmeta(L, dump, "__close");
+			return luaL_error(L, "attempt to use a closed file");
+		}
+		len = format_line(L, buf, e, &fmt, json, map);
 		if (len == 0) {
 			luaL_callmeta(L, dump, "__close");
 			output_flush(out);	/* the lines before it */
@@ -160,8 +165,11 @@ int ct_handle_write(lua_State *L)
 		}
 		ok = (count > 0 || !header || output_add(out, header, strlen(header))) &&
 		     output_add(out, lua_touserdata(L, buf), len);
-		if (predicate)
+		/* a predicate may raise: what it passed is in the file by then, line by line */
+		if (predicate) {
+			ok = ok && output_flush(out);
 			lua_pop(L, 1);
+		}
 		if (!ok) {
 			err = errno;
 			luaL_callmeta(L, dump, "__close");

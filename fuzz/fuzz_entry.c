@@ -50,9 +50,10 @@ static void check_message(const struct nlmsghdr *nlh)
 	ct = nfct_new();
 	if (!ct || nfct_nlmsg_parse(nlh, ct) < 0)
 		abort();	/* a valid message parses, or memory ran out */
-	parsed = ct_entry_of(ct);
+	ct_entry_set(&parsed, ct);
 	for (size_t i = 0; i < sizeof(formats) / sizeof(formats[0]); i++) {
 		/* a fresh index each time: a decline parses it (ct_entry_parse) */
+		ct_entry_release(&indexed);
 		ct_entry_index(&indexed, nlh);
 		if (!same_text(&indexed, &parsed, &formats[i]))
 			abort();

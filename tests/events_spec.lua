@@ -1233,6 +1233,16 @@ describe("events", function()
       assert.equal(3000, #lines + overrun.lost)
     end)
 
+    it("returns a file's error as io.write does, naming conntrack.write", function()
+      local ev <close> = assert(h:listen())
+      local full <close> = assert(io.open("/dev/full", "w"))
+      local write = ev:writer(full, {})
+      assert.equal(100, h:create(udp_specs(100, 35)))  -- more than stdio's buffer holds
+      local n, msg, errno
+      repeat n, msg, errno = write() until not n or n == 0
+      assert.same({ nil, "conntrack.write: No space left on device", 28 }, { n, msg, errno })
+    end)
+
     it("checks its arguments, and reports a closed file or events object", function()
       local ev = assert(h:listen())
       local file = assert(io.tmpfile())
@@ -1242,6 +1252,8 @@ describe("events", function()
                    raised(function() return ev:writer(file, { event = "new" }) end))
       assert.equal("bad argument #2 to 'writer' (unknown option 'colour')",
                    raised(function() return ev:writer(file, { colour = true }) end))
+      assert.equal("bad argument #2 to 'writer' (option 'header' must be a string)",
+                   raised(function() return ev:writer(file, { header = {} }) end))
       local write = ev:writer(file, {})
       assert.equal("bad argument #1 to 'write' (must be positive)",
                    raised(function() return write(0) end))

@@ -774,6 +774,24 @@ describe("conntrack table", function()
       assert.same({ "", 0 }, { text, n })
     end)
 
+    it("a predicate that raises leaves the lines it passed before in the file; one that " ..
+       "closes the file stops the write", function()
+      local seen = 0
+      local f = assert(io.open(path, "w"))
+      local ok, err = pcall(h.write, h, f, nil, { function()
+        seen = seen + 1
+        if seen == 3 then error("stop", 0) end
+        return true
+      end })
+      f:close()
+      assert.same({ false, "stop" }, { ok, err })
+      assert.equal(2, #H.lines(H.read_file(path)))
+      f = assert(io.open(path, "w"))
+      assert.equal("attempt to use a closed file", raised(function()
+        return h:write(f, nil, { function() f:close() return true end })
+      end))
+    end)
+
     it("checks its file and format, and reports an output error", function()
       local closed = assert(io.open(path, "w"))
       closed:close()
