@@ -101,7 +101,7 @@ static int write_message(struct ct_events *ev, struct writer *w, const struct nl
 /* Removes the first event of the queue at index queue and pushes it. */
 static void shift_queue(lua_State *L, int queue)
 {
-	lua_Integer n = luaL_len(L, queue);
+	lua_Integer n = (lua_Integer)lua_rawlen(L, queue);
 
 	lua_rawgeti(L, queue, 1);
 	for (lua_Integer i = 1; i < n; i++) {
@@ -187,7 +187,7 @@ static int write_events(lua_State *L)
 		const char *kind;
 
 		/* what recv or a step below queued comes first, in order */
-		if (luaL_len(L, queue) > 0) {
+		if (lua_rawlen(L, queue) > 0) {
 			shift_queue(L, queue);
 			if (lua_getfield(L, -1, "flow") != LUA_TUSERDATA) {
 				lua_pop(L, 1);

@@ -237,7 +237,7 @@ static void queue_overrun(lua_State *L, struct ct_events *ev, int queue)
 	lua_setfield(L, -2, "lost");
 	lua_pushnumber(L, now());
 	lua_setfield(L, -2, "time");
-	lua_rawseti(L, queue, (lua_Integer)luaL_len(L, queue) + 1);
+	lua_rawseti(L, queue, (lua_Integer)lua_rawlen(L, queue) + 1);
 	ev->drops = drops;
 	if (ev->bufsize < ev->bufsize_max)
 		set_bufsize(ev, ev->bufsize > ev->bufsize_max / 2 ? ev->bufsize_max : ev->bufsize * 2);
@@ -292,7 +292,7 @@ static void append_event(lua_State *L, int queue, const char *kind, struct event
 		lua_pushboolean(L, 1);
 		lua_setfield(L, -2, "resync");
 	}
-	lua_rawseti(L, queue, (lua_Integer)luaL_len(L, queue) + 1);
+	lua_rawseti(L, queue, (lua_Integer)lua_rawlen(L, queue) + 1);
 }
 
 /* Remember what the subscriber is told, when resync needs it. */
@@ -503,7 +503,7 @@ static int events_recv(lua_State *L)
 	lua_settop(L, 2);
 	lua_getiuservalue(L, 1, CT_EV_UV_QUEUE);
 	queue = lua_gettop(L);
-	while (luaL_len(L, queue) < max) {
+	while ((lua_Integer)lua_rawlen(L, queue) < max) {
 		const struct nlmsghdr *nlh;
 		enum ct_events_step step = ct_events_step(L, ev, queue, &drained, &nlh);
 
@@ -512,7 +512,7 @@ static int events_recv(lua_State *L)
 		if (step == CT_EV_MESSAGE)
 			ct_events_queue(L, ev, 1, queue, nlh);
 	}
-	if (luaL_len(L, queue) == 0 && ev->pending_err) {
+	if (lua_rawlen(L, queue) == 0 && ev->pending_err) {
 		int err = ev->pending_err;
 
 		ev->pending_err = 0;
