@@ -677,11 +677,14 @@ local function events_case(h, spec)
   return row
 end
 
--- The Lua API's event loop under flat-out churn: events per CPU second.
-local function api_events_case(h)
-  local row = { name = "Lua API: event loop, trivial callback", api_events = true, runs = {} }
+-- The Lua API's event loop under flat-out churn: events per CPU second, with each()'s
+-- settle (seconds) when given.
+local function api_events_case(h, settle)
+  local row = { name = "Lua API: event loop, trivial callback" ..
+                       (settle and string.format(", each(%g)", settle) or ""),
+                api_events = true, runs = {} }
   for rep = 1, cfg.pairs do
-    local l = start("ev_lua", cfg.ctlua .. " " .. DIR .. "/luaevents.lua")
+    local l = start("ev_lua", cfg.ctlua .. " " .. DIR .. "/luaevents.lua " .. (settle or ""))
     local t0 = monotonic()
     while file_size(l.out) == 0 and not finished(l) and monotonic() - t0 < 5 do sleep(0.02) end
     local made = churn(h, 50000, nil)
@@ -959,7 +962,10 @@ local function main()
   for _, spec in ipairs(EVENT_RATES) do
     if selected(spec.name) then event_row(spec.name, events_case, h, spec) end
   end
-  if selected("Lua API: event loop") then event_row("Lua API: event loop", api_events_case, h) end
+  if selected("Lua API: event loop") then
+    event_row("Lua API: event loop", api_events_case, h)
+    event_row("Lua API: event loop, each(0.001)", api_events_case, h, 0.001)
+  end
   if #erows > 0 then
     report[#report + 1] = ""
     report[#report + 1] = "### Events (an empty table; churn of udp entries through ctnetlink " ..

@@ -1,7 +1,8 @@
 --- The Lua API's event loop with a trivial callback. Prints "ready" once
 -- subscribed; counts events until the first "update" (the driver's churn
 -- makes only new and destroy events, then one update to stop it); prints
--- the events handled and the events the kernel reported lost.
+-- the events handled and the events the kernel reported lost. An argument
+-- is each()'s settle, in seconds.
 local conntrack = require "conntrack"
 local h = assert(conntrack.open())
 local ev = assert(h:listen())
@@ -13,7 +14,7 @@ end
 
 io.stdout:write("ready\n")
 io.stdout:flush()
-for kind, flow, event in ev:each() do
+for kind, flow, event in ev:each(tonumber(arg[1])) do
   if kind == "update" then break end
   if kind == "overrun" then
     lost = lost + event.lost

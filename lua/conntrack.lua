@@ -9,20 +9,31 @@ local events = core.methods.events
 -- The events an each() loop has received but not yet handed out, by events
 -- object, so that a loop left with break loses none: the next each() goes on.
 local unread = setmetatable({}, { __mode = "k" })
-local RECV_MAX = 256  -- events per recv of each()
+local RECV_MAX = 64  -- events per recv of each(): a smaller batch keeps the peak RSS lower
 
 --- The methods of conntrack.events written in Lua (the others are in C).
 -- @type events
+
+local NOTHING = {}  -- conntrack.poll of no object: a sleep
 
 --- Blocking iteration over events: `for kind, flow, event in ev:each() do`.
 -- kind is `"new"`, `"update"`, `"destroy"`, an `expect_` kind (then the object is
 -- `event.expect`) or `"overrun"` (then flow is nil and `event.lost` says how many
 -- the kernel dropped). Waits when nothing is queued; a receive error is
 -- raised. Leaving the loop with break keeps the rest for the next each().
+-- @tparam[opt=0] number settle seconds to let events gather after a batch that had some,
+-- before the next receive: a steady stream is then taken in batches, with far fewer
+-- wakeups (under a flood, most of what a listener that keeps up spends). The first event
+-- of a burst comes at once; the others at most `settle` later
 -- @treturn function an iterator giving kind, flow (or expectation, or nil) and the event
 -- @raise the message of a receive error
 -- @usage for kind, f, event in ev:each() do print(kind, event.time, f) end
-function events:each()
+-- for kind, f in ev:each(0.001) do count[kind] = (count[kind] or 0) + 1 end
+function events:each(settle)
+  if settle ~= nil and (math.type(settle) == nil or settle < 0) then
+    error("bad argument #1 to 'each' (settle must be a number of seconds, 0 or more)", 2)
+  end
+  settle = settle or 0
   return function()
     while true do
       local batch = unread[self]
@@ -33,8 +44,10 @@ function events:each()
       end
       -- a short batch emptied the socket: wait before the next receive rather than
       -- after one that would find nothing (a listener that keeps up gets a few events
-      -- per wakeup, and each system call counts)
-      if batch and batch.n < RECV_MAX then self:wait() end
+      -- per wakeup, and each system call counts), or let more gather
+      if batch and batch.n < RECV_MAX then
+        if batch.n > 0 and settle > 0 then core.poll(NOTHING, settle) else self:wait() end
+      end
       local fresh, err = self:recv(RECV_MAX)
       if not fresh then error(err, 2) end
       fresh.next, fresh.n = 1, #fresh

@@ -1090,6 +1090,28 @@ describe("events", function()
       assert.is_true(reached_marker)
       assert.same({ want[3], want[4] }, rest)
     end)
+
+    it("each(settle) yields the same stream, in order, across batches; settle is checked",
+       function()
+      local ev <close> = assert(h:listen())
+      local specs = udp_specs(4, 65)
+      assert.is_true(h:create(specs[1]))
+      local got = {}
+      -- each event makes the next one: every batch after the first is received after a
+      -- settle, once the previous batch is used up
+      for kind, flow in ev:each(0.01) do
+        got[#got + 1] = kind .. " " .. flow.src
+        if #got == #specs then break end
+        assert.is_true(h:create(specs[#got + 1]))
+      end
+      local want = {}
+      for i, spec in ipairs(specs) do want[i] = "new " .. spec.src end
+      assert.same(want, got)
+      assert.equal("bad argument #1 to 'each' (settle must be a number of seconds, 0 or more)",
+                   raised(function() return ev:each(-1) end))
+      assert.equal("bad argument #1 to 'each' (settle must be a number of seconds, 0 or more)",
+                   raised(function() return ev:each("1") end))
+    end)
   end)
 
   -------------------------------------------------------------------------------------
