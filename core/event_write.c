@@ -216,9 +216,11 @@ static int write_events(lua_State *L)
 		}
 	}
 done:
-	if (ret < 0) {
+	if (ret < 0) {	/* io.write's three results, and the events written before */
 		errno = -ret;
-		return luaL_fileresult(L, 0, "conntrack.write");
+		luaL_fileresult(L, 0, "conntrack.write");
+		lua_pushinteger(L, count);
+		return 4;
 	}
 	if (count == 0 && ev->pending_err) {
 		int err = ev->pending_err;
@@ -240,7 +242,8 @@ done:
  * through ctnetlink). write stops at the first event it does not write
  * (an overrun, an expectation's event) and returns it after the count:
  * the caller handles it, then writes on. A receive error is returned once
- * no event is left before it. The format is read once, here: a listener
+ * no event is left before it; a file's error as io.write returns it, then
+ * the count of the events written before it (the one being written is lost). The format is read once, here: a listener
  * that keeps up calls write for every event or two.
  */
 int ct_events_writer(lua_State *L)

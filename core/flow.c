@@ -98,11 +98,14 @@ static const char deferred_key = 0;
  * most of what an event cost them. The collector then hears of the parse's
  * allocation as of a dump's (a flow has no loop to keep the remainder in).
  */
-static void parse_message(lua_State *L, struct ct_flow *flow)
+static void parse_deferred(lua_State *L, struct ct_flow *flow)
 {
-	struct nf_conntrack *ct = nfct_new();
+	struct nf_conntrack *ct;
 	size_t unreported;
 
+	if (flow->ct || !flow->msg)
+		return;
+	ct = nfct_new();
 	if (!ct || nfct_nlmsg_parse(flow->msg, ct) < 0) {	/* valid: only memory can fail */
 		if (ct)
 			nfct_destroy(ct);
@@ -122,8 +125,7 @@ struct ct_flow *ct_flow_check(lua_State *L, int idx)
 {
 	struct ct_flow *flow = ct_checkudata(L, idx, &metatable_key, CT_FLOW_TYPE);
 
-	if (!flow->ct && flow->msg)
-		parse_message(L, flow);
+	parse_deferred(L, flow);
 	if (!flow->ct)
 		luaL_argerror(L, idx, "empty " CT_FLOW_TYPE);
 	return flow;
@@ -204,8 +206,7 @@ static int flow_tostring(lua_State *L)
 	struct ct_flow *flow = luaL_checkudata(L, 1, CT_FLOW_TYPE);
 	char buf[4096];
 
-	if (!flow->ct && flow->msg)
-		parse_message(L, flow);
+	parse_deferred(L, flow);
 	if (!flow->ct) {
 		lua_pushliteral(L, CT_FLOW_TYPE " (empty)");
 		return 1;

@@ -1260,9 +1260,10 @@ describe("events", function()
       local full <close> = assert(io.open("/dev/full", "w"))
       local write = ev:writer(full, {})
       assert.equal(100, h:create(udp_specs(100, 35)))  -- more than stdio's buffer holds
-      local n, msg, errno
-      repeat n, msg, errno = write() until not n or n == 0
+      local n, msg, errno, written
+      repeat n, msg, errno, written = write() until not n or n == 0
       assert.same({ nil, "conntrack.write: No space left on device", 28 }, { n, msg, errno })
+      assert.equal("integer", math.type(written))  -- the events written before the error
     end)
 
     it("checks its arguments, and reports a closed file or events object", function()
