@@ -307,3 +307,47 @@ describe("the parser of many lines (-R)", function()
     }
   end)
 end)
+
+describe("the spool between -R's passes", function()
+  local spool = require "conntrack.cli.spool"
+
+  local function read_back(write)
+    local records <close> = spool.new()
+    write(records)
+    local got = {}
+    for kind, a, b, c in records:records() do got[#got + 1] = { kind, a, b, c } end
+    return got
+  end
+
+  it("gives back every record in order, each field of a spec as it was", function()
+    local every = {
+      proto = 6, src = "10.0.0.1", dst = "fd00::2", sport = 1, dport = 65535, srckey = 7,
+      dstkey = 8, icmp_type = 8, icmp_code = 0, icmp_id = 9, reply_src = "10.0.0.2",
+      reply_dst = "10.0.0.1", reply_sport = 3, reply_dport = 4, reply_srckey = 5,
+      reply_dstkey = 6, snat = "10.1.1.1:80", dnat = "[fd00::9]:53", timeout = 0xffffffff,
+      state = "ESTABLISHED", status = 0x4c, mark = -1, zone = 1, orig_zone = 2,
+      reply_zone = 3, vtag = 0x12345678, reply_vtag = 0, labels = { "a", "b" },
+      tcp_flags = { BE_LIBERAL = true, SACK_PERM = true }, reply_tcp_flags = { CLOSE_INIT = true },
+    }
+    local got = read_back(function(r)
+      r:create("CT_CREATE", nil, { proto = 17, src = "1.1.1.1", dst = "2.2.2.2", timeout = 5 })
+      r:line("-D -s 10.0.0.1\n")
+      r:create("CT_ADD", "ns with spaces", every)
+      r:failure({ status = 1, msg = "Operation failed: invalid parameters" })
+      r:create("CT_CREATE", "", { proto = 1, src = "1.1.1.1", dst = "2.2.2.2", timeout = 5 })
+    end)
+    assert.same({
+      { "create", "CT_CREATE", nil, { proto = 17, src = "1.1.1.1", dst = "2.2.2.2", timeout = 5 } },
+      { "line", "-D -s 10.0.0.1\n" },
+      { "create", "CT_ADD", "ns with spaces", every },
+      { "failure", { status = 1, msg = "Operation failed: invalid parameters" } },
+      { "create", "CT_CREATE", "", { proto = 1, src = "1.1.1.1", dst = "2.2.2.2", timeout = 5 } },
+    }, got)
+  end)
+
+  it("refuses a field it would lose", function()
+    local records <close> = spool.new()
+    assert.has_error(function() records:create("CT_CREATE", nil, { proto = 6, helper = "ftp" }) end,
+                     "spool: a create spec field it cannot keep: helper")
+  end)
+end)

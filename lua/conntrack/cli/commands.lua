@@ -164,7 +164,7 @@ end
 -- with only the reply tuple, the original is its inverse and its protocol is the reply's
 -- (0 when no reply port was given, as in 1.4.7); with both, a reply port not given is 0
 -- and a reply tuple without any port is refused.
-local function create_spec(cmd, command)
+function M.create_spec(cmd, command)
   local function einval() kernel.failed(command, kernel.EINVAL) end
   local ct, o = cmd.ct, cmd.options
   local p = ct.proto
@@ -221,20 +221,84 @@ local function create_spec(cmd, command)
   return spec
 end
 
--- -I and -A: 1.4.7's -A sends the same request and counts an existing entry as 0 added.
-local function create(ctx, cmd, command)
-  local h = kernel.handle(ctx, cmd)
-  local spec = create_spec(cmd, command)
+-- Whether a create's error fails the command: 1.4.7's -A sends the same request as -I and
+-- counts an existing entry as 0 added.
+local function create_fails(command, errno)
+  return not (command == "CT_ADD" and errno == kernel.EEXIST)
+end
+
+local function create_one(ctx, h, spec, command)
   local ok, res, msg, errno = pcall(h.create, h, spec)
   if not ok then kernel.failed(command, kernel.EINVAL) end
   if res then
     ctx.counter = ctx.counter + 1
-  elseif not (command == "CT_ADD" and errno == kernel.EEXIST) then
+  elseif create_fails(command, errno) then
     kernel.failed(command, errno, msg)
   end
 end
+
+local function create(ctx, cmd, command)
+  local h = kernel.handle(ctx, cmd)
+  create_one(ctx, h, M.create_spec(cmd, command), command)
+end
 function M.CT_CREATE(ctx, cmd) create(ctx, cmd, "CT_CREATE") end
 function M.CT_ADD(ctx, cmd) create(ctx, cmd, "CT_ADD") end
+
+local CREATE_BATCH = 256
+local TUPLE_KEYS = { "proto", "src", "dst", "sport", "dport", "icmp_type", "icmp_code",
+                     "icmp_id", "srckey", "dstkey", "zone", "orig_zone" }
+
+-- Deletes the entry spec created, found by its original tuple.
+local function undo_create(h, spec)
+  local tuple = {}
+  for _, k in ipairs(TUPLE_KEYS) do tuple[k] = spec[k] end
+  local ok, fl = pcall(h.get, h, tuple)
+  if ok and fl then h:delete(fl) end
+end
+
+--- -I and -A of many lines (-R) in pipelined batches, with the results that create on
+-- each in turn would have: queue:add(command, netns, spec) for each, queue:flush() before
+-- anything else runs and at the end. The kernel goes on past a failed request, so the
+-- entries a batch created after its first failure are deleted again before the failure
+-- is raised: the table is left as conntrack, which stops at the failing line, leaves it.
+function M.create_queue(ctx)
+  local items, queue = {}, {}
+  function queue.flush()
+    if #items == 0 then return end
+    local batch = items
+    items = {}
+    local h = kernel.handle(ctx, { netns = batch[1].netns })
+    local specs = {}
+    for i, item in ipairs(batch) do specs[i] = item.spec end
+    local ok, n, msg, errno, report = pcall(h.create, h, specs)
+    if not ok then    -- a spec the library refuses (nothing was sent): one at a time
+      for _, item in ipairs(batch) do create_one(ctx, h, item.spec, item.command) end
+      return
+    end
+    if n then
+      ctx.counter = ctx.counter + n
+      return
+    end
+    local failed = {}
+    for _, r in ipairs(report) do failed[r.index] = r end
+    for i, item in ipairs(batch) do
+      local r = failed[i]
+      if not r then
+        ctx.counter = ctx.counter + 1
+      elseif r.unknown or create_fails(item.command, r.errno) then
+        for later = i + 1, #batch do
+          if not failed[later] then undo_create(h, batch[later].spec) end
+        end
+        kernel.failed(item.command, r.errno or errno, r.message or msg)
+      end
+    end
+  end
+  function queue.add(command, netns, spec)
+    items[#items + 1] = { command = command, netns = netns, spec = spec }
+    if #items == CREATE_BATCH then queue.flush() end
+  end
+  return queue
+end
 
 -- -D: each matching entry is deleted (by tuple and id) and printed; an entry that went
 -- away meanwhile is skipped.

@@ -1,8 +1,12 @@
 --- -R FILE / --load-file FILE (only as the first argument): every line is a command line
 -- of -I, -A, -U, -D or -F. All lines are parsed first, then run in order; the first
 -- failure stops the run. No summary lines are printed, and acting on nothing is no error.
+-- Each line is parsed once (spool.lua keeps what it asks for between the passes), except
+-- -U, -D and -F, parsed again when they run.
 -- @module conntrack.cli.loadfile
 local parse = require "conntrack.cli.parse"
+local commands = require "conntrack.cli.commands"
+local spool = require "conntrack.cli.spool"
 
 local M = {}
 
@@ -84,63 +88,85 @@ local function each_buffer(f, fn)
   end
 end
 
--- Parses every command line of f in order with parse_line (a parse.parser()) and calls
--- fn with each. The -o flags of one
--- line carry over to the next (conntrack's are one global mask); returns their sum.
+-- The command of a buffer (parse_line is a parse.parser()), with output as its -o seed.
+local function parse_buffer(ctx, buffer, argv0, parse_line, output)
+  local words = { [0] = argv0 }
+  split(buffer, words)
+  return parse_line(ctx, words, #words + 1, output)
+end
+
+-- Parses every command line of f in order and calls fn with each command and its text.
+-- The -o flags of one line carry over to the next (conntrack's are one global mask);
+-- returns their sum.
 local function each_command(ctx, f, argv0, parse_line, fn)
   local output = {}
   each_buffer(f, function(buffer)
     buffer = buffer:gsub("^[ \t]+", "")
     local first = sub(buffer, 1, 1)
     if first ~= "\n" and first ~= "#" then
-      local words = { [0] = argv0 }
-      split(buffer, words)
-      local cmd = parse_line(ctx, words, #words + 1, output)
+      local cmd = parse_buffer(ctx, buffer, argv0, parse_line, output)
       output = cmd.output
-      fn(cmd)
+      fn(cmd, buffer)
     end
   end)
   return output
 end
 
--- The file to read twice: FILE itself, or for "-" (or anything that cannot seek) a copy
--- of it in a temporary file, so that memory does not grow with the input.
+-- FILE, or standard input for "-".
 local function open_input(name)
   local path = name == "-" and "/dev/stdin" or name
   local f = io.open(path, "rb")
   if not f then fail(2, "Failed to open file " .. path .. " for reading") end
-  if name ~= "-" and f:seek("set", 0) then return f end
-  local copy = assert(io.tmpfile())
-  for block in f:lines(65536) do copy:write(block) end
-  f:close()
-  copy:seek("set", 0)
-  return copy
+  return f
 end
 
 local SILENT = { write = function(self) return self end }
+local CREATES = { CT_CREATE = true, CT_ADD = true }
 
---- -R FILE: parses every line (a parse error stops everything, exit 2), checks that each
--- command may be loaded, then parses and runs them in order. Lines are read twice rather
--- than kept, so memory does not grow with the file.
+-- The record of a command for the second pass: a create's spec, or the failure building
+-- it found, or (any other command) the line to parse again then.
+local function spool_command(records, cmd, buffer)
+  if not CREATES[cmd.command] then return records:line(buffer) end
+  local ok, spec = pcall(commands.create_spec, cmd, cmd.command)
+  if ok then return records:create(cmd.command, cmd.netns, spec) end
+  if type(spec) ~= "table" or not spec.status then error(spec, 0) end
+  records:failure(spec)
+end
+
+--- -R FILE: parses every line (a parse error stops everything, exit 2) into a spool,
+-- checks that each command may be loaded, then runs them in order: the creates in
+-- pipelined batches, the other commands (parsed again) as they come.
 function M.run(ctx, argv)
   local f <close> = open_input(argv[2])
+  local records <close> = spool.new()
   local refused
-  -- one parser for both passes: the plans of the first serve the second
   local parse_line = parse.parser()
-  local output = each_command(ctx, f, argv[0], parse_line, function(cmd)
-    if not ALLOWED[cmd.command] then refused = refused or cmd.command end
+  local output = each_command(ctx, f, argv[0], parse_line, function(cmd, buffer)
+    if not ALLOWED[cmd.command] then
+      refused = refused or cmd.command
+    elseif not refused then
+      spool_command(records, cmd, buffer)
+    end
   end)
   if refused then
     fail(2, string.format("Cannot use command `%s' with --load-file", NAMES[refused] or "unknown"))
   end
   local cli = require "conntrack.cli"
-  f:seek("set", 0)
-  -- the second parse says nothing: its warnings were printed by the first
+  local creates = commands.create_queue(ctx)
+  -- a line parsed again says nothing: its warnings were printed by the first pass
   local quiet = setmetatable({ err = SILENT }, { __index = ctx })
-  each_command(quiet, f, argv[0], parse_line, function(cmd)
-    cmd.output = output
-    cli.execute(ctx, cmd)
-  end)
+  for kind, a, b, c in records:records() do
+    if kind == "create" then
+      creates.add(a, b, c)
+    else
+      creates.flush()
+      if kind == "failure" then error(a, 0) end
+      local cmd = parse_buffer(quiet, a, argv[0], parse_line, output)
+      cmd.output = output
+      cli.execute(ctx, cmd)
+    end
+  end
+  creates.flush()
   return 0
 end
 

@@ -1,0 +1,158 @@
+--- What a -R file asks for, between its two passes. The first pass parses every line and
+-- spools a record of it to a temporary file; the second reads the records back in order
+-- and runs them. So each line is parsed once, and memory does not grow with the file.
+--
+-- A record is one of:
+--   "create"   -I or -A: the command, its --netns (or nil) and the library spec, packed
+--   "failure"  what running the line will raise (a spec the kernel would refuse)
+--   "line"     the line itself, parsed again when it runs (-U, -D and -F act on the table
+--              as the lines before them left it)
+-- @module conntrack.cli.spool
+local M = {}
+
+local pack, unpack, concat = string.pack, string.unpack, table.concat
+
+-- The fields of a create spec (commands.create_spec) in packing order, and how each is
+-- packed: an integer, a string, or a list or set of names as one comma-separated string.
+local FIELDS = {
+  { "proto", "int" }, { "src", "str" }, { "dst", "str" }, { "sport", "int" },
+  { "dport", "int" }, { "srckey", "int" }, { "dstkey", "int" }, { "icmp_type", "int" },
+  { "icmp_code", "int" }, { "icmp_id", "int" }, { "reply_src", "str" },
+  { "reply_dst", "str" }, { "reply_sport", "int" }, { "reply_dport", "int" },
+  { "reply_srckey", "int" }, { "reply_dstkey", "int" }, { "snat", "str" },
+  { "dnat", "str" }, { "timeout", "int" }, { "state", "str" }, { "status", "int" },
+  { "mark", "int" }, { "zone", "int" }, { "orig_zone", "int" }, { "reply_zone", "int" },
+  { "vtag", "int" }, { "reply_vtag", "int" }, { "labels", "list" },
+  { "tcp_flags", "set" }, { "reply_tcp_flags", "set" },
+}
+local INDEX = {}
+for i, f in ipairs(FIELDS) do INDEX[f[1]] = i end
+
+-- Per set of fields present (a bit mask): the string.pack format of a spec holding them,
+-- and the fields' indexes in packing order. Save-format files hold a handful of sets.
+local layouts = {}
+local function layout(mask)
+  local l = layouts[mask]
+  if not l then
+    local fmt, present = { "<I4" }, {}
+    for i, f in ipairs(FIELDS) do
+      if mask & (1 << (i - 1)) ~= 0 then
+        present[#present + 1] = i
+        fmt[#fmt + 1] = f[2] == "int" and "j" or "s4"
+      end
+    end
+    l = { format = concat(fmt), present = present }
+    layouts[mask] = l
+  end
+  return l
+end
+
+local function set_text(set)
+  local names = {}
+  for name in pairs(set) do names[#names + 1] = name end
+  return concat(names, ",")
+end
+
+local function names_of(text)
+  local names = {}
+  for name in text:gmatch("[^,]+") do names[#names + 1] = name end
+  return names
+end
+
+local function set_of(text)
+  local set = {}
+  for name in text:gmatch("[^,]+") do set[name] = true end
+  return set
+end
+
+local function pack_spec(spec)
+  local mask, slots = 0, {}
+  for k, v in pairs(spec) do
+    local i = INDEX[k] or error("spool: a create spec field it cannot keep: " .. tostring(k))
+    mask = mask | (1 << (i - 1))
+    local kind = FIELDS[i][2]
+    if kind == "list" then v = concat(v, ",") elseif kind == "set" then v = set_text(v) end
+    slots[i] = v
+  end
+  local l = layout(mask)
+  local values = {}
+  for n, i in ipairs(l.present) do values[n] = slots[i] end
+  return pack(l.format, mask, table.unpack(values, 1, #l.present))
+end
+
+local function unpack_spec(s, pos)
+  local l = layout((unpack("<I4", s, pos)))
+  local values = { unpack(l.format, s, pos) }   -- the mask, then the fields
+  local spec = {}
+  for n, i in ipairs(l.present) do
+    local f, v = FIELDS[i], values[n + 1]
+    if f[2] == "list" then v = names_of(v) elseif f[2] == "set" then v = set_of(v) end
+    spec[f[1]] = v
+  end
+  return spec
+end
+
+local Spool = {}
+Spool.__index = Spool
+
+--- A new, empty spool in a temporary file; close it (or let `<close>` do it) when done.
+function M.new()
+  local f, msg = io.tmpfile()
+  if not f then error({ status = 1, msg = "cannot make a temporary file: " .. tostring(msg) }, 0) end
+  return setmetatable({ file = f }, Spool)
+end
+
+function Spool:write(body)
+  local ok, msg = self.file:write(pack("<s4", body))
+  if not ok then error({ status = 1, msg = "cannot write a temporary file: " .. msg }, 0) end
+end
+
+--- Spools a create: command is CT_CREATE or CT_ADD, netns a string or nil.
+function Spool:create(command, netns, spec)
+  self:write(pack("<c1Bs4", command == "CT_ADD" and "A" or "I", netns and 1 or 0, netns or "")
+             .. pack_spec(spec))
+end
+
+--- Spools the error { status =, msg = } that running a line will raise.
+function Spool:failure(err)
+  self:write(pack("<c1js4", "F", err.status, err.msg))
+end
+
+--- Spools a line to parse again when it runs.
+function Spool:line(text)
+  self:write("L" .. text)
+end
+
+-- The record at the file's position: kind and its values, or nil at the end.
+function Spool:read()
+  local f = self.file
+  local header = f:read(4)
+  if not header then return nil end
+  local body = f:read((unpack("<I4", header)))
+  local kind = body:sub(1, 1)
+  if kind == "I" or kind == "A" then
+    local has_netns, netns, pos = unpack("<Bs4", body, 2)
+    return "create", kind == "A" and "CT_ADD" or "CT_CREATE", has_netns == 1 and netns or nil,
+           unpack_spec(body, pos)
+  elseif kind == "F" then
+    local status, msg = unpack("<js4", body, 2)
+    return "failure", { status = status, msg = msg }
+  end
+  return "line", body:sub(2)
+end
+
+--- Iterates over the records from the first: kind, then its values.
+function Spool:records()
+  assert(self.file:seek("set", 0))
+  return function() return self:read() end
+end
+
+function Spool:close()
+  if self.file then
+    self.file:close()
+    self.file = nil
+  end
+end
+Spool.__close = Spool.close
+
+return M

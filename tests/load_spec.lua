@@ -1,0 +1,133 @@
+-- -R files of many lines, side by side with /usr/sbin/conntrack: ct-lua creates their
+-- entries in pipelined batches, and must still end as conntrack does, which runs one line
+-- at a time and stops at the first failure. Each case starts both from the same table and
+-- compares the exit status, the messages and the table each leaves.
+--
+-- tests/run gives this file its own network namespace: the tables here are ours.
+
+local H = require "helpers"
+local cli = require "conntrack.cli"
+
+local function sink()
+  local s = { parts = {} }
+  function s:write(...)
+    for _, v in ipairs({ ... }) do self.parts[#self.parts + 1] = v end
+    return self
+  end
+  function s:flush() end
+  function s:text() return table.concat(self.parts) end
+  return s
+end
+
+-- The table as sorted lines, normalised (timeouts count down between the runs).
+local function table_now()
+  local lines, status = H.conntrack("-L 2>/dev/null")
+  assert.equal(0, status)
+  return H.sorted(lines)
+end
+
+-- Runs `-R file` with both programs, each from the table the conntrack commands of setup
+-- make; returns what each did: { status, stdout, stderr, table }.
+local function both(lines, setup)
+  local file = os.tmpname()
+  H.write_file(file, table.concat(lines, "\n") .. "\n")
+  local result = {}
+  for _, who in ipairs({ "conntrack", "ct-lua" }) do
+    H.run(H.CONNTRACK .. " -F")
+    for _, args in ipairs(setup or {}) do H.must(H.CONNTRACK .. " " .. args .. " 2>/dev/null") end
+    local out, status, err
+    if who == "conntrack" then
+      out, status, err = H.run(H.CONNTRACK .. " -R " .. file)
+    else
+      local outs, errs = sink(), sink()
+      status = cli.main({ [0] = "conntrack", "-R", file }, outs, errs)
+      out, err = outs:text(), errs:text()
+    end
+    result[who] = { status = status, stdout = H.sorted(H.lines(out)), stderr = err,
+                    table = table_now() }
+  end
+  os.remove(file)
+  H.run(H.CONNTRACK .. " -F")
+  return result.conntrack, result["ct-lua"]
+end
+
+-- -I (or -A) of udp entry i: 10.30.i/256.i%256 -> 10.31.0.1.
+local function create_line(i, command)
+  return string.format("%s -p udp -s 10.30.%d.%d -d 10.31.0.1 --sport 1000 --dport 53 -t 300",
+                       command or "-I", i // 256, i % 256)
+end
+
+local function creates(first, last, command)
+  local lines = {}
+  for i = first, last do lines[#lines + 1] = create_line(i, command) end
+  return lines
+end
+
+local function same(theirs, ours)
+  assert.same(theirs, ours)
+end
+
+describe("-R of many creates", function()
+  it("creates them all", function()
+    local theirs, ours = both(creates(1, 700))
+    assert.equal(0, theirs.status)
+    assert.equal(700, #theirs.table)
+    same(theirs, ours)
+  end)
+
+  it("stops at an entry that exists, in the middle of a batch: none after it stays", function()
+    local theirs, ours = both(creates(1, 700), { create_line(300) })
+    assert.equal(1, theirs.status)
+    assert.equal(300, #theirs.table)       -- lines 1..299 and the entry that was there
+    same(theirs, ours)
+  end)
+
+  it("stops at the first of several failures", function()
+    local theirs, ours = both(creates(1, 700), { create_line(650), create_line(120), create_line(5) })
+    assert.equal(1, theirs.status)
+    same(theirs, ours)
+  end)
+
+  it("goes on past -A of an entry that exists", function()
+    local theirs, ours = both(creates(1, 600, "-A"), { create_line(10), create_line(400) })
+    assert.equal(0, theirs.status)
+    assert.equal(600, #theirs.table)
+    same(theirs, ours)
+  end)
+
+  it("stops at a line whose entry the kernel refuses, with the lines before it applied", function()
+    local lines = creates(1, 400)
+    -- a reply tuple without ports: conntrack's template is invalid (EINVAL)
+    lines[200] = "-I -p tcp -s 10.32.0.1 -d 10.32.0.2 --sport 1 --dport 2 -r 10.32.0.2 " ..
+                 "-q 10.32.0.1 -t 100 --state ESTABLISHED"
+    local theirs, ours = both(lines)
+    assert.equal(1, theirs.status)
+    assert.equal(199, #theirs.table)
+    same(theirs, ours)
+  end)
+
+  -- (not -U: 1.4.7's -U in a file uses the last line's template, #11)
+  it("runs -D and -F between creates in file order", function()
+    local lines = creates(1, 300)
+    lines[#lines + 1] = "-D -s 10.30.0.7"
+    lines[#lines + 1] = create_line(7)
+    lines[#lines + 1] = "-D -s 10.30.0.8"
+    for _, l in ipairs(creates(301, 500)) do lines[#lines + 1] = l end
+    lines[#lines + 1] = "-F"
+    for _, l in ipairs(creates(501, 650)) do lines[#lines + 1] = l end
+    lines[#lines + 1] = "-D -s 10.30.2.100"
+    local theirs, ours = both(lines)
+    assert.equal(0, theirs.status)
+    assert.equal(149, #theirs.table)
+    same(theirs, ours)
+  end)
+
+  it("leaves the table untouched when a line does not parse", function()
+    local lines = creates(1, 500)
+    lines[#lines + 1] = "-I -p udp -s 10.33.0.1 -d 10.33.0.2 --sport 1 --dport 2 -t 100 --bogus"
+    local theirs, ours = both(lines, { create_line(1000) })
+    assert.equal(2, theirs.status)
+    assert.equal(1, #theirs.table)
+    same(theirs, ours)
+  end)
+end)
