@@ -298,6 +298,17 @@ describe("the parser of many lines (-R)", function()
     }
   end)
 
+  it("checks the rules again when a line alike gives other options", function()
+    same_as_full {
+      "-I -s 10.0.0.1 -d 10.0.0.2 -p tcp --sport 1 --dport 2 --state ESTABLISHED -t 1",
+      "-I -s 10.0.0.1 -d 10.0.0.2 -p tcp --sport 1 --dport 2 --state ESTABLISHED -t 1",
+      "-I -s 10.0.0.1/24 -d 10.0.0.2 -p tcp --sport 1 --dport 2 --state ESTABLISHED -t 1",
+      "-I -s 10.0.0.1 -d 10.0.0.2/32 -p tcp --sport 1 --dport 2 --state ESTABLISHED -t 1",
+      "-I -s 10.0.0.1 -d 10.0.0.2/31 -p tcp --sport 1 --dport 2 --state ESTABLISHED -t 1",
+      "-I -s 10.0.0.1 -d 10.0.0.2 -p tcp --sport 1 --dport 2 --state ESTABLISHED -t 1",
+    }
+  end)
+
   it("replays lines whose words getopt permutes (it moves only words already read)", function()
     same_as_full {
       "-D -m 1 a b -s 10.0.0.1", "-D -m 2 c d -s 10.0.0.2", "-D -m 3 e f -s 10.0.0.300",

@@ -23,27 +23,28 @@ local NAMES = {
   EXP_COUNT = "-C expect", CT_STATS = "-S", EXP_STATS = "-S expect",
 }
 
-local sub = string.sub
+local sub, find, gmatch, concat = string.sub, string.find, string.gmatch, table.concat
 
 local function fail(status, msg) error({ status = status, msg = msg }, 0) end
 
 -- iptables' add_param_to_argv: words split on blanks; double quotes group (inside them a
 -- backslash escapes the next character) and a closing quote ends the word, even an
--- empty one.
+-- empty one. The words go to argv[1..n]; returns n.
 local function split_quoted(line, argv)
   local quote_open, escaped = false, false
-  local param = {}
+  local param, n = {}, 0
   local function add(c)
     param[#param + 1] = c
     if #param >= PARAM_MAX then fail(2, "Parameter too long!") end
   end
   local function push()
-    if #argv + 2 >= MAX_ARGC then fail(2, "too many arguments") end
-    argv[#argv + 1] = table.concat(param)
+    if n + 2 >= MAX_ARGC then fail(2, "too many arguments") end
+    n = n + 1
+    argv[n] = concat(param)
     param = {}
   end
   for i = 1, #line do
-    local c = line:sub(i, i)
+    local c = sub(line, i, i)
     if quote_open then
       if escaped then
         add(c); escaped = false
@@ -64,16 +65,23 @@ local function split_quoted(line, argv)
     end
   end
   if #param > 0 then push() end
+  return n
 end
 
--- The same for the usual line without quotes, a word at a time.
+-- The same for the usual line without quotes, a word at a time. (%S stops at the same
+-- blanks when the line has no \v, \f or \r, and finds them faster than a set.)
 local function split(line, argv)
-  if line:find('"', 1, true) then return split_quoted(line, argv) end
-  for word in line:gmatch("[^ \t\n]+") do
+  if find(line, '"', 1, true) then return split_quoted(line, argv) end
+  local other_blanks = find(line, "\v", 1, true) or find(line, "\f", 1, true) or
+                       find(line, "\r", 1, true)
+  local n = 0
+  for word in gmatch(line, other_blanks and "[^ \t\n]+" or "%S+") do
     if #word >= PARAM_MAX then fail(2, "Parameter too long!") end
-    if #argv + 2 >= MAX_ARGC then fail(2, "too many arguments") end
-    argv[#argv + 1] = word
+    if n + 2 >= MAX_ARGC then fail(2, "too many arguments") end
+    n = n + 1
+    argv[n] = word
   end
+  return n
 end
 
 -- Calls fn with each buffer fgets(buffer, 10240) reads from f: a line, or a 10239-byte
@@ -89,22 +97,25 @@ local function each_buffer(f, fn)
 end
 
 -- The command of a buffer (parse_line is a parse.parser()), with output as its -o seed.
-local function parse_buffer(ctx, buffer, argv0, parse_line, output)
-  local words = { [0] = argv0 }
-  split(buffer, words)
-  return parse_line(ctx, words, #words + 1, output)
+-- words is the argv to fill (argv[0] set): one table serves every line, its words past
+-- the line's argc left over from longer lines.
+local function parse_buffer(ctx, buffer, words, parse_line, output)
+  return parse_line(ctx, words, split(buffer, words) + 1, output)
 end
 
 -- Parses every command line of f in order and calls fn with each command and its text.
 -- The -o flags of one line carry over to the next (conntrack's are one global mask);
 -- returns their sum.
 local function each_command(ctx, f, argv0, parse_line, fn)
-  local output = {}
+  local output, words = {}, { [0] = argv0 }
   each_buffer(f, function(buffer)
-    buffer = buffer:gsub("^[ \t]+", "")
+    local nul = find(buffer, "\0", 1, true)   -- (the end of fgets' line as C reads it)
+    if nul then buffer = sub(buffer, 1, nul - 1) end
+    local start = find(buffer, "[^ \t]")
+    if start and start > 1 then buffer = sub(buffer, start) end
     local first = sub(buffer, 1, 1)
     if first ~= "\n" and first ~= "#" then
-      local cmd = parse_buffer(ctx, buffer, argv0, parse_line, output)
+      local cmd = parse_buffer(ctx, buffer, words, parse_line, output)
       output = cmd.output
       fn(cmd, buffer)
     end
@@ -161,7 +172,7 @@ function M.run(ctx, argv)
     else
       creates.flush()
       if kind == "failure" then error(a, 0) end
-      local cmd = parse_buffer(quiet, a, argv[0], parse_line, output)
+      local cmd = parse_buffer(quiet, a, { [0] = argv[0] }, parse_line, output)
       cmd.output = output
       cli.execute(ctx, cmd)
     end

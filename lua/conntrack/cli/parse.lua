@@ -435,8 +435,13 @@ local function on_protocol_option(_, cmd, st, c, arg)
   end
 end
 
+-- What getopt's return c does: ON[c], or for a number a protocol option; nil for none.
+local function handler_of(c)
+  return ON[c] or (math.type(c) == "integer" and on_protocol_option) or nil
+end
+
 local function apply(ctx, cmd, st, c, arg, word)
-  local on = ON[c] or (math.type(c) == "integer" and on_protocol_option)
+  local on = handler_of(c)
   if on then return on(ctx, cmd, st, c, arg, word) end
 end
 
@@ -463,7 +468,7 @@ local function walk(ctx, cmd, st, argv, argc, steps, required)
       if word == nil then word_at = nil end
     end
     if steps then
-      steps[#steps + 1] = { c = c, arg = g.optarg_at == nil and arg or nil,
+      steps[#steps + 1] = { c = c, on = handler_of(c), arg = g.optarg_at == nil and arg or nil,
                             arg_at = g.optarg_at, word_at = word_at }
       -- the protocol of -p decides which long options follow
       if c == "p" and g.optarg_at then required[g.optarg_at] = arg end
@@ -473,8 +478,43 @@ local function walk(ctx, cmd, st, argv, argc, steps, required)
   end
 end
 
--- After the options: the default family, --any-nat, the option rules, the handler's.
-local function finish(cmd, st)
+-- --any-nat, the option rules, the handler's: each raises the first violation.
+local function check_rules(cmd, h)
+  if cmd.options["any-nat"] and (cmd.options["src-nat"] or cmd.options["dst-nat"]) then
+    fail(2, "cannot specify `--src-nat' or `--dst-nat' with `--any-nat'")
+  end
+  local msg = rules.check(rules.commands[cmd.command], option_names(), cmd.options, rules.pairs,
+                          rules.pair_msgs)
+  if msg then fail(2, msg) end
+  if cmd.command ~= "CT_HELP" and h and h.rules then
+    local rcmd = cmd.command == "CT_ADD" and "CT_CREATE" or cmd.command
+    msg = rules.check(h.rules[rcmd], h.flags, cmd.l4flags, h.pairs, h.pair_msgs)
+    if msg then fail(2, msg) end
+  end
+end
+
+-- Whether the sets a and b have the same keys.
+local function same_keys(a, b)
+  local n = 0
+  for k in pairs(a) do
+    if b[k] == nil then return false end
+    n = n + 1
+  end
+  for _ in pairs(b) do n = n - 1 end
+  return n == 0
+end
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+-- After the options: the default family, the handler's flags, the rules. The rules' verdict
+-- depends only on the command, the handler and the sets of options and handler flags
+-- given; a plan (see M.parser) keeps the sets of a line that passed, so that its next
+-- lines alike skip the check.
+local function finish(cmd, st, plan)
   if cmd.family == nil then
     local c = cmd.command
     if not (c == "CT_LIST" or c == "CT_UPDATE" or c == "CT_DELETE" or c == "CT_GET" or
@@ -483,20 +523,15 @@ local function finish(cmd, st)
       cmd.family_default = true
     end
   end
-  if cmd.options["any-nat"] and (cmd.options["src-nat"] or cmd.options["dst-nat"]) then
-    fail(2, "cannot specify `--src-nat' or `--dst-nat' with `--any-nat'")
-  end
-  local msg = rules.check(rules.commands[cmd.command], option_names(), cmd.options, rules.pairs,
-                          rules.pair_msgs)
-  if msg then fail(2, msg) end
   local h = st.h
   for bit in pairs(st.l4bits) do
     if h.flags[bit + 1] then cmd.l4flags[h.flags[bit + 1]] = true end
   end
-  if cmd.command ~= "CT_HELP" and h and h.rules then
-    local rcmd = cmd.command == "CT_ADD" and "CT_CREATE" or cmd.command
-    msg = rules.check(h.rules[rcmd], h.flags, cmd.l4flags, h.pairs, h.pair_msgs)
-    if msg then fail(2, msg) end
+  local passed = plan and plan.passed
+  if not (passed and same_keys(passed.options, cmd.options) and
+          same_keys(passed.l4flags, cmd.l4flags)) then
+    check_rules(cmd, h)
+    if plan then plan.passed = { options = copy(cmd.options), l4flags = copy(cmd.l4flags) } end
   end
   cmd.handler = h
   return cmd
@@ -513,18 +548,14 @@ end
 
 -- The shape of a command line, which decides getopt's walk: the words that start with
 -- '-' or '!' as they are, the others blank. nil when a word holds the separator.
+local parts = {}   -- shape's scratch: only parts[1 .. argc - 1] are read
 local function shape(argv, argc)
-  local parts = {}
   for i = 1, argc - 1 do
     local w = argv[i]
-    local b = byte(w, 1)
-    if b == 45 or b == 33 then
-      if find(w, "\0", 1, true) then return nil end
-      parts[i] = w
-    else
-      parts[i] = ""
-    end
+    local b = byte(w)
+    parts[i] = (b == 45 or b == 33) and w or ""
   end
+  if find(concat(parts, "", 1, argc - 1), "\0", 1, true) then return nil end
   return concat(parts, "\0", 1, argc - 1)
 end
 
@@ -550,20 +581,26 @@ function M.parser()
     local key = shape(argv, argc)
     local plan = key and find_plan(key, argv)
     if plan then
-      for _, step in ipairs(plan.steps) do
-        local arg = step.arg_at and argv[step.arg_at] or step.arg
-        apply(ctx, cmd, st, step.c, arg, step.word_at and argv[step.word_at])
+      local steps = plan.steps
+      for k = 1, #steps do
+        local step = steps[k]
+        local on = step.on
+        if on then
+          local arg = step.arg_at and argv[step.arg_at] or step.arg
+          on(ctx, cmd, st, step.c, arg, step.word_at and argv[step.word_at])
+        end
       end
     else
       local steps, required = {}, {}
       walk(ctx, cmd, st, argv, argc, steps, required)
       if key and count < MAX_PLANS then
+        plan = { steps = steps, required = required }
         plans[key] = plans[key] or {}
-        table.insert(plans[key], { steps = steps, required = required })
+        table.insert(plans[key], plan)
         count = count + 1
       end
     end
-    return finish(cmd, st)
+    return finish(cmd, st, plan)
   end
 end
 

@@ -26,10 +26,13 @@ local DCCP_STATES = { "NONE", "REQUEST", "RESPOND", "PARTOPEN", "OPEN", "CLOSERE
 -- conntrack's tcp handler gives both directions of every entry it writes with -p tcp:
 -- tracking off (BE_LIBERAL, SACK_PERM) so that a hand-made entry passes real packets, and
 -- CLOSE_INIT from TIME_WAIT (the template's state) on so that it may reopen.
+-- The two sets are shared by every spec (the library only reads them).
+local WINDOW_FLAGS = { BE_LIBERAL = true, SACK_PERM = true }
+local WINDOW_FLAGS_REOPEN = { BE_LIBERAL = true, SACK_PERM = true, CLOSE_INIT = true }
 function M.set_window_flags(spec, state)
-  local flags = { BE_LIBERAL = true, SACK_PERM = true }
+  local flags = WINDOW_FLAGS
   for i = 8, #TCP_STATES do
-    if TCP_STATES[i] == state then flags.CLOSE_INIT = true end
+    if TCP_STATES[i] == state then flags = WINDOW_FLAGS_REOPEN end
   end
   spec.tcp_flags, spec.reply_tcp_flags = flags, flags
 end

@@ -28,13 +28,14 @@ local FIELDS = {
 local INDEX = {}
 for i, f in ipairs(FIELDS) do INDEX[f[1]] = i end
 
--- Per set of fields present (a bit mask): the string.pack format of a spec holding them,
--- and the fields' indexes in packing order. Save-format files hold a handful of sets.
+-- Per set of fields present (a bit mask): the string.pack format of a create record
+-- holding them (kind, mask, netns given, netns, then the fields), and the fields' indexes
+-- in packing order. Save-format files hold a handful of sets.
 local layouts = {}
 local function layout(mask)
   local l = layouts[mask]
   if not l then
-    local fmt, present = { "<I4" }, {}
+    local fmt, present = { "<c1I4Bs4" }, {}
     for i, f in ipairs(FIELDS) do
       if mask & (1 << (i - 1)) ~= 0 then
         present[#present + 1] = i
@@ -47,10 +48,31 @@ local function layout(mask)
   return l
 end
 
+-- The sets of names recur (commands.create_spec gives every tcp entry one of two tables
+-- of window flags): their texts are kept by table, and the tables read back by text, to
+-- be shared by the specs (the library only reads a spec).
+local set_texts = setmetatable({}, { __mode = "k" })
 local function set_text(set)
-  local names = {}
-  for name in pairs(set) do names[#names + 1] = name end
-  return concat(names, ",")
+  local text = set_texts[set]
+  if not text then
+    local names = {}
+    for name in pairs(set) do names[#names + 1] = name end
+    table.sort(names)
+    text = concat(names, ",")
+    set_texts[set] = text
+  end
+  return text
+end
+
+local read_sets = {}
+local function set_of(text)
+  local set = read_sets[text]
+  if not set then
+    set = {}
+    for name in text:gmatch("[^,]+") do set[name] = true end
+    read_sets[text] = set
+  end
+  return set
 end
 
 local function names_of(text)
@@ -59,37 +81,42 @@ local function names_of(text)
   return names
 end
 
-local function set_of(text)
-  local set = {}
-  for name in text:gmatch("[^,]+") do set[name] = true end
-  return set
-end
-
-local function pack_spec(spec)
-  local mask, slots = 0, {}
-  for k, v in pairs(spec) do
-    local i = INDEX[k] or error("spool: a create spec field it cannot keep: " .. tostring(k))
-    mask = mask | (1 << (i - 1))
-    local kind = FIELDS[i][2]
-    if kind == "list" then v = concat(v, ",") elseif kind == "set" then v = set_text(v) end
-    slots[i] = v
+-- A create record: kind "I" or "A", netns (or nil) and the spec.
+local packed = {}   -- pack_create's scratch: only packed[1 .. n] are read
+local function pack_create(kind, netns, spec)
+  local mask, n = 0, 0
+  for i = 1, #FIELDS do
+    local f = FIELDS[i]
+    local v = spec[f[1]]
+    if v ~= nil then
+      mask = mask | (1 << (i - 1))
+      local how = f[2]
+      if how == "list" then v = concat(v, ",") elseif how == "set" then v = set_text(v) end
+      n = n + 1
+      packed[n] = v
+    end
   end
-  local l = layout(mask)
-  local values = {}
-  for n, i in ipairs(l.present) do values[n] = slots[i] end
-  return pack(l.format, mask, table.unpack(values, 1, #l.present))
+  local count = 0
+  for _ in pairs(spec) do count = count + 1 end
+  if count ~= n then   -- a field not in FIELDS, which the record would lose
+    for k in pairs(spec) do
+      if not INDEX[k] then error("spool: a create spec field it cannot keep: " .. tostring(k)) end
+    end
+  end
+  return pack(layout(mask).format, kind, mask, netns and 1 or 0, netns or "",
+              table.unpack(packed, 1, n))
 end
 
-local function unpack_spec(s, pos)
-  local l = layout((unpack("<I4", s, pos)))
-  local values = { unpack(l.format, s, pos) }   -- the mask, then the fields
+local function unpack_create(body)
+  local l = layout((unpack("<I4", body, 2)))
+  local record = { unpack(l.format, body) }   -- kind, mask, netns given, netns, the fields
   local spec = {}
   for n, i in ipairs(l.present) do
-    local f, v = FIELDS[i], values[n + 1]
+    local f, v = FIELDS[i], record[n + 4]
     if f[2] == "list" then v = names_of(v) elseif f[2] == "set" then v = set_of(v) end
     spec[f[1]] = v
   end
-  return spec
+  return record[1] == "A" and "CT_ADD" or "CT_CREATE", record[3] == 1 and record[4] or nil, spec
 end
 
 local Spool = {}
@@ -103,14 +130,13 @@ function M.new()
 end
 
 function Spool:write(body)
-  local ok, msg = self.file:write(pack("<s4", body))
+  local ok, msg = self.file:write(pack("<I4", #body), body)
   if not ok then error({ status = 1, msg = "cannot write a temporary file: " .. msg }, 0) end
 end
 
 --- Spools a create: command is CT_CREATE or CT_ADD, netns a string or nil.
 function Spool:create(command, netns, spec)
-  self:write(pack("<c1Bs4", command == "CT_ADD" and "A" or "I", netns and 1 or 0, netns or "")
-             .. pack_spec(spec))
+  self:write(pack_create(command == "CT_ADD" and "A" or "I", netns, spec))
 end
 
 --- Spools the error { status =, msg = } that running a line will raise.
@@ -130,11 +156,8 @@ function Spool:read()
   if not header then return nil end
   local body = f:read((unpack("<I4", header)))
   local kind = body:sub(1, 1)
-  if kind == "I" or kind == "A" then
-    local has_netns, netns, pos = unpack("<Bs4", body, 2)
-    return "create", kind == "A" and "CT_ADD" or "CT_CREATE", has_netns == 1 and netns or nil,
-           unpack_spec(body, pos)
-  elseif kind == "F" then
+  if kind == "I" or kind == "A" then return "create", unpack_create(body) end
+  if kind == "F" then
     local status, msg = unpack("<js4", body, 2)
     return "failure", { status = status, msg = msg }
   end

@@ -80,6 +80,8 @@ end
 --- strtol(s, &end, 10) clamped to a 64-bit long: value, end index.
 function M.strtol(s, i)
   i = i or 1
+  -- the usual word of digits alone, too short to overflow
+  if i == 1 and #s <= 18 and #s > 0 and not find(s, "%D") then return tonumber(s), #s + 1 end
   local plain = match(s, "^[1-9]%d?%d?%d?%d?%d?%d?%d?%d?%d?()", i)
   if plain and not digit_at(s, plain) then return tonumber(sub(s, i, plain - 1)), plain end
   local start, n = i, #s
@@ -129,13 +131,16 @@ end
 -- ---------------------------------------------------------------------------
 
 --- glibc's inet_aton: "a", "a.b", "a.b.c" and "a.b.c.d" with C numbers in each part
--- (0x hex, 0 octal), anything after a blank ignored. Returns the 4 bytes as a table or nil.
+-- (0x hex, 0 octal), anything after a blank ignored. Returns the 4 bytes as a table or nil,
+-- and true when s is the address's own text (a.b.c.d in plain decimals).
 function M.inet_aton(s)
   -- the usual "a.b.c.d" in plain decimals needs none of the C rules
   local q1, q2, q3, q4 = match(s, "^(%d%d?%d?)%.(%d%d?%d?)%.(%d%d?%d?)%.(%d%d?%d?)$")
   if q1 and not find(s, "%f[%d]0%d") then  -- (a leading 0 would make a part octal)
     q1, q2, q3, q4 = tonumber(q1), tonumber(q2), tonumber(q3), tonumber(q4)
-    if q1 <= 255 and q2 <= 255 and q3 <= 255 and q4 <= 255 then return { q1, q2, q3, q4 } end
+    if q1 <= 255 and q2 <= 255 and q3 <= 255 and q4 <= 255 then
+      return { q1, q2, q3, q4 }, true
+    end
   end
   local parts, i = {}, 1
   local val, digit
@@ -296,14 +301,14 @@ local function parse_addr(arg, cidr)
       buf = sub(buf, 1, slash - 1)
     end
   end
-  local bytes = M.inet_aton(buf)
+  local bytes, own_text = M.inet_aton(buf)
   local family = "ipv4"
   if not bytes then
     bytes, family = M.inet_pton6(buf), "ipv6"
   end
   if not bytes then return nil, prefix end
   if prefix and prefix > (family == "ipv4" and 32 or 128) then prefix = -2 end
-  return { family = family, bytes = bytes, text = M.addr_text(bytes) }, prefix
+  return { family = family, bytes = bytes, text = own_text and buf or M.addr_text(bytes) }, prefix
 end
 
 -- Addresses recur (a save-format line of -R names each one twice), so the latest results
