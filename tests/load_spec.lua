@@ -122,6 +122,16 @@ describe("-R of many creates", function()
     same(theirs, ours)
   end)
 
+  it("reads a line up to a NUL byte, as conntrack's C strings do", function()
+    for _, lines in ipairs({
+      { create_line(1) .. "\0 -L", create_line(2) },
+      { "\0-L", create_line(3) },
+      { (create_line(4):gsub(" %-t 300", "\0 -t 300")) },
+    }) do
+      same(both(lines))
+    end
+  end)
+
   it("leaves the table untouched when a line does not parse", function()
     local lines = creates(1, 500)
     lines[#lines + 1] = "-I -p udp -s 10.33.0.1 -d 10.33.0.2 --sport 1 --dport 2 -t 100 --bogus"
