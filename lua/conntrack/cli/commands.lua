@@ -244,7 +244,7 @@ end
 function M.CT_CREATE(ctx, cmd) create(ctx, cmd, "CT_CREATE") end
 function M.CT_ADD(ctx, cmd) create(ctx, cmd, "CT_ADD") end
 
-local CREATE_BATCH = 256
+local CREATE_BATCH = 64
 local TUPLE_KEYS = { "proto", "src", "dst", "sport", "dport", "icmp_type", "icmp_code",
                      "icmp_id", "srckey", "dstkey", "zone", "orig_zone" }
 
