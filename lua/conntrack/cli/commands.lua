@@ -159,11 +159,18 @@ local function nat_target(nat)
   return (addr:find(":", 1, true) and "[" .. addr .. "]" or addr) .. ":" .. nat.port
 end
 
+local ZERO_ADDR = { ipv4 = "0.0.0.0", ipv6 = "::" }
+
+-- The text of address a, or the family's zero address (what an unset one is sent as).
+local function addr_or_zero(a, family)
+  return a and a.text or ZERO_ADDR[family]
+end
+
 -- The library spec of -I/-A, built the way conntrack's template reaches the kernel: with
 -- only the original tuple, the reply is its inverse (reply ports given are overwritten);
 -- with only the reply tuple, the original is its inverse and its protocol is the reply's
--- (0 when no reply port was given, as in 1.4.7); with both, a reply port not given is 0
--- and a reply tuple without any port is refused.
+-- (0 when no reply port was given, as in 1.4.7); with both, each is sent as given, an
+-- address, port or key not given being 0, and a reply tuple without any port is refused.
 function M.create_spec(cmd, command)
   local function einval() kernel.failed(command, kernel.EINVAL) end
   local ct, o = cmd.ct, cmd.options
@@ -173,26 +180,27 @@ function M.create_spec(cmd, command)
   local has_reply = o["reply-src"] or o["reply-dst"]
   local spec = { proto = p }
   if has_orig then
-    spec.src, spec.dst = ct.src.text, ct.dst.text
+    spec.src, spec.dst = addr_or_zero(ct.src, cmd.family), addr_or_zero(ct.dst, cmd.family)
     if ports then
-      if not (ct.sport and ct.dport) then einval() end
-      spec.sport, spec.dport = ct.sport, ct.dport
+      if not (ct.sport and ct.dport or has_reply) then einval() end
+      spec.sport, spec.dport = ct.sport or 0, ct.dport or 0
     elseif gre then
-      if not (ct.srckey and ct.dstkey) then einval() end
-      spec.srckey, spec.dstkey = ct.srckey, ct.dstkey
+      if not (ct.srckey and ct.dstkey or has_reply) then einval() end
+      spec.srckey, spec.dstkey = ct.srckey or 0, ct.dstkey or 0
     elseif icmp then
       spec.icmp_type, spec.icmp_code, spec.icmp_id = ct.icmp_type, ct.icmp_code, ct.icmp_id or 0
     end
     if has_reply then
-      -- (an address not given is the inverse one)
-      spec.reply_src = ct.reply_src and ct.reply_src.text
-      spec.reply_dst = ct.reply_dst and ct.reply_dst.text
+      spec.reply_src = addr_or_zero(ct.reply_src, cmd.family)
+      spec.reply_dst = addr_or_zero(ct.reply_dst, cmd.family)
       if ports then
         if not (ct.reply_sport or ct.reply_dport) then einval() end
         spec.reply_sport, spec.reply_dport = ct.reply_sport or 0, ct.reply_dport or 0
       elseif gre then
         if not (ct.reply_srckey or ct.reply_dstkey) then einval() end
         spec.reply_srckey, spec.reply_dstkey = ct.reply_srckey or 0, ct.reply_dstkey or 0
+      elseif icmp and not ct.reply_icmp then
+        einval()    -- (protocols.lua: the reply tuple goes without its protocol)
       end
     end
   else

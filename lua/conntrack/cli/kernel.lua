@@ -36,6 +36,7 @@ local TABLE = {
 -- strerror for the errors the library words its own way
 local STRERROR = {
   [EPERM] = "Operation not permitted", [ENOSPC] = "No space left on device",
+  [EINVAL] = "Invalid argument",
   [EINTR] = "Interrupted system call", [EOPNOTSUPP] = "Operation not supported",
 }
 

@@ -43,6 +43,14 @@ local function find_state(states, name)
   end
 end
 
+-- An ICMP option also gives the reply tuple its protocol, as conntrack's handler does, but
+-- only when a reply address came before it: a reply tuple without one is refused by the
+-- kernel (EINVAL), so `-r X --icmp-type 8 ...` creates and `--icmp-type 8 ... -r X` fails.
+local function icmp_option(cmd, h)
+  cmd.ct.proto = h.num
+  if cmd.ct.reply_src or cmd.ct.reply_dst then cmd.ct.reply_icmp = true end
+end
+
 -- What each kind of option does to the command being built (cmd.ct is the template of
 -- the entry, cmd.mask and cmd.exptuple those of an expectation). Each returns nothing or
 -- raises through cmd.fail.
@@ -65,9 +73,9 @@ local set = {
   mask_dkey = function(cmd, arg) cmd.mask.dstkey = key(arg) end,
   tuple_skey = function(cmd, arg) cmd.exptuple.srckey = key(arg) end,
   tuple_dkey = function(cmd, arg) cmd.exptuple.dstkey = key(arg) end,
-  icmp_type = function(cmd, arg, h) cmd.ct.icmp_type = trunc(atoi(arg), 8); cmd.ct.proto = h.num end,
-  icmp_code = function(cmd, arg, h) cmd.ct.icmp_code = trunc(atoi(arg), 8); cmd.ct.proto = h.num end,
-  icmp_id = function(cmd, arg, h) cmd.ct.icmp_id = port(arg); cmd.ct.proto = h.num end,
+  icmp_type = function(cmd, arg, h) cmd.ct.icmp_type = trunc(atoi(arg), 8); icmp_option(cmd, h) end,
+  icmp_code = function(cmd, arg, h) cmd.ct.icmp_code = trunc(atoi(arg), 8); icmp_option(cmd, h) end,
+  icmp_id = function(cmd, arg, h) cmd.ct.icmp_id = port(arg); icmp_option(cmd, h) end,
   -- conntrack byte-swaps the tag (htonl on a value libnetfilter_conntrack converts
   -- again), so the kernel's tag, which the library reads and writes, is the swap of it
   vtag = function(cmd, arg) cmd.ct.vtag = bswap32(trunc(atoi(arg), 32)) end,
