@@ -166,11 +166,12 @@ local function addr_or_zero(a, family)
   return a and a.text or ZERO_ADDR[family]
 end
 
--- The library spec of -I/-A, built the way conntrack's template reaches the kernel: with
--- only the original tuple, the reply is its inverse (reply ports given are overwritten);
--- with only the reply tuple, the original is its inverse and its protocol is the reply's
--- (0 when no reply port was given, as in 1.4.7); with both, each is sent as given, an
--- address, port or key not given being 0, and a reply tuple without any port is refused.
+-- The library spec of -I/-A, built the way conntrack's template reaches the kernel (a port,
+-- key or address not given is 0): with only the original tuple, the reply is its inverse
+-- (reply ports given are overwritten); with only the reply tuple, the original is its
+-- inverse and its protocol is the reply's, 0 when no reply port, key or (after the reply
+-- address) ICMP option was given; with both, each is sent as given, and a reply tuple of
+-- protocol 0 is refused. tests/create_lines_spec.lua checks this on random lines.
 function M.create_spec(cmd, command)
   local function einval() kernel.failed(command, kernel.EINVAL) end
   local ct, o = cmd.ct, cmd.options
@@ -182,12 +183,12 @@ function M.create_spec(cmd, command)
   if has_orig then
     spec.src, spec.dst = addr_or_zero(ct.src, cmd.family), addr_or_zero(ct.dst, cmd.family)
     if ports then
-      if not (ct.sport and ct.dport or has_reply) then einval() end
       spec.sport, spec.dport = ct.sport or 0, ct.dport or 0
     elseif gre then
-      if not (ct.srckey and ct.dstkey or has_reply) then einval() end
       spec.srckey, spec.dstkey = ct.srckey or 0, ct.dstkey or 0
     elseif icmp then
+      -- (protocols.lua: the reply type is 255, and the reply tuple is ICMP or refused)
+      if ct.icmp_type_early then einval() end
       spec.icmp_type, spec.icmp_code, spec.icmp_id = ct.icmp_type, ct.icmp_code, ct.icmp_id or 0
     end
     if has_reply then
@@ -200,17 +201,19 @@ function M.create_spec(cmd, command)
         if not (ct.reply_srckey or ct.reply_dstkey) then einval() end
         spec.reply_srckey, spec.reply_dstkey = ct.reply_srckey or 0, ct.reply_dstkey or 0
       elseif icmp and not ct.reply_icmp then
-        einval()    -- (protocols.lua: the reply tuple goes without its protocol)
+        einval()    -- (protocols.lua: the reply tuple is of protocol 0)
       end
     end
   else
     spec.src, spec.dst = ct.reply_dst.text, ct.reply_src.text
-    if icmp then einval() end
-    if ports and ct.reply_sport and ct.reply_dport then
-      spec.sport, spec.dport = ct.reply_dport, ct.reply_sport
-    elseif gre and ct.reply_srckey and ct.reply_dstkey then
-      spec.srckey, spec.dstkey = ct.reply_dstkey, ct.reply_srckey
-    elseif ports or gre then
+    if ports and (ct.reply_sport or ct.reply_dport) then
+      spec.sport, spec.dport = ct.reply_dport or 0, ct.reply_sport or 0
+    elseif gre and (ct.reply_srckey or ct.reply_dstkey) then
+      spec.srckey, spec.dstkey = ct.reply_dstkey or 0, ct.reply_srckey or 0
+    elseif icmp and ct.reply_icmp then
+      if ct.icmp_type_early then einval() end   -- (the reply type is 255)
+      spec.icmp_type, spec.icmp_code, spec.icmp_id = ct.icmp_type, ct.icmp_code, ct.icmp_id or 0
+    elseif ports or gre or icmp then
       spec.proto = 0
     end
   end

@@ -44,8 +44,8 @@ local function find_state(states, name)
 end
 
 -- An ICMP option also gives the reply tuple its protocol, as conntrack's handler does, but
--- only when a reply address came before it: a reply tuple without one is refused by the
--- kernel (EINVAL), so `-r X --icmp-type 8 ...` creates and `--icmp-type 8 ... -r X` fails.
+-- only when a reply address came before it (ct.reply_icmp): `-r X --icmp-type 8 ...`
+-- sends an ICMP reply tuple, `--icmp-type 8 ... -r X` one of protocol 0.
 local function icmp_option(cmd, h)
   cmd.ct.proto = h.num
   if cmd.ct.reply_src or cmd.ct.reply_dst then cmd.ct.reply_icmp = true end
@@ -73,7 +73,14 @@ local set = {
   mask_dkey = function(cmd, arg) cmd.mask.dstkey = key(arg) end,
   tuple_skey = function(cmd, arg) cmd.exptuple.srckey = key(arg) end,
   tuple_dkey = function(cmd, arg) cmd.exptuple.dstkey = key(arg) end,
-  icmp_type = function(cmd, arg, h) cmd.ct.icmp_type = trunc(atoi(arg), 8); icmp_option(cmd, h) end,
+  -- the reply's type is the inverse of this one in the family known by then (from -s, -d,
+  -- --src-nat or --dst-nat): before them there is none, and the reply type becomes 255
+  -- (ct.icmp_type_early)
+  icmp_type = function(cmd, arg, h)
+    cmd.ct.icmp_type = trunc(atoi(arg), 8)
+    cmd.ct.icmp_type_early = not (cmd.ct.src or cmd.ct.dst or cmd.nat.src or cmd.nat.dst)
+    icmp_option(cmd, h)
+  end,
   icmp_code = function(cmd, arg, h) cmd.ct.icmp_code = trunc(atoi(arg), 8); icmp_option(cmd, h) end,
   icmp_id = function(cmd, arg, h) cmd.ct.icmp_id = port(arg); icmp_option(cmd, h) end,
   -- conntrack byte-swaps the tag (htonl on a value libnetfilter_conntrack converts
