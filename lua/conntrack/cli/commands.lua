@@ -4,6 +4,7 @@
 -- returns; conntrack's fatal errors are raised as { status, msg }.
 -- @module conntrack.cli.commands
 local kernel = require "conntrack.cli.kernel"
+local values = require "conntrack.cli.values"
 
 -- loaded by the commands that print or filter (not by -C, -S, -F)
 local function lazy(name)
@@ -95,6 +96,14 @@ function M.CT_LIST(ctx, cmd)
   if ctx.xml_header then ctx.out:write("</conntrack>\n") end
 end
 
+local PORT_PROTOS = { [6] = true, [17] = true, [136] = true, [132] = true, [33] = true }
+local ZERO_ADDR = { ipv4 = "0.0.0.0", ipv6 = "::" }
+
+-- The text of address a, or the family's zero address (what an unset one is sent as).
+local function addr_or_zero(a, family)
+  return a and a.text or ZERO_ADDR[family]
+end
+
 -- The library's tuple of the command's original tuple (for get, create and expectations).
 local function tuple_of(ct, with_reply)
   local t = { proto = ct.proto }
@@ -118,13 +127,26 @@ local function tuple_of(ct, with_reply)
 end
 M.tuple_of = tuple_of
 
--- What nfct_filter still checks on the entry -G found by its original tuple: the reply
--- tuple and --state, --id and the labels given.
+-- Whether the address text (the library's) is addr (the command line's).
+local function same_addr(text, addr)
+  local have = text and values.parse_addr(text)
+  if not have or #have.bytes ~= #addr.bytes then return false end
+  for i, b in ipairs(addr.bytes) do
+    if have.bytes[i] ~= b then return false end
+  end
+  return true
+end
+
+-- What nfct_filter still checks on the entry -G found: its original tuple (the kernel
+-- finds an entry by either of its tuples), the reply tuple, and --state, --id and the
+-- labels given.
 local function get_matches(cmd, t)
   local ct = cmd.ct
-  if ct.reply_src and t.reply_src ~= ct.reply_src.text then return false end
-  if ct.reply_dst and t.reply_dst ~= ct.reply_dst.text then return false end
-  for _, k in ipairs({ "reply_sport", "reply_dport", "state", "id" }) do
+  for _, k in ipairs({ "src", "dst", "reply_src", "reply_dst" }) do
+    if ct[k] and not same_addr(t[k], ct[k]) then return false end
+  end
+  for _, k in ipairs({ "sport", "dport", "srckey", "dstkey", "reply_sport", "reply_dport",
+                       "state", "id" }) do
     if ct[k] ~= nil and t[k] ~= ct[k] then return false end
   end
   for _, name in ipairs(cmd.labels.filter or {}) do
@@ -133,12 +155,22 @@ local function get_matches(cmd, t)
   return true
 end
 
--- -G: the entry of the original tuple (1.4.7 sends no usable tuple without one: EINVAL).
+-- -G: the entry of the original tuple (1.4.7 sends no usable tuple without one of its
+-- addresses: EINVAL). A part of it not given goes as 0, as in conntrack's template: the
+-- kernel then finds nothing.
 function M.CT_GET(ctx, cmd)
   local h = kernel.handle(ctx, cmd)
   local ct = cmd.ct
-  if not (ct.src and ct.dst) then kernel.failed("CT_GET", kernel.EINVAL) end
+  if not (ct.src or ct.dst) then kernel.failed("CT_GET", kernel.EINVAL) end
   local t = tuple_of(ct, false)
+  t.src, t.dst = addr_or_zero(ct.src, cmd.family), addr_or_zero(ct.dst, cmd.family)
+  if PORT_PROTOS[ct.proto] then
+    t.sport, t.dport = t.sport or 0, t.dport or 0
+  elseif ct.proto == 47 then
+    t.srckey, t.dstkey = t.srckey or 0, t.dstkey or 0
+  elseif ct.proto == 1 or ct.proto == 58 then
+    t.icmp_id = t.icmp_id or 0
+  end
   t.zone = ct.zone
   local ok, fl, msg, errno = pcall(h.get, h, t)
   if not ok then kernel.failed("CT_GET", kernel.EINVAL) end
@@ -148,8 +180,6 @@ function M.CT_GET(ctx, cmd)
   ctx.counter = ctx.counter + 1
 end
 
-local PORT_PROTOS = { [6] = true, [17] = true, [136] = true, [132] = true, [33] = true }
-
 
 -- The library's NAT target ("ADDR", "ADDR:PORT", "[ADDR6]:PORT") of -n or -g, if any.
 local function nat_target(nat)
@@ -157,13 +187,6 @@ local function nat_target(nat)
   local addr = nat.addr.text
   if not nat.port then return addr end
   return (addr:find(":", 1, true) and "[" .. addr .. "]" or addr) .. ":" .. nat.port
-end
-
-local ZERO_ADDR = { ipv4 = "0.0.0.0", ipv6 = "::" }
-
--- The text of address a, or the family's zero address (what an unset one is sent as).
-local function addr_or_zero(a, family)
-  return a and a.text or ZERO_ADDR[family]
 end
 
 -- The library spec of -I/-A, built the way conntrack's template reaches the kernel (a port,
