@@ -6,6 +6,7 @@
 -- tests/run gives this file its own network namespace: the tables here are ours.
 
 local H = require "helpers"
+local random_lines = require "helpers.random_lines"
 local cli = require "conntrack.cli"
 
 local function sink()
@@ -130,6 +131,35 @@ describe("-R of many creates", function()
     }) do
       same(both(lines))
     end
+  end)
+
+  -- Files of mostly good creates over few tuples (so some exist already), random -I and
+  -- -A lines (any of which may fail to parse or be refused) and -D lines: where each run
+  -- stops, and what it leaves, must be conntrack's. (LOAD_SEED replaces the seed.)
+  it("ends random files as conntrack does", function()
+    math.randomseed(tonumber(os.getenv("LOAD_SEED")) or 20261127)
+    local rand = math.random
+    local stopped, applied = 0, 0
+    for _ = 1, 12 do
+      local lines = {}
+      for i = 1, 150 + math.floor(rand() * 150) do
+        local r = rand()
+        if r < 0.004 then
+          lines[i] = table.concat(random_lines.create(rand), " ")
+        elseif r < 0.02 then
+          lines[i] = string.format("-D -s 10.30.%d.%d", math.floor(rand() * 2), math.floor(rand() * 256))
+        else
+          lines[i] = create_line(math.floor(rand() * 60000), rand() < 0.2 and "-A" or "-I")
+        end
+      end
+      local theirs, ours = both(lines)
+      same(theirs, ours)
+      if theirs.status ~= 0 then stopped = stopped + 1 end
+      applied = applied + #theirs.table
+    end
+    -- the runs must stop now and then, and go deep into their files
+    assert.is_true(stopped > 0, "no run stopped early")
+    assert.is_true(applied > 300, "the runs left only " .. applied .. " entries")
   end)
 
   it("leaves the table untouched when a line does not parse", function()
