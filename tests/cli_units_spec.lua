@@ -11,16 +11,7 @@ local cli = require "conntrack.cli"
 local PREFIX = "conntrack v1.4.7 (conntrack-tools): "
 local TRY = "Try `conntrack -h' or 'conntrack --help' for more information.\n"
 
-local function sink()
-  local s = { parts = {} }
-  function s:write(...)
-    for _, v in ipairs({ ... }) do self.parts[#self.parts + 1] = v end
-    return self
-  end
-  function s:flush() end
-  function s:text() return table.concat(self.parts) end
-  return s
-end
+local sink = require("helpers").sink
 
 -- Runs main on the words; returns status, stdout, stderr.
 local function run(...)

@@ -9,37 +9,14 @@
 
 local H = require "helpers"
 local random_lines = require "helpers.random_lines"
-local cli = require "conntrack.cli"
 
 local SEED = tonumber(os.getenv("CREATE_LINES_SEED")) or 20261127
 local COUNT = tonumber(os.getenv("CREATE_LINES_COUNT")) or 250
 
-local function sink()
-  local s = { parts = {} }
-  function s:write(...)
-    for _, v in ipairs({ ... }) do self.parts[#self.parts + 1] = v end
-    return self
-  end
-  function s:flush() end
-  function s:text() return table.concat(self.parts) end
-  return s
-end
-
 -- What running the words did: the status, the messages and the table afterwards.
 local function outcome(who, words)
   H.run(H.CONNTRACK .. " -F")
-  local status, err
-  if who == "conntrack" then
-    local quoted = {}
-    for i, w in ipairs(words) do quoted[i] = H.quote(w) end
-    local _
-    _, status, err = H.run(H.CONNTRACK .. " " .. table.concat(quoted, " "))
-  else
-    local argv, errs = { [0] = "conntrack" }, sink()
-    for i, w in ipairs(words) do argv[i] = w end
-    status = cli.main(argv, sink(), errs)
-    err = errs:text()
-  end
+  local _, status, err = H.run_words(who, words)
   local listed = H.conntrack("-L -o extended 2>/dev/null")
   return { status = status, stderr = err, table = H.sorted(listed) }
 end

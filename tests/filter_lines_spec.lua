@@ -9,21 +9,9 @@
 -- tests/run gives this file its own network namespace: the table here is ours.
 
 local H = require "helpers"
-local cli = require "conntrack.cli"
 
 local SEED = tonumber(os.getenv("FILTER_LINES_SEED")) or 20261127
 local COUNT = tonumber(os.getenv("FILTER_LINES_COUNT")) or 300
-
-local function sink()
-  local s = { parts = {} }
-  function s:write(...)
-    for _, v in ipairs({ ... }) do self.parts[#self.parts + 1] = v end
-    return self
-  end
-  function s:flush() end
-  function s:text() return table.concat(self.parts) end
-  return s
-end
 
 -- The table: conntrack -I lines over a few addresses, so that filters match some.
 local TABLE = {
@@ -94,23 +82,8 @@ end
 
 -- What running the words printed: status, messages, lines (sorted, normalised).
 local function outcome(who, words)
-  local out, status, err
-  if who == "conntrack" then
-    local quoted = {}
-    for i, w in ipairs(words) do quoted[i] = H.quote(w) end
-    out, status, err = H.run(H.CONNTRACK .. " " .. table.concat(quoted, " "))
-  else
-    local argv, outs, errs = { [0] = "conntrack" }, sink(), sink()
-    for i, w in ipairs(words) do argv[i] = w end
-    status = cli.main(argv, outs, errs)
-    out, err = outs:text(), errs:text()
-  end
-  local lines = H.lines(out)
-  for i, line in ipairs(lines) do
-    -- save's timeout; -D's ids (its table is made again for each run)
-    lines[i] = line:gsub("^%-A %-t %d+", "-A -t T"):gsub("id=%d+", "id=N"):gsub("<id>%d+</id>", "<id>N</id>")
-  end
-  return { status = status, stderr = err, stdout = H.sorted(lines) }
+  local out, status, err = H.run_words(who, words)
+  return { status = status, stderr = err, stdout = H.listing(out) }
 end
 
 local function make_table()

@@ -7,21 +7,10 @@
 -- tests/run gives this file its own network namespace: the table here is ours.
 
 local H = require "helpers"
-local cli = require "conntrack.cli"
+local random_lines = require "helpers.random_lines"
 
 local SEED = tonumber(os.getenv("GET_LINES_SEED")) or 20261127
 local COUNT = tonumber(os.getenv("GET_LINES_COUNT")) or 300
-
-local function sink()
-  local s = { parts = {} }
-  function s:write(...)
-    for _, v in ipairs({ ... }) do self.parts[#self.parts + 1] = v end
-    return self
-  end
-  function s:flush() end
-  function s:text() return table.concat(self.parts) end
-  return s
-end
 
 -- The entries: proto, the original tuple's addresses and ids (ports, keys or ICMP), and
 -- the conntrack -I options that make them.
@@ -79,33 +68,12 @@ local function random_get(rand)
   if e.proto == "tcp" and maybe(0.15) then add("--state", pick({ "ESTABLISHED", "CLOSE" })) end
   if maybe(0.2) then add(pick({ "-w", "--orig-zone", "--reply-zone" }), pick({ "0", "7" })) end
   if maybe(0.25) then add("-o", pick({ "extended", "xml", "save", "id" })) end
-  for i = #opts, 3, -1 do
-    local j = 2 + math.floor(rand() * (i - 1))
-    opts[i], opts[j] = opts[j], opts[i]
-  end
-  local words = {}
-  for _, o in ipairs(opts) do
-    words[#words + 1] = o[1]
-    if o[2] then words[#words + 1] = o[2] end
-  end
-  return words
+  return random_lines.words(opts, rand)
 end
 
 local function outcome(who, words)
-  local out, status, err
-  if who == "conntrack" then
-    local quoted = {}
-    for i, w in ipairs(words) do quoted[i] = H.quote(w) end
-    out, status, err = H.run(H.CONNTRACK .. " " .. table.concat(quoted, " "))
-  else
-    local argv, outs, errs = { [0] = "conntrack" }, sink(), sink()
-    for i, w in ipairs(words) do argv[i] = w end
-    status = cli.main(argv, outs, errs)
-    out, err = outs:text(), errs:text()
-  end
-  local lines = H.lines(out)
-  for i, line in ipairs(lines) do lines[i] = line:gsub("^%-A %-t %d+", "-A -t T") end  -- save
-  return { status = status, stderr = err, stdout = H.sorted(lines) }
+  local out, status, err = H.run_words(who, words)
+  return { status = status, stderr = err, stdout = H.listing(out) }
 end
 
 describe("random -G lines", function()

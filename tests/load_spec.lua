@@ -7,18 +7,6 @@
 
 local H = require "helpers"
 local random_lines = require "helpers.random_lines"
-local cli = require "conntrack.cli"
-
-local function sink()
-  local s = { parts = {} }
-  function s:write(...)
-    for _, v in ipairs({ ... }) do self.parts[#self.parts + 1] = v end
-    return self
-  end
-  function s:flush() end
-  function s:text() return table.concat(self.parts) end
-  return s
-end
 
 -- The table as sorted lines, normalised (timeouts count down between the runs).
 local function table_now()
@@ -36,14 +24,7 @@ local function both(lines, setup)
   for _, who in ipairs({ "conntrack", "ct-lua" }) do
     H.run(H.CONNTRACK .. " -F")
     for _, args in ipairs(setup or {}) do H.must(H.CONNTRACK .. " " .. args .. " 2>/dev/null") end
-    local out, status, err
-    if who == "conntrack" then
-      out, status, err = H.run(H.CONNTRACK .. " -R " .. file)
-    else
-      local outs, errs = sink(), sink()
-      status = cli.main({ [0] = "conntrack", "-R", file }, outs, errs)
-      out, err = outs:text(), errs:text()
-    end
+    local out, status, err = H.run_words(who, { "-R", file })
     result[who] = { status = status, stdout = H.sorted(H.lines(out)), stderr = err,
                     table = table_now() }
   end

@@ -362,4 +362,43 @@ function H.pid()
   return pid
 end
 
+--- The lines of a listing, sorted and normalised as H.sorted does, and also in what
+-- differs between two tables made alike: -o save's timeouts and the ids.
+function H.listing(text)
+  local lines = H.lines(text)
+  for i, line in ipairs(lines) do
+    lines[i] = line:gsub("^%-A %-t %d+", "-A -t T"):gsub("id=%d+", "id=N")
+                   :gsub("<id>%d+</id>", "<id>N</id>")
+  end
+  return H.sorted(lines)
+end
+
+--- An output handle for `ct-lua conntrack`'s main in process: it keeps what is written,
+-- and s:text() gives it.
+function H.sink()
+  local s = { parts = {} }
+  function s:write(...)
+    for _, v in ipairs({ ... }) do self.parts[#self.parts + 1] = v end
+    return self
+  end
+  function s:flush() end
+  function s:text() return table.concat(self.parts) end
+  return s
+end
+
+--- Runs the words of a conntrack command line with /usr/sbin/conntrack (who is
+-- "conntrack") or with `ct-lua conntrack`'s main in process (any other who); returns
+-- stdout, the exit status and stderr.
+function H.run_words(who, words)
+  if who == "conntrack" then
+    local quoted = {}
+    for i, w in ipairs(words) do quoted[i] = H.quote(w) end
+    return H.run(H.CONNTRACK .. " " .. table.concat(quoted, " "))
+  end
+  local argv, out, err = { [0] = "conntrack" }, H.sink(), H.sink()
+  for i, w in ipairs(words) do argv[i] = w end
+  local status = require("conntrack.cli").main(argv, out, err)
+  return out:text(), status, err:text()
+end
+
 return H

@@ -2,6 +2,22 @@
 -- function (math.random) and returns the words of one conntrack command line.
 local M = {}
 
+--- The words of opts, a list of { option, value } (value nil for none): the first two
+-- (the command and -p) in place, the others in a random order (order matters to
+-- conntrack).
+function M.words(opts, rand)
+  for i = #opts, 3, -1 do
+    local j = 2 + math.floor(rand() * (i - 1))
+    opts[i], opts[j] = opts[j], opts[i]
+  end
+  local words = {}
+  for _, o in ipairs(opts) do
+    words[#words + 1] = o[1]
+    if o[2] then words[#words + 1] = o[2] end
+  end
+  return words
+end
+
 --- A -I or -A line: which options, in which order, with which values, for every protocol
 -- handler; some make an entry, some fail.
 function M.create(rand)
@@ -45,17 +61,7 @@ function M.create(rand)
   end
   if maybe(0.2) then add("-w", pick({ "1", "7" })) end
   if maybe(0.15) then add(pick({ "--src-nat", "--dst-nat" }), pick(addrs)) end
-  -- the options after the command in a random order (order matters to conntrack)
-  for i = #opts, 3, -1 do
-    local j = 2 + math.floor(rand() * (i - 1))
-    opts[i], opts[j] = opts[j], opts[i]
-  end
-  local words = {}
-  for _, o in ipairs(opts) do
-    words[#words + 1] = o[1]
-    if o[2] then words[#words + 1] = o[2] end
-  end
-  return words
+  return M.words(opts, rand)
 end
 
 return M
