@@ -73,7 +73,8 @@ static void batch_fail(struct ct_batch *b, int err)
 
 /*
  * Report what happened to the request in slot (1-based): err, or
- * unknown when its ACK never came (the kernel may have applied it).
+ * unknown when its ACK never came (the kernel may have applied it; err is
+ * then the receive error that lost it).
  */
 static void report(struct ct_batch *b, unsigned int slot, int err, bool unknown)
 {
@@ -94,12 +95,11 @@ static void report(struct ct_batch *b, unsigned int slot, int err, bool unknown)
 	if (unknown) {
 		lua_pushboolean(L, 1);
 		lua_setfield(L, -2, "unknown");
-	} else {
-		lua_pushinteger(L, err);
-		lua_setfield(L, -2, "errno");
-		ct_push_message(L, b->op, err);
-		lua_setfield(L, -2, "message");
 	}
+	lua_pushinteger(L, err);
+	lua_setfield(L, -2, "errno");
+	ct_push_message(L, b->op, err);
+	lua_setfield(L, -2, "message");
 	lua_rawseti(L, b->report, (lua_Integer)luaL_len(L, b->report) + 1);
 }
 
@@ -166,9 +166,9 @@ static void batch_send(struct ct_batch *b)
 		} else
 			report(b, slot + 1, errno, false);
 	}
-	for (unsigned int i = 0; i < count; i++)
+	for (unsigned int i = 0; i < count; i++)	/* (only when err stopped the loop) */
 		if (!b->acked[i])
-			report(b, i + 1, 0, true);
+			report(b, i + 1, err, true);
 	b->len = 0;
 	b->pending = 0;
 	call_each(b, count);
@@ -233,7 +233,7 @@ static void batch_add(struct ct_batch *b, int idx, const struct ct_change *chang
  * The results of a batch: on success count (and, for a filter, the flows
  * that vanished before their request); on failure nil, the first error's
  * message and errno, and the report { done = n, vanished = { ... },
- * { index | flow =, errno =, message = } | { index | flow =, unknown = true }, ... }.
+ * { index | flow =, errno =, message = [, unknown = true] }, ... }.
  */
 static int batch_results(struct ct_batch *b, bool with_vanished)
 {

@@ -69,8 +69,8 @@ local function left_out(words)
   local function has(pattern) return line:find(pattern) ~= nil end
   return has(" %-%-e[v]?[e]?[n]?[t]? ") or has(" %-E") or has("%-%-ev")   -- events wait
       or (has(" %-m ") or has(" %-%-mark ")) and has(" %-u ")            -- deviation 5
-      or has(" %-D ") and has(" %-u ")                                     -- deviation 9
-      or has(" %-F ") and (has(" %-f ") or has(" %-%-family "))          -- deviation 7
+      or (has(" %-D ") or has(" %-%-delete ")) and has(" %-u ")           -- deviation 9
+      or (has(" %-F ") or has(" %-%-flush ")) and (has(" %-f ") or has(" %-%-family "))  -- 7
       or has(" %-U ") or has(" %-%-update ")                              -- deviations 3, 4, 10
       or has(" %-j ")                                                      -- deviation 14
       or has(" expect ")                                                   -- deviation 6

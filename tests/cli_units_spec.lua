@@ -289,6 +289,15 @@ describe("the parser of many lines (-R)", function()
     }
   end)
 
+  it("checks the rules again for another command of the same shape", function()
+    same_as_full {
+      "-D conntrack -s 1.2.3.4", "-D expect -s 1.2.3.4",
+      "-F conntrack -f ipv4", "-F expect -f ipv4", "-F conntrack -f ipv4",
+      "-I conntrack -s 1.2.3.4 -d 1.2.3.5 -p udp --sport 1 --dport 2 -t 5",
+      "-I expect -s 1.2.3.4 -d 1.2.3.5 -p udp --sport 1 --dport 2 -t 5",
+    }
+  end)
+
   it("checks the rules again when a line alike gives other options", function()
     same_as_full {
       "-I -s 10.0.0.1 -d 10.0.0.2 -p tcp --sport 1 --dport 2 --state ESTABLISHED -t 1",
@@ -336,6 +345,7 @@ describe("the spool between -R's passes", function()
       r:line("-D -s 10.0.0.1\n")
       r:create("CT_ADD", "ns with spaces", every)
       r:failure({ status = 1, msg = "Operation failed: invalid parameters" })
+      r:failure({ status = 1, msg = "x" }, "ns")
       r:create("CT_CREATE", "", { proto = 1, src = "1.1.1.1", dst = "2.2.2.2", timeout = 5 })
     end)
     assert.same({
@@ -343,6 +353,7 @@ describe("the spool between -R's passes", function()
       { "line", "-D -s 10.0.0.1\n" },
       { "create", "CT_ADD", "ns with spaces", every },
       { "failure", { status = 1, msg = "Operation failed: invalid parameters" } },
+      { "failure", { status = 1, msg = "x" }, "ns" },
       { "create", "CT_CREATE", "", { proto = 1, src = "1.1.1.1", dst = "2.2.2.2", timeout = 5 } },
     }, got)
   end)

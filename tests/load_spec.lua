@@ -77,7 +77,17 @@ describe("-R of many creates", function()
     same(theirs, ours)
   end)
 
-  it("stops at a line whose entry the kernel refuses, with the lines before it applied", function()
+  it("stops at a line the kernel refuses in the middle of a batch", function()
+    local lines = creates(1, 400)
+    -- sent, and refused by the kernel: type 3 has no reply type (EINVAL)
+    lines[150] = "-I -p icmp -s 10.32.0.1 -d 10.32.0.2 --icmp-type 3 --icmp-code 1 -t 100"
+    local theirs, ours = both(lines)
+    assert.equal(1, theirs.status)
+    assert.equal(149, #theirs.table)
+    same(theirs, ours)
+  end)
+
+  it("stops at a line whose template conntrack cannot send, the lines before it applied", function()
     local lines = creates(1, 400)
     -- a reply tuple without ports: conntrack's template is invalid (EINVAL)
     lines[200] = "-I -p tcp -s 10.32.0.1 -d 10.32.0.2 --sport 1 --dport 2 -r 10.32.0.2 " ..
@@ -114,9 +124,10 @@ describe("-R of many creates", function()
     end
   end)
 
-  -- Files of mostly good creates over few tuples (so some exist already), random -I and
-  -- -A lines (any of which may fail to parse or be refused) and -D lines: where each run
-  -- stops, and what it leaves, must be conntrack's. (LOAD_SEED replaces the seed.)
+  -- Files of mostly good creates over 2000 tuples (so that a file often makes one twice),
+  -- random -I and -A lines (any of which may fail to parse or be refused) and -D lines:
+  -- where each run stops, and what it leaves, must be conntrack's. (LOAD_SEED replaces
+  -- the seed.)
   it("ends random files as conntrack does", function()
     math.randomseed(tonumber(os.getenv("LOAD_SEED")) or 20261127)
     local rand = math.random
@@ -130,7 +141,7 @@ describe("-R of many creates", function()
         elseif r < 0.02 then
           lines[i] = string.format("-D -s 10.30.%d.%d", math.floor(rand() * 2), math.floor(rand() * 256))
         else
-          lines[i] = create_line(math.floor(rand() * 60000), rand() < 0.2 and "-A" or "-I")
+          lines[i] = create_line(math.floor(rand() * 2000), rand() < 0.2 and "-A" or "-I")
         end
       end
       local theirs, ours = both(lines)

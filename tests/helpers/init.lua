@@ -367,7 +367,7 @@ end
 function H.listing(text)
   local lines = H.lines(text)
   for i, line in ipairs(lines) do
-    lines[i] = line:gsub("^%-A %-t %d+", "-A -t T"):gsub("id=%d+", "id=N")
+    lines[i] = line:gsub("^(%-%u) %-t %d+", "%1 -t T"):gsub("id=%d+", "id=N")
                    :gsub("<id>%d+</id>", "<id>N</id>")
   end
   return H.sorted(lines)

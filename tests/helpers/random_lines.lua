@@ -7,7 +7,7 @@ local M = {}
 -- conntrack).
 function M.words(opts, rand)
   for i = #opts, 3, -1 do
-    local j = 2 + math.floor(rand() * (i - 1))
+    local j = 3 + math.floor(rand() * (i - 2))
     opts[i], opts[j] = opts[j], opts[i]
   end
   local words = {}

@@ -104,13 +104,26 @@ local function addr_or_zero(a, family)
   return a and a.text or ZERO_ADDR[family]
 end
 
+-- The original tuple's ids (ports, keys or ICMP fields) of ct into t, each 0 when not given:
+-- what conntrack's template sends for an unset one.
+local function put_ids(t, ct)
+  local p = ct.proto
+  if PORT_PROTOS[p] then
+    t.sport, t.dport = ct.sport or 0, ct.dport or 0
+  elseif p == 47 then
+    t.srckey, t.dstkey = ct.srckey or 0, ct.dstkey or 0
+  elseif p == 1 or p == 58 then
+    t.icmp_type, t.icmp_code, t.icmp_id = ct.icmp_type, ct.icmp_code, ct.icmp_id or 0
+  end
+end
+
 -- The library's tuple of the command's original tuple (for get, create and expectations).
 local function tuple_of(ct, with_reply)
   local t = { proto = ct.proto }
   if ct.src then t.src = ct.src.text end
   if ct.dst then t.dst = ct.dst.text end
   local p = ct.proto
-  if p == 6 or p == 17 or p == 136 or p == 132 or p == 33 then
+  if PORT_PROTOS[p] then
     t.sport, t.dport = ct.sport, ct.dport
     if with_reply then t.reply_sport, t.reply_dport = ct.reply_sport, ct.reply_dport end
   elseif p == 47 then
@@ -162,16 +175,9 @@ function M.CT_GET(ctx, cmd)
   local h = kernel.handle(ctx, cmd)
   local ct = cmd.ct
   if not (ct.src or ct.dst) then kernel.failed("CT_GET", kernel.EINVAL) end
-  local t = tuple_of(ct, false)
+  local t = { proto = ct.proto, zone = ct.zone }
   t.src, t.dst = addr_or_zero(ct.src, cmd.family), addr_or_zero(ct.dst, cmd.family)
-  if PORT_PROTOS[ct.proto] then
-    t.sport, t.dport = t.sport or 0, t.dport or 0
-  elseif ct.proto == 47 then
-    t.srckey, t.dstkey = t.srckey or 0, t.dstkey or 0
-  elseif ct.proto == 1 or ct.proto == 58 then
-    t.icmp_id = t.icmp_id or 0
-  end
-  t.zone = ct.zone
+  put_ids(t, ct)
   local ok, fl, msg, errno = pcall(h.get, h, t)
   if not ok then kernel.failed("CT_GET", kernel.EINVAL) end
   if not fl then kernel.failed("CT_GET", errno, msg) end
@@ -205,15 +211,9 @@ function M.create_spec(cmd, command)
   local spec = { proto = p }
   if has_orig then
     spec.src, spec.dst = addr_or_zero(ct.src, cmd.family), addr_or_zero(ct.dst, cmd.family)
-    if ports then
-      spec.sport, spec.dport = ct.sport or 0, ct.dport or 0
-    elseif gre then
-      spec.srckey, spec.dstkey = ct.srckey or 0, ct.dstkey or 0
-    elseif icmp then
-      -- (protocols.lua: the reply type is 255, and the reply tuple is ICMP or refused)
-      if ct.icmp_type_early then einval() end
-      spec.icmp_type, spec.icmp_code, spec.icmp_id = ct.icmp_type, ct.icmp_code, ct.icmp_id or 0
-    end
+    -- (protocols.lua: the reply type is 255, and the reply tuple is ICMP or refused)
+    if icmp and ct.icmp_type_early then einval() end
+    put_ids(spec, ct)
     if has_reply then
       spec.reply_src = addr_or_zero(ct.reply_src, cmd.family)
       spec.reply_dst = addr_or_zero(ct.reply_dst, cmd.family)
@@ -235,7 +235,7 @@ function M.create_spec(cmd, command)
       spec.srckey, spec.dstkey = ct.reply_dstkey or 0, ct.reply_srckey or 0
     elseif icmp and ct.reply_icmp then
       if ct.icmp_type_early then einval() end   -- (the reply type is 255)
-      spec.icmp_type, spec.icmp_code, spec.icmp_id = ct.icmp_type, ct.icmp_code, ct.icmp_id or 0
+      put_ids(spec, ct)
     elseif ports or gre or icmp then
       spec.proto = 0
     end
@@ -291,7 +291,7 @@ local function undo_create(h, spec)
 end
 
 --- -I and -A of many lines (-R) in pipelined batches, with the results that create on
--- each in turn would have: queue:add(command, netns, spec) for each, queue:flush() before
+-- each in turn would have: queue.add(command, netns, spec) for each, queue.flush() before
 -- anything else runs and at the end. The kernel goes on past a failed request, so the
 -- entries a batch created after its first failure are deleted again before the failure
 -- is raised: the table is left as conntrack, which stops at the failing line, leaves it.
@@ -304,7 +304,7 @@ function M.create_queue(ctx)
     local h = kernel.handle(ctx, { netns = batch[1].netns })
     local specs = {}
     for i, item in ipairs(batch) do specs[i] = item.spec end
-    local ok, n, msg, errno, report = pcall(h.create, h, specs)
+    local ok, n, _, _, report = pcall(h.create, h, specs)
     if not ok then    -- a spec the library refuses (nothing was sent): one at a time
       for _, item in ipairs(batch) do create_one(ctx, h, item.spec, item.command) end
       return
@@ -320,10 +320,11 @@ function M.create_queue(ctx)
       if not r then
         ctx.counter = ctx.counter + 1
       elseif r.unknown or create_fails(item.command, r.errno) then
-        for later = i + 1, #batch do
-          if not failed[later] then undo_create(h, batch[later].spec) end
+        for later = i + 1, #batch do   -- (a lost answer may hide a create too)
+          local rl = failed[later]
+          if not rl or rl.unknown then undo_create(h, batch[later].spec) end
         end
-        kernel.failed(item.command, r.errno or errno, r.message or msg)
+        kernel.failed(item.command, r.errno, r.message)
       end
     end
   end

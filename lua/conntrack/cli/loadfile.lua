@@ -6,6 +6,7 @@
 -- @module conntrack.cli.loadfile
 local parse = require "conntrack.cli.parse"
 local commands = require "conntrack.cli.commands"
+local kernel = require "conntrack.cli.kernel"
 local spool = require "conntrack.cli.spool"
 
 local M = {}
@@ -141,7 +142,7 @@ local function spool_command(records, cmd, buffer)
   local ok, spec = pcall(commands.create_spec, cmd, cmd.command)
   if ok then return records:create(cmd.command, cmd.netns, spec) end
   if type(spec) ~= "table" or not spec.status then error(spec, 0) end
-  records:failure(spec)
+  records:failure(spec, cmd.netns)
 end
 
 --- -R FILE: parses every line (a parse error stops everything, exit 2) into a spool,
@@ -171,7 +172,10 @@ function M.run(ctx, argv)
       creates.add(a, b, c)
     else
       creates.flush()
-      if kind == "failure" then error(a, 0) end
+      if kind == "failure" then
+        kernel.handle(ctx, { netns = b })   -- (its errors come first, as for any line)
+        error(a, 0)
+      end
       local cmd = parse_buffer(quiet, a, { [0] = argv[0] }, parse_line, output)
       cmd.output = output
       cli.execute(ctx, cmd)

@@ -512,8 +512,9 @@ end
 
 -- After the options: the default family, the handler's flags, the rules. The rules' verdict
 -- depends only on the command, the handler and the sets of options and handler flags
--- given; a plan (see M.parser) keeps the sets of a line that passed, so that its next
--- lines alike skip the check.
+-- given; a plan (see M.parser: one shape, one handler) keeps the command and the sets of
+-- a line that passed, so that its next lines alike skip the check. (The shape blanks the
+-- table word, so `-D conntrack` and `-D expect` share a plan.)
 local function finish(cmd, st, plan)
   if cmd.family == nil then
     local c = cmd.command
@@ -528,10 +529,13 @@ local function finish(cmd, st, plan)
     if h.flags[bit + 1] then cmd.l4flags[h.flags[bit + 1]] = true end
   end
   local passed = plan and plan.passed
-  if not (passed and same_keys(passed.options, cmd.options) and
-          same_keys(passed.l4flags, cmd.l4flags)) then
+  if not (passed and passed.command == cmd.command and same_keys(passed.options, cmd.options)
+          and same_keys(passed.l4flags, cmd.l4flags)) then
     check_rules(cmd, h)
-    if plan then plan.passed = { options = copy(cmd.options), l4flags = copy(cmd.l4flags) } end
+    if plan then
+      plan.passed = { command = cmd.command, options = copy(cmd.options),
+                      l4flags = copy(cmd.l4flags) }
+    end
   end
   cmd.handler = h
   return cmd
@@ -555,6 +559,7 @@ local function shape(argv, argc)
     local b = byte(w)
     parts[i] = (b == 45 or b == 33) and w or ""
   end
+  -- (-R's lines are cut at a NUL; words given otherwise may hold one)
   if find(concat(parts, "", 1, argc - 1), "\0", 1, true) then return nil end
   return concat(parts, "\0", 1, argc - 1)
 end

@@ -4,7 +4,8 @@
 --
 -- A record is one of:
 --   "create"   -I or -A: the command, its --netns (or nil) and the library spec, packed
---   "failure"  what running the line will raise (a spec the kernel would refuse)
+--   "failure"  what running the line will raise (a spec the kernel would refuse), and its
+--              --netns
 --   "line"     the line itself, parsed again when it runs (-U, -D and -F act on the table
 --              as the lines before them left it)
 -- @module conntrack.cli.spool
@@ -139,9 +140,10 @@ function Spool:create(command, netns, spec)
   self:write(pack_create(command == "CT_ADD" and "A" or "I", netns, spec))
 end
 
---- Spools the error { status =, msg = } that running a line will raise.
-function Spool:failure(err)
-  self:write(pack("<c1js4", "F", err.status, err.msg))
+--- Spools the error { status =, msg = } that running a line will raise, and the line's
+-- --netns (or nil): the run opens its handle first, as the line would have.
+function Spool:failure(err, netns)
+  self:write(pack("<c1js4Bs4", "F", err.status, err.msg, netns and 1 or 0, netns or ""))
 end
 
 --- Spools a line to parse again when it runs.
@@ -158,8 +160,8 @@ function Spool:read()
   local kind = body:sub(1, 1)
   if kind == "I" or kind == "A" then return "create", unpack_create(body) end
   if kind == "F" then
-    local status, msg = unpack("<js4", body, 2)
-    return "failure", { status = status, msg = msg }
+    local status, msg, has_netns, netns = unpack("<js4Bs4", body, 2)
+    return "failure", { status = status, msg = msg }, has_netns == 1 and netns or nil
   end
   return "line", body:sub(2)
 end
