@@ -1,9 +1,10 @@
 --- The commands on the conntrack table, through the library's public API: -L (and the
--- dying and unconfirmed lists), -G, -I, -A, -U, -D, -F, -C, -S. Each takes the run's
--- context (out, err, counter) and the parsed command, prints what conntrack prints, and
--- returns; conntrack's fatal errors are raised as { status, msg }.
+-- dying and unconfirmed lists), -G, -U, -D, -F, -C, -S (-I and -A are in create.lua).
+-- Each takes the run's context (out, err, counter) and the parsed command, prints what
+-- conntrack prints, and returns; conntrack's fatal errors are raised as { status, msg }.
 -- @module conntrack.cli.commands
 local kernel = require "conntrack.cli.kernel"
+local tuples = require "conntrack.cli.tuple"
 local values = require "conntrack.cli.values"
 
 -- loaded by the commands that print or filter (not by -C, -S, -F)
@@ -96,49 +97,6 @@ function M.CT_LIST(ctx, cmd)
   if ctx.xml_header then ctx.out:write("</conntrack>\n") end
 end
 
-local PORT_PROTOS = { [6] = true, [17] = true, [136] = true, [132] = true, [33] = true }
-local ZERO_ADDR = { ipv4 = "0.0.0.0", ipv6 = "::" }
-
--- The text of address a, or the family's zero address (what an unset one is sent as).
-local function addr_or_zero(a, family)
-  return a and a.text or ZERO_ADDR[family]
-end
-
--- The original tuple's ids (ports, keys or ICMP fields) of ct into t, each 0 when not given:
--- what conntrack's template sends for an unset one.
-local function put_ids(t, ct)
-  local p = ct.proto
-  if PORT_PROTOS[p] then
-    t.sport, t.dport = ct.sport or 0, ct.dport or 0
-  elseif p == 47 then
-    t.srckey, t.dstkey = ct.srckey or 0, ct.dstkey or 0
-  elseif p == 1 or p == 58 then
-    t.icmp_type, t.icmp_code, t.icmp_id = ct.icmp_type, ct.icmp_code, ct.icmp_id or 0
-  end
-end
-
--- The library's tuple of the command's original tuple (for get, create and expectations).
-local function tuple_of(ct, with_reply)
-  local t = { proto = ct.proto }
-  if ct.src then t.src = ct.src.text end
-  if ct.dst then t.dst = ct.dst.text end
-  local p = ct.proto
-  if PORT_PROTOS[p] then
-    t.sport, t.dport = ct.sport, ct.dport
-    if with_reply then t.reply_sport, t.reply_dport = ct.reply_sport, ct.reply_dport end
-  elseif p == 47 then
-    t.srckey, t.dstkey = ct.srckey, ct.dstkey
-    if with_reply then t.reply_srckey, t.reply_dstkey = ct.reply_srckey, ct.reply_dstkey end
-  elseif p == 1 or p == 58 then
-    t.icmp_type, t.icmp_code, t.icmp_id = ct.icmp_type, ct.icmp_code, ct.icmp_id
-  end
-  if with_reply then
-    if ct.reply_src then t.reply_src = ct.reply_src.text end
-    if ct.reply_dst then t.reply_dst = ct.reply_dst.text end
-  end
-  return t
-end
-M.tuple_of = tuple_of
 
 -- Whether the address text (the library's) is addr (the command line's).
 local function same_addr(text, addr)
@@ -176,8 +134,9 @@ function M.CT_GET(ctx, cmd)
   local ct = cmd.ct
   if not (ct.src or ct.dst) then kernel.failed("CT_GET", kernel.EINVAL) end
   local t = { proto = ct.proto, zone = ct.zone }
-  t.src, t.dst = addr_or_zero(ct.src, cmd.family), addr_or_zero(ct.dst, cmd.family)
-  put_ids(t, ct)
+  t.src = tuples.addr_or_zero(ct.src, cmd.family)
+  t.dst = tuples.addr_or_zero(ct.dst, cmd.family)
+  tuples.put_ids(t, ct)
   local ok, fl, msg, errno = pcall(h.get, h, t)
   if not ok then kernel.failed("CT_GET", kernel.EINVAL) end
   if not fl then kernel.failed("CT_GET", errno, msg) end
@@ -186,154 +145,6 @@ function M.CT_GET(ctx, cmd)
   ctx.counter = ctx.counter + 1
 end
 
-
--- The library's NAT target ("ADDR", "ADDR:PORT", "[ADDR6]:PORT") of -n or -g, if any.
-local function nat_target(nat)
-  if not (nat and nat.addr) then return nil end
-  local addr = nat.addr.text
-  if not nat.port then return addr end
-  return (addr:find(":", 1, true) and "[" .. addr .. "]" or addr) .. ":" .. nat.port
-end
-
--- The library spec of -I/-A, built the way conntrack's template reaches the kernel (a port,
--- key or address not given is 0): with only the original tuple, the reply is its inverse
--- (reply ports given are overwritten); with only the reply tuple, the original is its
--- inverse and its protocol is the reply's, 0 when no reply port, key or (after the reply
--- address) ICMP option was given; with both, each is sent as given, and a reply tuple of
--- protocol 0 is refused. tests/create_lines_spec.lua checks this on random lines.
-function M.create_spec(cmd, command)
-  local function einval() kernel.failed(command, kernel.EINVAL) end
-  local ct, o = cmd.ct, cmd.options
-  local p = ct.proto
-  local ports, gre, icmp = PORT_PROTOS[p], p == 47, p == 1 or p == 58
-  local has_orig = o.src or o.dst
-  local has_reply = o["reply-src"] or o["reply-dst"]
-  local spec = { proto = p }
-  if has_orig then
-    spec.src, spec.dst = addr_or_zero(ct.src, cmd.family), addr_or_zero(ct.dst, cmd.family)
-    -- (protocols.lua: the reply type is 255, and the reply tuple is ICMP or refused)
-    if icmp and ct.icmp_type_early then einval() end
-    put_ids(spec, ct)
-    if has_reply then
-      spec.reply_src = addr_or_zero(ct.reply_src, cmd.family)
-      spec.reply_dst = addr_or_zero(ct.reply_dst, cmd.family)
-      if ports then
-        if not (ct.reply_sport or ct.reply_dport) then einval() end
-        spec.reply_sport, spec.reply_dport = ct.reply_sport or 0, ct.reply_dport or 0
-      elseif gre then
-        if not (ct.reply_srckey or ct.reply_dstkey) then einval() end
-        spec.reply_srckey, spec.reply_dstkey = ct.reply_srckey or 0, ct.reply_dstkey or 0
-      elseif icmp and not ct.reply_icmp then
-        einval()    -- (protocols.lua: the reply tuple is of protocol 0)
-      end
-    end
-  else
-    spec.src, spec.dst = ct.reply_dst.text, ct.reply_src.text
-    if ports and (ct.reply_sport or ct.reply_dport) then
-      spec.sport, spec.dport = ct.reply_dport or 0, ct.reply_sport or 0
-    elseif gre and (ct.reply_srckey or ct.reply_dstkey) then
-      spec.srckey, spec.dstkey = ct.reply_dstkey or 0, ct.reply_srckey or 0
-    elseif icmp and ct.reply_icmp then
-      if ct.icmp_type_early then einval() end   -- (the reply type is 255)
-      put_ids(spec, ct)
-    elseif ports or gre or icmp then
-      spec.proto = 0
-    end
-  end
-  -- -n and -g have the kernel set up NAT, which rewrites the reply tuple
-  spec.snat, spec.dnat = nat_target(cmd.nat.src), nat_target(cmd.nat.dst)
-  spec.timeout = ct.timeout
-  if ct.state and (spec.proto == 6 or spec.proto == 132 or spec.proto == 33) then
-    spec.state = ct.state
-  end
-  if cmd.status then spec.status = cmd.status.value end
-  if cmd.mark then spec.mark = cmd.mark.value end
-  spec.zone, spec.orig_zone, spec.reply_zone = ct.zone, ct.orig_zone, ct.reply_zone
-  if spec.proto == 132 then spec.vtag, spec.reply_vtag = ct.vtag, ct.reply_vtag end
-  if cmd.labels.add then spec.labels = cmd.labels.add end
-  if spec.proto == 6 then protocols.set_window_flags(spec, ct.state) end
-  return spec
-end
-
--- Whether a create's error fails the command: 1.4.7's -A sends the same request as -I and
--- counts an existing entry as 0 added.
-local function create_fails(command, errno)
-  return not (command == "CT_ADD" and errno == kernel.EEXIST)
-end
-
-local function create_one(ctx, h, spec, command)
-  local ok, res, msg, errno = pcall(h.create, h, spec)
-  if not ok then kernel.failed(command, kernel.EINVAL) end
-  if res then
-    ctx.counter = ctx.counter + 1
-  elseif create_fails(command, errno) then
-    kernel.failed(command, errno, msg)
-  end
-end
-
-local function create(ctx, cmd, command)
-  local h = kernel.handle(ctx, cmd)
-  create_one(ctx, h, M.create_spec(cmd, command), command)
-end
-function M.CT_CREATE(ctx, cmd) create(ctx, cmd, "CT_CREATE") end
-function M.CT_ADD(ctx, cmd) create(ctx, cmd, "CT_ADD") end
-
-local CREATE_BATCH = 64
-local TUPLE_KEYS = { "proto", "src", "dst", "sport", "dport", "icmp_type", "icmp_code",
-                     "icmp_id", "srckey", "dstkey", "zone", "orig_zone" }
-
--- Deletes the entry spec created, found by its original tuple.
-local function undo_create(h, spec)
-  local tuple = {}
-  for _, k in ipairs(TUPLE_KEYS) do tuple[k] = spec[k] end
-  local ok, fl = pcall(h.get, h, tuple)
-  if ok and fl then h:delete(fl) end
-end
-
---- -I and -A of many lines (-R) in pipelined batches, with the results that create on
--- each in turn would have: queue.add(command, netns, spec) for each, queue.flush() before
--- anything else runs and at the end. The kernel goes on past a failed request, so the
--- entries a batch created after its first failure are deleted again before the failure
--- is raised: the table is left as conntrack, which stops at the failing line, leaves it.
-function M.create_queue(ctx)
-  local items, queue = {}, {}
-  function queue.flush()
-    if #items == 0 then return end
-    local batch = items
-    items = {}
-    local h = kernel.handle(ctx, { netns = batch[1].netns })
-    local specs = {}
-    for i, item in ipairs(batch) do specs[i] = item.spec end
-    local ok, n, _, _, report = pcall(h.create, h, specs)
-    if not ok then    -- a spec the library refuses (nothing was sent): one at a time
-      for _, item in ipairs(batch) do create_one(ctx, h, item.spec, item.command) end
-      return
-    end
-    if n then
-      ctx.counter = ctx.counter + n
-      return
-    end
-    local failed = {}
-    for _, r in ipairs(report) do failed[r.index] = r end
-    for i, item in ipairs(batch) do
-      local r = failed[i]
-      if not r then
-        ctx.counter = ctx.counter + 1
-      elseif r.unknown or create_fails(item.command, r.errno) then
-        for later = i + 1, #batch do   -- (a lost answer may hide a create too)
-          local rl = failed[later]
-          if not rl or rl.unknown then undo_create(h, batch[later].spec) end
-        end
-        kernel.failed(item.command, r.errno, r.message)
-      end
-    end
-  end
-  function queue.add(command, netns, spec)
-    items[#items + 1] = { command = command, netns = netns, spec = spec }
-    if #items == CREATE_BATCH then queue.flush() end
-  end
-  return queue
-end
 
 -- -D: each matching entry is deleted (by tuple and id) and printed; an entry that went
 -- away meanwhile is skipped.

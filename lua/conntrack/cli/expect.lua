@@ -3,7 +3,7 @@
 -- @module conntrack.cli.expect
 local kernel = require "conntrack.cli.kernel"
 local output = require "conntrack.cli.output"
-local commands = require "conntrack.cli.commands"
+local tuples = require "conntrack.cli.tuple"
 
 local M = {}
 
@@ -70,7 +70,7 @@ end
 -- The expectation named by the command's tuple (conntrack sends it as the master tuple
 -- for -G and as the expected tuple for -D; the kernel looks both up as the expected one).
 local function named(cmd)
-  return { expected = commands.tuple_of(cmd.ct, false) }
+  return { expected = tuples.of(cmd.ct, false) }
 end
 
 function M.EXP_GET(ctx, cmd)
@@ -104,7 +104,7 @@ function M.EXP_CREATE(ctx, cmd)
   local h = kernel.handle(ctx, cmd)
   local proto = cmd.protonum
   local spec = {
-    master = commands.tuple_of(cmd.ct, false),
+    master = tuples.of(cmd.ct, false),
     expected = tuple(cmd, cmd.exptuple, proto),
     mask = tuple(cmd, cmd.mask, proto),
     timeout = cmd.ct.timeout,

@@ -17,6 +17,7 @@
 --   * --mask-src/--mask-dst (or a CIDR suffix) compare the network of the entry's
 --     original addresses.
 -- @module conntrack.cli.filter
+local tuples = require "conntrack.cli.tuple"
 local values = require "conntrack.cli.values"
 
 local M = {}
@@ -27,8 +28,6 @@ local COMPARISON = { "protonum", "src", "dst", "reply-src", "reply-dst", "mark",
 local STATUS_LIB = { [0] = "EXPECTED", [1] = "SEEN_REPLY", [2] = "ASSURED",
                      [10] = "FIXED_TIMEOUT", [14] = "OFFLOAD", [15] = "HW_OFFLOAD" }
 local SRC_NAT_DONE, DST_NAT_DONE = "SRC_NAT_DONE", "DST_NAT_DONE"
-
-local PORT_PROTOS = { [6] = true, [17] = true, [136] = true, [132] = true, [33] = true }
 
 local function any_option(o, list)
   for _, n in ipairs(list) do
@@ -142,7 +141,7 @@ local function tuple(cmd, f, orig, reply)
     if ct.reply_dst then f.reply_dst = ct.reply_dst.text end
   end
   if ct.proto then f.proto = ct.proto end
-  if PORT_PROTOS[ct.proto] then
+  if tuples.PORTS[ct.proto] then
     if orig then f.sport, f.dport = ct.sport, ct.dport end
     if reply then f.reply_sport, f.reply_dport = ct.reply_sport, ct.reply_dport end
   end

@@ -30,7 +30,7 @@ local SUMMARY = {
 local ZERO_IS_FINE = { CT_LIST = true, EXP_LIST = true, CT_ADD = true }
 
 local MODULE = {
-  CT_LIST = "commands", CT_GET = "commands", CT_CREATE = "commands", CT_ADD = "commands",
+  CT_LIST = "commands", CT_GET = "commands", CT_CREATE = "create", CT_ADD = "create",
   CT_DELETE = "commands", CT_UPDATE = "commands", CT_FLUSH = "commands",
   CT_COUNT = "commands", CT_STATS = "commands", EXP_STATS = "commands",
   EXP_LIST = "expect", EXP_GET = "expect", EXP_DELETE = "expect", EXP_CREATE = "expect",

@@ -5,7 +5,7 @@
 -- -U, -D and -F, parsed again when they run.
 -- @module conntrack.cli.loadfile
 local parse = require "conntrack.cli.parse"
-local commands = require "conntrack.cli.commands"
+local create = require "conntrack.cli.create"
 local kernel = require "conntrack.cli.kernel"
 local spool = require "conntrack.cli.spool"
 
@@ -139,7 +139,7 @@ local CREATES = { CT_CREATE = true, CT_ADD = true }
 -- it found, or (any other command) the line to parse again then.
 local function spool_command(records, cmd, buffer)
   if not CREATES[cmd.command] then return records:line(buffer) end
-  local ok, spec = pcall(commands.create_spec, cmd, cmd.command)
+  local ok, spec = pcall(create.create_spec, cmd, cmd.command)
   if ok then return records:create(cmd.command, cmd.netns, spec) end
   if type(spec) ~= "table" or not spec.status then error(spec, 0) end
   records:failure(spec, cmd.netns)
@@ -164,7 +164,7 @@ function M.run(ctx, argv)
     fail(2, string.format("Cannot use command `%s' with --load-file", NAMES[refused] or "unknown"))
   end
   local cli = require "conntrack.cli"
-  local creates = commands.create_queue(ctx)
+  local creates = create.queue(ctx)
   -- a line parsed again says nothing: its warnings were printed by the first pass
   local quiet = setmetatable({ err = SILENT }, { __index = ctx })
   for kind, a, b, c in records:records() do

@@ -13,7 +13,7 @@ local M = {}
 
 local pack, unpack, concat = string.pack, string.unpack, table.concat
 
--- The fields of a create spec (commands.create_spec) in packing order, and how each is
+-- The fields of a create spec (create.create_spec) in packing order, and how each is
 -- packed: an integer, a string, or a list or set of names as one comma-separated string.
 local FIELDS = {
   { "proto", "int" }, { "src", "str" }, { "dst", "str" }, { "sport", "int" },
@@ -49,7 +49,7 @@ local function layout(mask)
   return l
 end
 
--- The sets of names recur (commands.create_spec gives every tcp entry one of two tables
+-- The sets of names recur (create.create_spec gives every tcp entry one of two tables
 -- of window flags): their texts are kept by table, and the tables read back by text, to
 -- be shared by the specs (the library only reads a spec).
 local set_texts = setmetatable({}, { __mode = "k" })
