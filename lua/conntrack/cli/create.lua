@@ -142,9 +142,10 @@ function M.queue(ctx)
       if not r then
         ctx.counter = ctx.counter + 1
       elseif r.unknown or create_fails(item.command, r.errno) then
-        for later = i + 1, #batch do   -- (a lost answer may hide a create too)
-          local rl = failed[later]
-          if not rl or rl.unknown then undo_create(h, batch[later].spec) end
+        -- only what the kernel said it created: a lost answer may hide a refusal, and
+        -- the entry of its tuple may then be one that was there before the run
+        for later = i + 1, #batch do
+          if not failed[later] then undo_create(h, batch[later].spec) end
         end
         kernel.failed(item.command, r.errno, r.message)
       end
