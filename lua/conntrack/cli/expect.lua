@@ -67,10 +67,17 @@ local function call(command, fn, ...)
   return res
 end
 
+-- The command's original tuple, its ids not given as 0 (what conntrack sends).
+local function original(cmd)
+  local t = tuples.of(cmd.ct, false)
+  tuples.put_ids(t, cmd.ct)
+  return t
+end
+
 -- The expectation named by the command's tuple (conntrack sends it as the master tuple
 -- for -G and as the expected tuple for -D; the kernel looks both up as the expected one).
 local function named(cmd)
-  return { expected = tuples.of(cmd.ct, false) }
+  return { expected = original(cmd) }
 end
 
 function M.EXP_GET(ctx, cmd)
@@ -104,14 +111,18 @@ function M.EXP_CREATE(ctx, cmd)
   local h = kernel.handle(ctx, cmd)
   local proto = cmd.protonum
   local spec = {
-    master = tuples.of(cmd.ct, false),
+    master = original(cmd),
     expected = tuple(cmd, cmd.exptuple, proto),
     mask = tuple(cmd, cmd.mask, proto),
     timeout = cmd.ct.timeout,
   }
-  if not (proto == 6 or proto == 17 or proto == 136 or proto == 132 or proto == 33 or
-          proto == 47) then
+  if not (tuples.PORTS[proto] or proto == 47) then
     spec.expected.sport, spec.expected.dport, spec.mask.sport, spec.mask.dport = nil, nil, nil, nil
+  end
+  if proto == 1 or proto == 58 then   -- no option sets them: conntrack sends 0
+    for _, t in ipairs({ spec.expected, spec.mask }) do
+      t.icmp_type, t.icmp_code, t.icmp_id = 0, 0, 0
+    end
   end
   call("EXP_CREATE", h.expect_create, h, spec)
 end

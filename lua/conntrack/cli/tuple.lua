@@ -21,7 +21,7 @@ function M.put_ids(t, ct)
   elseif p == 47 then
     t.srckey, t.dstkey = ct.srckey or 0, ct.dstkey or 0
   elseif p == 1 or p == 58 then
-    t.icmp_type, t.icmp_code, t.icmp_id = ct.icmp_type, ct.icmp_code, ct.icmp_id or 0
+    t.icmp_type, t.icmp_code, t.icmp_id = ct.icmp_type or 0, ct.icmp_code or 0, ct.icmp_id or 0
   end
 end
 
