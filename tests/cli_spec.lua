@@ -544,6 +544,9 @@ local function table_state(file)
   for _, args in ipairs(dumps) do
     local out = root_conntrack(file, args)
     local lines = normalise(out)
+    -- the reference count: an expectation deleted by the run lets go of its master after an
+    -- RCU grace period, which a dump right after it may or may not see
+    for i, l in ipairs(lines) do lines[i] = l:gsub("use=%d+", "use=U") end
     table.sort(lines)
     for _, l in ipairs(lines) do parts[#parts + 1] = args .. ": " .. l end
   end
