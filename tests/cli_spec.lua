@@ -532,6 +532,13 @@ local function run_program(file, side, prog, args)
   return r
 end
 
+-- A line of a table compared after a case (and of an expect-table directive), normalised
+-- also in its reference count: an expectation deleted by the run lets go of its master
+-- after an RCU grace period, which a dump right after it may or may not see.
+local function table_line(l)
+  return (l:gsub("use=%d+", "use=U"))
+end
+
 --- The table as /usr/sbin/conntrack sees it (sorted, normalised), for comparing what two
 -- runs left behind.
 local function table_state(file)
@@ -544,9 +551,7 @@ local function table_state(file)
   for _, args in ipairs(dumps) do
     local out = root_conntrack(file, args)
     local lines = normalise(out)
-    -- the reference count: an expectation deleted by the run lets go of its master after an
-    -- RCU grace period, which a dump right after it may or may not see
-    for i, l in ipairs(lines) do lines[i] = l:gsub("use=%d+", "use=U") end
+    for i, l in ipairs(lines) do lines[i] = table_line(l) end
     table.sort(lines)
     for _, l in ipairs(lines) do parts[#parts + 1] = args .. ": " .. l end
   end
@@ -755,6 +760,7 @@ local function compare(case, a, b)
     local want = a.table and split_lines(a.table) or {}
     for _, l in ipairs(case.expect_table) do
       local op, line = l:match("^([+-]) (.*)$")
+      line = table_line(line)
       if op == "+" then
         want[#want + 1] = line
       else
