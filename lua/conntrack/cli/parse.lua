@@ -37,7 +37,7 @@ end })
 
 local M = {}
 
-local fmt, byte, find, concat = string.format, string.byte, string.find, table.concat
+local fmt, byte, concat = string.format, string.byte, table.concat
 
 local function fail(status, f, ...)
   error({ status = status, msg = select("#", ...) > 0 and fmt(f, ...) or f }, 0)
@@ -551,7 +551,8 @@ function M.parse(ctx, argv, argc, output)
 end
 
 -- The shape of a command line, which decides getopt's walk: the words that start with
--- '-' or '!' as they are, the others blank. nil when a word holds the separator.
+-- '-' or '!' as they are, the others blank, NUL-separated (the words hold no NUL: see
+-- M.parser).
 local parts = {}   -- shape's scratch: only parts[1 .. argc - 1] are read
 local function shape(argv, argc)
   for i = 1, argc - 1 do
@@ -559,8 +560,6 @@ local function shape(argv, argc)
     local b = byte(w)
     parts[i] = (b == 45 or b == 33) and w or ""
   end
-  -- (-R's lines are cut at a NUL; words given otherwise may hold one)
-  if find(concat(parts, "", 1, argc - 1), "\0", 1, true) then return nil end
   return concat(parts, "\0", 1, argc - 1)
 end
 
@@ -569,7 +568,9 @@ local MAX_PLANS = 1024  -- bounds the memory a file of ever-new shapes can take
 --- A parser for many command lines (-R), with M.parse's results and errors. getopt's walk
 -- over a line (which option came with which word) depends only on the line's shape and
 -- the protocol of -p, so it is kept as a plan, and the next line alike only replays the
--- options' effects in the same order: save-format lines share a handful of plans.
+-- options' effects in the same order: save-format lines share a handful of plans. The
+-- words must hold no NUL (-R cuts its lines at one, as C reads them), or two lines of
+-- other shapes could share a plan.
 function M.parser()
   local plans, count = {}, 0
   local function find_plan(key, argv)
@@ -584,7 +585,7 @@ function M.parser()
   return function(ctx, argv, argc, output)
     local cmd, st = new_command(argv[0], output)
     local key = shape(argv, argc)
-    local plan = key and find_plan(key, argv)
+    local plan = find_plan(key, argv)
     if plan then
       local steps = plan.steps
       for k = 1, #steps do
@@ -598,7 +599,7 @@ function M.parser()
     else
       local steps, required = {}, {}
       walk(ctx, cmd, st, argv, argc, steps, required)
-      if key and count < MAX_PLANS then
+      if count < MAX_PLANS then
         plan = { steps = steps, required = required }
         plans[key] = plans[key] or {}
         table.insert(plans[key], plan)
