@@ -204,11 +204,12 @@ static void batch_queue(struct ct_batch *b, uint16_t type, uint16_t flags,
 static void batch_add(struct ct_batch *b, int idx, const struct ct_change *changes,
 		      size_t nchanges)
 {
-	const struct nf_conntrack *old = ((struct ct_flow *)lua_touserdata(b->L, idx))->ct;
+	const struct nf_conntrack *old;
 	struct nf_conntrack *req;
 
 	if (b->raised)
 		return;
+	old = ct_flow_check(b->L, idx)->ct;	/* a dump's flow is parsed here */
 	req = nfct_new();
 	if (!req) {
 		batch_fail(b, ENOMEM);
@@ -262,7 +263,7 @@ static int mutate(lua_State *L, const char *op, const struct ct_change *changes,
 		  int each)
 {
 	struct ct_handle *h = ct_handle_check(L, 1);
-	struct ct_flow *flow = luaL_testudata(L, 2, CT_FLOW_TYPE);
+	struct ct_flow *flow = ct_flow_test(L, 2);
 	struct ct_batch b;
 
 	if (flow) {

@@ -22,9 +22,9 @@
 
 /*
  * The userdata at idx when its metatable is the one the registry holds at
- * key (an address), else a type error naming tname. For the objects made
- * and checked once per entry or field read: luaL_checkudata finds the
- * metatable by name, a string lookup each time.
+ * key (an address), else a type error naming tname. For the objects
+ * checked once per entry: luaL_checkudata finds the metatable by name, a
+ * string lookup each time.
  */
 static inline void *ct_checkudata(lua_State *L, int idx, const char *key, const char *tname)
 {
@@ -133,9 +133,11 @@ const struct ct_field *ct_field_lookup(lua_State *L, int name_idx);
 const struct ct_field *ct_field_named(const char *name);
 const struct ct_field *ct_field_check(const struct ct_arg *a, int name_idx, unsigned need);
 void ct_field_parse(const struct ct_arg *a, const struct ct_field *f, int idx, struct ct_value *out);
-bool ct_field_applies(const struct ct_field *f, const struct nf_conntrack *ct);
+struct ct_entry;
+bool ct_field_indexed(const struct ct_field *f);
+bool ct_field_applies(const struct ct_field *f, const struct ct_entry *e);
 bool ct_field_is_set(const struct ct_field *f);
-bool ct_field_present(const struct ct_field *f, const struct nf_conntrack *ct);
+bool ct_field_present(const struct ct_field *f, const struct ct_entry *e);
 
 /* What a present field holds (ct_field_read): how Lua reads it, in C. */
 struct ct_reading {
@@ -148,12 +150,12 @@ struct ct_reading {
 	const struct nfct_bitmask *labels;	/* CT_R_LABELS */
 };
 
-void ct_field_read(const struct ct_field *f, const struct nf_conntrack *ct, struct ct_reading *r);
+void ct_field_read(const struct ct_field *f, const struct ct_entry *e, struct ct_reading *r);
 const char *ct_label_name(struct nfct_labelmap *map, unsigned int bit);
-void ct_field_push(lua_State *L, const struct ct_field *f, const struct nf_conntrack *ct,
+void ct_field_push(lua_State *L, const struct ct_field *f, const struct ct_entry *e,
 		   struct nfct_labelmap *labelmap);
 bool ct_field_match(const struct ct_field *f, const struct ct_value *want,
-		    const struct nf_conntrack *ct);
+		    const struct ct_entry *e);
 int ct_field_store(const struct ct_field *f, const struct ct_value *val,
 		   struct nf_conntrack *ct, const struct nf_conntrack *old);
 int ct_proto_number(const char *name);
@@ -188,7 +190,7 @@ struct ct_filter {
 
 void ct_filter_compile(const struct ct_arg *a, int idx, struct ct_filter *filter);
 void ct_filter_push_predicate(lua_State *L, int idx);
-bool ct_filter_match(const struct ct_filter *filter, const struct nf_conntrack *ct);
+int ct_filter_match(const struct ct_filter *filter, struct ct_entry *e);
 int ct_filter_proto(const struct ct_filter *filter);
 void ct_filter_to_request(struct ct_filter *filter, struct nlmsghdr *nlh, bool dump);
 bool ct_filter_kernel_only(const struct ct_filter *filter);
@@ -278,35 +280,6 @@ int ct_check_choice(lua_State *L, int idx, int arg, const char *what, const char
 int ct_raise(lua_State *L, const char *op, int err);
 void ct_error_open(lua_State *L);
 
-/* ---- flow.c: conntrack.flow --------------------------------------------- */
-
-struct ct_flow {
-	struct nf_conntrack *ct;	/* NULL until filled (or msg parsed); owned */
-	struct nlmsghdr *msg;		/* an event's valid message, parsed on first use (it
-					 * follows the struct in the userdata), or NULL */
-};
-
-struct ct_flow *ct_flow_new(lua_State *L, int labelmap_idx);
-struct ct_flow *ct_flow_new_unparsed(lua_State *L, int labelmap_idx, const struct nlmsghdr *nlh);
-struct nf_conntrack *ct_flow_alloc(lua_State *L);
-void ct_flow_account(lua_State *L, size_t *unreported);
-struct ct_flow *ct_flow_check(lua_State *L, int idx);
-void ct_flow_open(lua_State *L);
-unsigned int ct_format_event(lua_State *L, int opts);
-int ct_pairs(lua_State *L, lua_CFunction totable);
-bool ct_format_flag(lua_State *L, int opts, const char *name);
-
-/* How flow:format and h:write print an entry (libnetfilter_conntrack's printer). */
-#define CT_FORMAT_MAX 8192	/* the longest line, XML included */
-struct ct_format {
-	unsigned int type;	/* NFCT_T_*: the [NEW]-style prefix of an event, or UNKNOWN */
-	unsigned int output;	/* NFCT_O_DEFAULT or NFCT_O_XML */
-	unsigned int flags;	/* NFCT_OF_* */
-	bool labels;		/* name the labels (needs the labelmap) */
-};
-
-void ct_format_parse(lua_State *L, int idx, const char *const *extra, struct ct_format *fmt);
-
 /* ---- netlink attributes, walked inline ------------------------------------ */
 /* (libmnl's calls per attribute were most of the cost of walking a message) */
 
@@ -343,15 +316,17 @@ static inline const struct nlattr *ct_attr_next(const char **p, const char *end)
 
 /*
  * A parsed nf_conntrack (ct), or a conntrack message (nlh) whose attributes
- * are indexed by libnfct's attribute numbers, parsed only on demand.
+ * are indexed by libnfct's attribute numbers, parsed only on demand. The
+ * index holds offsets from nlh, not pointers, so an entry is small enough
+ * for every flow to keep one beside its copy of the message.
  */
 struct ct_entry {
 	const struct nf_conntrack *ct;	/* NULL: read the message's attributes */
 	const struct nlmsghdr *nlh;
 	struct nf_conntrack *parsed;	/* nlh parsed by ct_entry_parse (owned) */
 	uint8_t family;			/* nlh's */
-	bool odd;			/* what libnfct reads otherwise: print the parse */
-	const struct nlattr *attr[ATTR_MAX];
+	bool odd;			/* what libnfct reads otherwise: read the parse */
+	uint16_t at[ATTR_MAX];		/* attribute's offset in nlh; 0: absent */
 };
 
 void ct_entry_index(struct ct_entry *e, const struct nlmsghdr *nlh);
@@ -362,6 +337,10 @@ uint16_t ct_entry_u16(const struct ct_entry *e, enum nf_conntrack_attr attr);
 uint32_t ct_entry_u32(const struct ct_entry *e, enum nf_conntrack_attr attr);
 uint64_t ct_entry_u64(const struct ct_entry *e, enum nf_conntrack_attr attr);
 const void *ct_entry_ptr(const struct ct_entry *e, enum nf_conntrack_attr attr);
+bool ct_entry_gives(enum nf_conntrack_attr attr);
+
+/* Parsed ct as an entry, for the readers of entries (a compound literal). */
+#define CT_ENTRY_OF(parsed_ct) (&(struct ct_entry){ .ct = (parsed_ct) })
 
 /* Makes e the entry of parsed ct (its attribute index is left unset: unread then). */
 static inline void ct_entry_set(struct ct_entry *e, const struct nf_conntrack *ct)
@@ -371,6 +350,40 @@ static inline void ct_entry_set(struct ct_entry *e, const struct nf_conntrack *c
 	e->parsed = NULL;
 	e->odd = false;
 }
+
+/* ---- flow.c: conntrack.flow --------------------------------------------- */
+
+struct ct_flow {
+	struct nf_conntrack *ct;	/* NULL until filled (or msg parsed); owned */
+	struct nlmsghdr *msg;		/* a received valid message, read through its index
+					 * until something needs it parsed (it follows the
+					 * struct in the userdata), or NULL */
+	struct ct_entry entry;		/* msg's index once made (entry.nlh == msg) */
+};
+
+struct ct_flow *ct_flow_new(lua_State *L, int labelmap_idx);
+struct ct_flow *ct_flow_new_unparsed(lua_State *L, int labelmap_idx, const struct nlmsghdr *nlh);
+struct ct_flow *ct_flow_new_indexed(lua_State *L, int labelmap_idx, const struct ct_entry *e);
+struct nf_conntrack *ct_flow_alloc(lua_State *L);
+void ct_flow_account(lua_State *L, size_t *unreported);
+struct ct_flow *ct_flow_test(lua_State *L, int idx);
+struct ct_flow *ct_flow_check(lua_State *L, int idx);
+void ct_flow_entry(lua_State *L, int idx, struct ct_entry *e);
+void ct_flow_open(lua_State *L);
+unsigned int ct_format_event(lua_State *L, int opts);
+int ct_pairs(lua_State *L, lua_CFunction totable);
+bool ct_format_flag(lua_State *L, int opts, const char *name);
+
+/* How flow:format and h:write print an entry (libnetfilter_conntrack's printer). */
+#define CT_FORMAT_MAX 8192	/* the longest line, XML included */
+struct ct_format {
+	unsigned int type;	/* NFCT_T_*: the [NEW]-style prefix of an event, or UNKNOWN */
+	unsigned int output;	/* NFCT_O_DEFAULT or NFCT_O_XML */
+	unsigned int flags;	/* NFCT_OF_* */
+	bool labels;		/* name the labels (needs the labelmap) */
+};
+
+void ct_format_parse(lua_State *L, int idx, const char *const *extra, struct ct_format *fmt);
 
 int ct_format_print(char *buf, size_t size, struct ct_entry *e, const struct ct_format *fmt,
 		    struct nfct_labelmap *map);
@@ -391,7 +404,7 @@ static inline bool ct_has(const struct nf_conntrack *ct, enum nf_conntrack_attr 
 
 static inline bool ct_entry_has(const struct ct_entry *e, enum nf_conntrack_attr attr)
 {
-	return e->ct ? ct_has(e->ct, attr) : e->attr[attr] != NULL;
+	return e->ct ? ct_has(e->ct, attr) : e->at[attr] != 0;
 }
 
 /* Inline: the printers call these for every piece of a line. */
@@ -459,8 +472,7 @@ struct ct_dump {
 	char *buf;			/* one receive buffer */
 	size_t len, off;		/* of the datagram in buf */
 	unsigned int seq;
-	struct nf_conntrack *pending;	/* parsed, not yet owned by a flow */
-	struct ct_entry entry;		/* the entry ct_dump_next_entry gives */
+	struct ct_entry entry;		/* the entry read last, not yet owned by a flow */
 	bool expect;			/* a dump of expectations */
 	struct ct_expect pending_expect;
 	size_t unreported;		/* flow bytes not yet told to the GC */

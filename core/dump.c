@@ -61,10 +61,6 @@ static int dump_tostring(lua_State *L)
 static void drop_pending(struct ct_dump *d)
 {
 	ct_entry_release(&d->entry);
-	if (d->pending) {
-		nfct_destroy(d->pending);
-		d->pending = NULL;
-	}
 	ct_expect_clear(&d->pending_expect);
 }
 
@@ -104,16 +100,16 @@ static int index_cb(const struct nlmsghdr *nlh, void *data)
 }
 
 /*
- * Parse the next message into d->pending (or d->pending_expect), or when
- * the caller needs no flow and there is no C filter to run, only index it
- * into d->entry. Returns 1 with an entry that passes the C filter, 0 at
- * the end of the dump, or -errno. No Lua is called here.
+ * Index the next message into d->entry (an expectation: parse it into
+ * d->pending_expect). A C filter reads the index, or the parse when it
+ * needs one (ct_filter_match). Returns 1 with an entry that passes the C
+ * filter, 0 at the end of the dump, or -errno. No Lua is called here.
  */
-static int next_entry(struct ct_dump *d, bool flow)
+static int next_entry(struct ct_dump *d)
 {
 	for (;;) {
 		struct nlmsghdr *nlh;
-		int ret;
+		int ret, pass;
 
 		if (d->off >= d->len) {
 			int err = ct_socket_recv(&d->sock, d->buf, CT_DUMP_BUFFER, &d->len);
@@ -138,19 +134,14 @@ static int next_entry(struct ct_dump *d, bool flow)
 					 &d->pending_expect);
 			if (ret == MNL_CB_OK)
 				return 1;
-		} else if (!flow && !d->filter.nterms) {
+		} else {
 			ret = mnl_cb_run(nlh, nlh->nlmsg_len, d->seq, d->sock.portid, index_cb,
 					 &d->entry);
-			if (ret == MNL_CB_OK)
-				return 1;
-		} else {
-			d->pending = nfct_new();
-			if (!d->pending)
-				return -ENOMEM;
-			ret = mnl_cb_run(nlh, nlh->nlmsg_len, d->seq, d->sock.portid, ct_parse_cb,
-					 d->pending);
-			if (ret == MNL_CB_OK && ct_filter_match(&d->filter, d->pending))
-				return 1;
+			if (ret == MNL_CB_OK) {
+				pass = ct_filter_match(&d->filter, &d->entry);
+				if (pass)
+					return pass < 0 ? -ENOMEM : 1;
+			}
 		}
 		drop_pending(d);
 		if (ret == MNL_CB_STOP)
@@ -160,7 +151,11 @@ static int next_entry(struct ct_dump *d, bool flow)
 	}
 }
 
-/* Push the parsed entry as a flow or an expectation object, which takes it. */
+/*
+ * Push the entry as a flow or an expectation object, which takes it: a
+ * flow keeps a copy of the message and its index, or takes the parse a
+ * filter or an odd entry made.
+ */
 static void push_pending(lua_State *L, struct ct_dump *d, int idx)
 {
 	if (d->expect) {
@@ -171,10 +166,15 @@ static void push_pending(lua_State *L, struct ct_dump *d, int idx)
 		return;
 	}
 	lua_getiuservalue(L, idx, UV_LABELMAP);
-	ct_flow_new(L, -1)->ct = d->pending;
+	if (d->entry.parsed) {
+		ct_flow_new(L, -1)->ct = d->entry.parsed;
+		d->entry.parsed = NULL;
+		d->entry.ct = NULL;
+		ct_flow_account(L, &d->unreported);
+	} else {
+		ct_flow_new_indexed(L, -1, &d->entry);
+	}
 	lua_remove(L, -2);
-	d->pending = NULL;
-	ct_flow_account(L, &d->unreported);
 }
 
 /*
@@ -191,7 +191,7 @@ int ct_dump_next_flow(lua_State *L, int idx)
 
 	idx = lua_absindex(L, idx);
 	for (;;) {
-		int ret = next_entry(d, true);
+		int ret = next_entry(d);
 
 		if (ret <= 0) {
 			dump_release(d);
@@ -227,13 +227,11 @@ int ct_dump_next_entry(struct ct_dump *d, struct ct_entry **e)
 	int ret;
 
 	drop_pending(d);
-	ret = next_entry(d, false);
+	ret = next_entry(d);
 	if (ret <= 0) {
 		dump_release(d);
 		return ret;
 	}
-	if (d->pending)
-		ct_entry_set(&d->entry, d->pending);
 	*e = &d->entry;
 	return 1;
 }

@@ -24,6 +24,12 @@
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
 
+/* Records a as attribute attr of e (ct_entry_index keeps offsets in range). */
+static void put(struct ct_entry *e, enum nf_conntrack_attr attr, const struct nlattr *a)
+{
+	e->at[attr] = (uint16_t)((const char *)a - (const char *)e->nlh);
+}
+
 #define EACH_ATTR(a, nest)								\
 	for (const char *p_ = ct_attr_data(nest), *end_ = p_ + ct_attr_len(nest);		\
 	     ((a) = ct_attr_next(&p_, end_)) != NULL;)
@@ -48,19 +54,19 @@ static void index_ip(struct ct_entry *e, const struct nlattr *nest, bool reply)
 	EACH_ATTR(a, nest) {
 		switch (ct_attr_type(a)) {
 		case CTA_IP_V4_SRC:
-			e->attr[reply ? ATTR_REPL_IPV4_SRC : ATTR_ORIG_IPV4_SRC] = a;
+			put(e, reply ? ATTR_REPL_IPV4_SRC : ATTR_ORIG_IPV4_SRC, a);
 			v4 = true;
 			break;
 		case CTA_IP_V4_DST:
-			e->attr[reply ? ATTR_REPL_IPV4_DST : ATTR_ORIG_IPV4_DST] = a;
+			put(e, reply ? ATTR_REPL_IPV4_DST : ATTR_ORIG_IPV4_DST, a);
 			v4 = true;
 			break;
 		case CTA_IP_V6_SRC:
-			e->attr[reply ? ATTR_REPL_IPV6_SRC : ATTR_ORIG_IPV6_SRC] = a;
+			put(e, reply ? ATTR_REPL_IPV6_SRC : ATTR_ORIG_IPV6_SRC, a);
 			v6 = true;
 			break;
 		case CTA_IP_V6_DST:
-			e->attr[reply ? ATTR_REPL_IPV6_DST : ATTR_ORIG_IPV6_DST] = a;
+			put(e, reply ? ATTR_REPL_IPV6_DST : ATTR_ORIG_IPV6_DST, a);
 			v6 = true;
 			break;
 		}
@@ -75,13 +81,13 @@ static void index_l4(struct ct_entry *e, const struct nlattr *nest, bool reply)
 	EACH_ATTR(a, nest) {
 		switch (ct_attr_type(a)) {
 		case CTA_PROTO_NUM:
-			e->attr[reply ? ATTR_REPL_L4PROTO : ATTR_ORIG_L4PROTO] = a;
+			put(e, reply ? ATTR_REPL_L4PROTO : ATTR_ORIG_L4PROTO, a);
 			break;
 		case CTA_PROTO_SRC_PORT:
-			e->attr[reply ? ATTR_REPL_PORT_SRC : ATTR_ORIG_PORT_SRC] = a;
+			put(e, reply ? ATTR_REPL_PORT_SRC : ATTR_ORIG_PORT_SRC, a);
 			break;
 		case CTA_PROTO_DST_PORT:
-			e->attr[reply ? ATTR_REPL_PORT_DST : ATTR_ORIG_PORT_DST] = a;
+			put(e, reply ? ATTR_REPL_PORT_DST : ATTR_ORIG_PORT_DST, a);
 			break;
 		case CTA_PROTO_ICMP_ID: case CTA_PROTO_ICMP_TYPE: case CTA_PROTO_ICMP_CODE:
 		case CTA_PROTO_ICMPV6_ID: case CTA_PROTO_ICMPV6_TYPE: case CTA_PROTO_ICMPV6_CODE:
@@ -100,7 +106,7 @@ static void index_tuple(struct ct_entry *e, const struct nlattr *nest, bool repl
 		unsigned int t = ct_attr_type(a);
 
 		if (t == CTA_TUPLE_ZONE) {
-			e->attr[reply ? ATTR_REPL_ZONE : ATTR_ORIG_ZONE] = a;
+			put(e, reply ? ATTR_REPL_ZONE : ATTR_ORIG_ZONE, a);
 		} else if (t == CTA_TUPLE_IP || t == CTA_TUPLE_PROTO) {
 			e->odd |= repeated(&seen, t);
 			if (t == CTA_TUPLE_IP)
@@ -118,10 +124,10 @@ static void index_counters(struct ct_entry *e, const struct nlattr *nest, bool r
 	EACH_ATTR(a, nest) {
 		switch (ct_attr_type(a)) {
 		case CTA_COUNTERS_PACKETS:
-			e->attr[reply ? ATTR_REPL_COUNTER_PACKETS : ATTR_ORIG_COUNTER_PACKETS] = a;
+			put(e, reply ? ATTR_REPL_COUNTER_PACKETS : ATTR_ORIG_COUNTER_PACKETS, a);
 			break;
 		case CTA_COUNTERS_BYTES:
-			e->attr[reply ? ATTR_REPL_COUNTER_BYTES : ATTR_ORIG_COUNTER_BYTES] = a;
+			put(e, reply ? ATTR_REPL_COUNTER_BYTES : ATTR_ORIG_COUNTER_BYTES, a);
 			break;
 		case CTA_COUNTERS32_PACKETS: case CTA_COUNTERS32_BYTES:
 			e->odd = true;	/* a kernel older than 2.6.27's */
@@ -138,7 +144,7 @@ static void index_state(struct ct_entry *e, const struct nlattr *nest, unsigned 
 
 	EACH_ATTR(a, nest)
 		if (ct_attr_type(a) == type)
-			e->attr[attr] = a;
+			put(e, attr, a);
 }
 
 static void index_protoinfo(struct ct_entry *e, const struct nlattr *nest)
@@ -168,9 +174,9 @@ static void index_timestamp(struct ct_entry *e, const struct nlattr *nest)
 
 	EACH_ATTR(a, nest) {
 		if (ct_attr_type(a) == CTA_TIMESTAMP_START)
-			e->attr[ATTR_TIMESTAMP_START] = a;
+			put(e, ATTR_TIMESTAMP_START, a);
 		else if (ct_attr_type(a) == CTA_TIMESTAMP_STOP)
-			e->attr[ATTR_TIMESTAMP_STOP] = a;
+			put(e, ATTR_TIMESTAMP_STOP, a);
 	}
 }
 
@@ -183,7 +189,7 @@ static void index_helper(struct ct_entry *e, const struct nlattr *nest)
 	EACH_ATTR(a, nest) {
 		if (ct_attr_type(a) != CTA_HELP_NAME)
 			continue;
-		e->attr[ATTR_HELPER_NAME] = a;
+		put(e, ATTR_HELPER_NAME, a);
 		e->odd |= !memchr(ct_attr_data(a), '\0', ct_attr_len(a) < 16 ? ct_attr_len(a) : 16);
 	}
 }
@@ -223,19 +229,24 @@ void ct_entry_index(struct ct_entry *e, const struct nlmsghdr *nlh)
 	memset(e, 0, sizeof(*e));
 	e->nlh = nlh;
 	e->family = nfg->nfgen_family;
+	/* beyond any conntrack message the kernel makes, and the offsets' range */
+	if (nlh->nlmsg_len > UINT16_MAX) {
+		e->odd = true;
+		return;
+	}
 	while ((a = ct_attr_next(&p, end)) != NULL) {
 		unsigned int t = ct_attr_type(a);
 		enum nf_conntrack_attr value = top_value(t);
 
 		if (value != ATTR_MAX) {
-			e->attr[value] = a;
+			put(e, value, a);
 			continue;
 		}
 		switch (t) {
 		case CTA_TUPLE_ORIG:
 		case CTA_TUPLE_REPLY:
 			/* libnfct gives a tuple the message's family */
-			e->attr[t == CTA_TUPLE_REPLY ? ATTR_REPL_L3PROTO : ATTR_ORIG_L3PROTO] = a;
+			put(e, t == CTA_TUPLE_REPLY ? ATTR_REPL_L3PROTO : ATTR_ORIG_L3PROTO, a);
 			index_tuple(e, a, t == CTA_TUPLE_REPLY);
 			break;
 		case CTA_COUNTERS_ORIG:
@@ -287,7 +298,39 @@ void ct_entry_release(struct ct_entry *e)
 
 static const void *payload(const struct ct_entry *e, enum nf_conntrack_attr attr)
 {
-	return e->attr[attr] ? ct_attr_data(e->attr[attr]) : NULL;
+	const char *a = (const char *)e->nlh + e->at[attr];
+
+	return e->at[attr] ? ct_attr_data((const struct nlattr *)a) : NULL;
+}
+
+/*
+ * Whether the index gives attribute attr's value as libnfct's parse does
+ * (of an entry that is not odd). ATTR_SECCTX and ATTR_CONNLABELS are
+ * there for the printers, which only ask whether they are set.
+ */
+bool ct_entry_gives(enum nf_conntrack_attr attr)
+{
+	switch (attr) {
+	case ATTR_ORIG_L3PROTO: case ATTR_REPL_L3PROTO:
+	case ATTR_ORIG_L4PROTO: case ATTR_REPL_L4PROTO:
+	case ATTR_ORIG_IPV4_SRC: case ATTR_ORIG_IPV4_DST:
+	case ATTR_REPL_IPV4_SRC: case ATTR_REPL_IPV4_DST:
+	case ATTR_ORIG_IPV6_SRC: case ATTR_ORIG_IPV6_DST:
+	case ATTR_REPL_IPV6_SRC: case ATTR_REPL_IPV6_DST:
+	case ATTR_ORIG_PORT_SRC: case ATTR_ORIG_PORT_DST:
+	case ATTR_REPL_PORT_SRC: case ATTR_REPL_PORT_DST:
+	case ATTR_ZONE: case ATTR_ORIG_ZONE: case ATTR_REPL_ZONE:
+	case ATTR_STATUS: case ATTR_TIMEOUT: case ATTR_MARK: case ATTR_SECMARK:
+	case ATTR_USE: case ATTR_ID:
+	case ATTR_ORIG_COUNTER_PACKETS: case ATTR_ORIG_COUNTER_BYTES:
+	case ATTR_REPL_COUNTER_PACKETS: case ATTR_REPL_COUNTER_BYTES:
+	case ATTR_TIMESTAMP_START: case ATTR_TIMESTAMP_STOP:
+	case ATTR_TCP_STATE: case ATTR_SCTP_STATE: case ATTR_DCCP_STATE:
+	case ATTR_HELPER_NAME:
+		return true;
+	default:
+		return false;
+	}
 }
 
 uint8_t ct_entry_u8(const struct ct_entry *e, enum nf_conntrack_attr attr)
@@ -297,7 +340,7 @@ uint8_t ct_entry_u8(const struct ct_entry *e, enum nf_conntrack_attr attr)
 	if (e->ct)
 		return nfct_get_attr_u8(e->ct, attr);
 	if (attr == ATTR_ORIG_L3PROTO || attr == ATTR_REPL_L3PROTO)
-		return e->attr[attr] ? e->family : 0;
+		return e->at[attr] ? e->family : 0;
 	v = payload(e, attr);
 	return v ? *v : 0;
 }
@@ -309,7 +352,7 @@ uint16_t ct_entry_u16(const struct ct_entry *e, enum nf_conntrack_attr attr)
 
 	if (e->ct)
 		return nfct_get_attr_u16(e->ct, attr);
-	if (!e->attr[attr])
+	if (!e->at[attr])
 		return 0;
 	memcpy(&v, payload(e, attr), sizeof(v));
 	return attr == ATTR_ZONE || attr == ATTR_ORIG_ZONE || attr == ATTR_REPL_ZONE ? ntohs(v) : v;
@@ -321,7 +364,7 @@ uint32_t ct_entry_u32(const struct ct_entry *e, enum nf_conntrack_attr attr)
 
 	if (e->ct)
 		return nfct_get_attr_u32(e->ct, attr);
-	if (!e->attr[attr])
+	if (!e->at[attr])
 		return 0;
 	memcpy(&v, payload(e, attr), sizeof(v));
 	return ntohl(v);
@@ -333,7 +376,7 @@ uint64_t ct_entry_u64(const struct ct_entry *e, enum nf_conntrack_attr attr)
 
 	if (e->ct)
 		return nfct_get_attr_u64(e->ct, attr);
-	if (!e->attr[attr])
+	if (!e->at[attr])
 		return 0;
 	memcpy(&v, payload(e, attr), sizeof(v));
 	return be64toh(v);

@@ -72,7 +72,7 @@ static int write_event(struct ct_events *ev, struct writer *w, struct ct_entry *
 
 /*
  * A received flow message written without a Lua object: indexed (and
- * parsed only for a C filter or a printer that needs it). Returns 1 when
+ * parsed only for a C filter term or a printer that needs it). Returns 1 when
  * written, 0 when not (the filter dropped it, or an error waits: a
  * malformed message is an error for later, as recv makes it), or -errno.
  */
@@ -80,19 +80,17 @@ static int write_message(struct ct_events *ev, struct writer *w, const struct nl
 			 const char *kind)
 {
 	struct ct_entry e;
-	const struct nf_conntrack *ct;
-	int ret = 0;
+	int ret = 0, pass;
 
 	if (!ct_flow_msg_valid(nlh)) {
 		ev->pending_err = EBADMSG;
 		return 0;
 	}
 	ct_entry_index(&e, nlh);
-	if (!ev->filter.nterms)
-		ret = write_event(ev, w, &e, kind_type(kind), nlh->nlmsg_pid);
-	else if (!(ct = ct_entry_parse(&e)))
+	pass = ct_filter_match(&ev->filter, &e);
+	if (pass < 0)
 		ev->pending_err = ENOMEM;
-	else if (ct_filter_match(&ev->filter, ct))
+	else if (pass)
 		ret = write_event(ev, w, &e, kind_type(kind), nlh->nlmsg_pid);
 	ct_entry_release(&e);
 	return ret;
@@ -115,14 +113,10 @@ static void shift_queue(lua_State *L, int queue)
 /* Writes the queued flow event below its flow on the stack, and pops both. */
 static int write_queued(lua_State *L, struct ct_events *ev, struct writer *w)
 {
-	const struct ct_flow *flow = lua_touserdata(L, -1);
 	struct ct_entry e;
 	int ret;
 
-	if (flow->ct)
-		ct_entry_set(&e, flow->ct);
-	else
-		ct_entry_index(&e, flow->msg);	/* a flow nothing has read yet */
+	ct_flow_entry(L, -1, &e);
 	lua_getfield(L, -2, "kind");
 	lua_getfield(L, -3, "portid");
 	ret = write_event(ev, w, &e, kind_type(lua_tostring(L, -2)), (uint32_t)lua_tointeger(L, -1));

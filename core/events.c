@@ -350,7 +350,7 @@ void ct_events_queue(lua_State *L, struct ct_events *ev, int self, int queue,
 		err = ct_parse_flow(nlh, flow->ct);
 		if (err)
 			ev->pending_err = err;
-		if (err || !ct_filter_match(&ev->filter, flow->ct)) {
+		if (err || !ct_filter_match(&ev->filter, CT_ENTRY_OF(flow->ct))) {
 			lua_pop(L, 1);
 			return;
 		}
@@ -422,7 +422,7 @@ static void resync_step(lua_State *L, struct ct_events *ev, int self, int queue)
 		return;
 	}
 	lua_remove(L, -2);
-	change = ct_seen_record(ev->seen, ((struct ct_flow *)lua_touserdata(L, -1))->ct, false,
+	change = ct_seen_record(ev->seen, ct_flow_check(L, -1)->ct, false,
 				ev->generation);
 	if (change == CT_SEEN_NEW || change == CT_SEEN_CHANGED)
 		append_event(L, queue, news[change], synthetic());

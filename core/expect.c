@@ -236,7 +236,7 @@ static bool push_field(lua_State *L, const struct ct_expect *e, const char *name
 	}
 	if (strcmp(name, "family") == 0 || strcmp(name, "proto") == 0) {
 		if (e->tuple[CT_EXPECTED])
-			ct_field_push(L, ct_field_named(name), e->tuple[CT_EXPECTED], NULL);
+			ct_field_push(L, ct_field_named(name), CT_ENTRY_OF(e->tuple[CT_EXPECTED]), NULL);
 		else
 			lua_pushnil(L);
 		return true;
@@ -363,7 +363,7 @@ static struct nf_conntrack *build_tuple(const struct ct_arg *a, int spec, int i,
 		lua_rawset(L, copy);
 	}
 	if (expected && lua_getfield(L, copy, "proto") == LUA_TNIL) {
-		ct_field_push(L, ct_field_named("proto"), expected, NULL);
+		ct_field_push(L, ct_field_named("proto"), CT_ENTRY_OF(expected), NULL);
 		lua_setfield(L, copy, "proto");
 	}
 	lua_settop(L, copy);

@@ -169,12 +169,12 @@ static const char *const *flag_names(const struct ct_field *f)
 	return f->kind == K_STATUS ? status_names : tcp_flag_names;
 }
 
-/* The flag set of field f in ct, as bits. */
-static uint32_t flag_bits(const struct ct_field *f, const struct nf_conntrack *ct)
+/* The flag set of field f in entry e, as bits. */
+static uint32_t flag_bits(const struct ct_field *f, const struct ct_entry *e)
 {
 	if (f->kind == K_STATUS)
-		return nfct_get_attr_u32(ct, ATTR_STATUS);
-	return nfct_get_attr_u8(ct, (enum nf_conntrack_attr)f->attr);
+		return ct_entry_u32(e, ATTR_STATUS);
+	return ct_entry_u8(e, (enum nf_conntrack_attr)f->attr);
 }
 
 #define LABEL_BITS 128	/* the kernel's label storage: 16 bytes */
@@ -707,19 +707,42 @@ void ct_field_parse(const struct ct_arg *a, const struct ct_field *f, int idx,
 	out->negate = true;
 }
 
-/* ---- reading a conntrack object ----------------------------------------- */
+/* ---- reading an entry --------------------------------------------------- */
 
-static uint8_t ct_proto(const struct nf_conntrack *ct)
+/*
+ * An entry is a parsed conntrack object or a message's index (entry.c).
+ * The index answers the fields ct_field_indexed names; the others, and
+ * every field of an odd entry, are read from the parse (e->ct).
+ */
+
+static uint8_t ct_proto(const struct ct_entry *e)
 {
-	return nfct_get_attr_u8(ct, ATTR_ORIG_L4PROTO);
+	return ct_entry_u8(e, ATTR_ORIG_L4PROTO);
 }
 
-static uint8_t ct_family(const struct nf_conntrack *ct)
+static uint8_t ct_family(const struct ct_entry *e)
 {
-	return nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO);
+	return ct_entry_u8(e, ATTR_ORIG_L3PROTO);
 }
 
-bool ct_field_applies(const struct ct_field *f, const struct nf_conntrack *ct)
+/* Whether an index that is not odd gives field f (with what deciding its presence reads). */
+bool ct_field_indexed(const struct ct_field *f)
+{
+	switch (f->kind) {
+	case K_LABELS: case K_NAT: case K_ICMP_REPLY_TYPE: case K_TCP_FLAGS:
+		return false;
+	case K_ADDR:
+		return ct_entry_gives((enum nf_conntrack_attr)f->attr6) &&
+		       ct_entry_gives((enum nf_conntrack_attr)f->attr);
+	case K_STATE:	/* its ATTR_TCP_STATE stands for the three states */
+		return ct_entry_gives(ATTR_TCP_STATE) && ct_entry_gives(ATTR_SCTP_STATE) &&
+		       ct_entry_gives(ATTR_DCCP_STATE);
+	default:
+		return ct_entry_gives((enum nf_conntrack_attr)f->attr);
+	}
+}
+
+bool ct_field_applies(const struct ct_field *f, const struct ct_entry *e)
 {
 	uint8_t p;
 
@@ -727,16 +750,16 @@ bool ct_field_applies(const struct ct_field *f, const struct nf_conntrack *ct)
 	case S_ANY:
 		return true;	/* most fields: libnfct is not even asked for the protocol */
 	case S_GRE:
-		return ct_proto(ct) == IPPROTO_GRE;
+		return ct_proto(e) == IPPROTO_GRE;
 	case S_ICMP:
-		p = ct_proto(ct);
+		p = ct_proto(e);
 		return p == IPPROTO_ICMP || p == IPPROTO_ICMPV6;
 	case S_SCTP:
-		return ct_proto(ct) == IPPROTO_SCTP;
+		return ct_proto(e) == IPPROTO_SCTP;
 	case S_TCP:
-		return ct_proto(ct) == IPPROTO_TCP;
+		return ct_proto(e) == IPPROTO_TCP;
 	case S_PORTS:
-		return ct_l4_of(ct_proto(ct)) == CT_L4_PORTS;
+		return ct_l4_of(ct_proto(e)) == CT_L4_PORTS;
 	}
 	return false;
 }
@@ -756,55 +779,55 @@ bool ct_field_is_set(const struct ct_field *f)
 	}
 }
 
-/* The attribute that holds field f in ct (addresses and states depend on ct). */
-static int attr_of(const struct ct_field *f, const struct nf_conntrack *ct)
+/* The attribute that holds field f in e (addresses and states depend on e). */
+static int attr_of(const struct ct_field *f, const struct ct_entry *e)
 {
 	int attr = f->attr;
 
-	if (f->kind == K_ADDR && ct_family(ct) == AF_INET6)
+	if (f->kind == K_ADDR && ct_family(e) == AF_INET6)
 		return f->attr6;
-	if (f->kind == K_STATE && !state_table(ct_proto(ct), &attr))
+	if (f->kind == K_STATE && !state_table(ct_proto(e), &attr))
 		return -1;
 	return attr;
 }
 
-bool ct_field_present(const struct ct_field *f, const struct nf_conntrack *ct)
+bool ct_field_present(const struct ct_field *f, const struct ct_entry *e)
 {
 	int attr;
 
-	if (!ct_field_applies(f, ct))
+	if (!ct_field_applies(f, e))
 		return false;
 	if (f->flags & F_ZERO)
 		return true;
 	if (f->kind == K_NAT)
-		return nfct_attr_is_set(ct, ATTR_REPL_L3PROTO) > 0;
-	attr = attr_of(f, ct);
-	return attr >= 0 && nfct_attr_is_set(ct, (enum nf_conntrack_attr)attr) > 0;
+		return nfct_attr_is_set(e->ct, ATTR_REPL_L3PROTO) > 0;
+	attr = attr_of(f, e);
+	return attr >= 0 && ct_entry_has(e, (enum nf_conntrack_attr)attr);
 }
 
-static uint64_t get_number(const struct ct_field *f, const struct nf_conntrack *ct)
+static uint64_t get_number(const struct ct_field *f, const struct ct_entry *e)
 {
 	enum nf_conntrack_attr attr = (enum nf_conntrack_attr)f->attr;
 
-	if (!nfct_attr_is_set(ct, attr))
+	if (!ct_entry_has(e, attr))
 		return 0;
 	switch (f->kind) {
-	case K_PORT: return ntohs(nfct_get_attr_u16(ct, attr));
-	case K_U8:   return nfct_get_attr_u8(ct, attr);
-	case K_U16:  return nfct_get_attr_u16(ct, attr);
-	case K_U64:  return nfct_get_attr_u64(ct, attr);
-	default:     return nfct_get_attr_u32(ct, attr);
+	case K_PORT: return ntohs(ct_entry_u16(e, attr));
+	case K_U8:   return ct_entry_u8(e, attr);
+	case K_U16:  return ct_entry_u16(e, attr);
+	case K_U64:  return ct_entry_u64(e, attr);
+	default:     return ct_entry_u32(e, attr);
 	}
 }
 
-static const char *state_name(const struct nf_conntrack *ct)
+static const char *state_name(const struct ct_entry *e)
 {
 	int attr;
 	const char *name;
 
-	if (!state_table(ct_proto(ct), &attr))
+	if (!state_table(ct_proto(e), &attr))
 		return NULL;
-	name = ct_state_text(attr, nfct_get_attr_u8(ct, (enum nf_conntrack_attr)attr));
+	name = ct_state_text(attr, ct_entry_u8(e, (enum nf_conntrack_attr)attr));
 	return name ? name : "UNKNOWN";
 }
 
@@ -837,70 +860,70 @@ const char *ct_label_name(struct nfct_labelmap *map, unsigned int bit)
 }
 
 /*
- * The value of field f, present in ct, as the C side of what Lua reads: one
+ * The value of field f, present in e, as the C side of what Lua reads: one
  * reading serves ct_field_push and the JSON printer, so both give the same.
  */
-void ct_field_read(const struct ct_field *f, const struct nf_conntrack *ct, struct ct_reading *r)
+void ct_field_read(const struct ct_field *f, const struct ct_entry *e, struct ct_reading *r)
 {
 	switch (f->kind) {
 	case K_FAMILY:
 		r->type = CT_R_STRING;
-		r->str = ct_family(ct) == AF_INET6 ? "ipv6" : "ipv4";
+		r->str = ct_family(e) == AF_INET6 ? "ipv6" : "ipv4";
 		break;
 	case K_PROTO:
-		r->str = ct_proto_name(ct_proto(ct));
+		r->str = ct_proto_name(ct_proto(e));
 		r->type = r->str ? CT_R_STRING : CT_R_INTEGER;
-		r->num = ct_proto(ct);
+		r->num = ct_proto(e);
 		break;
 	case K_ADDR:
 		r->type = CT_R_ADDR;
-		r->ipv6 = ct_family(ct) == AF_INET6;
-		r->addr = nfct_get_attr(ct, (enum nf_conntrack_attr)attr_of(f, ct));
+		r->ipv6 = ct_family(e) == AF_INET6;
+		r->addr = ct_entry_ptr(e, (enum nf_conntrack_attr)attr_of(f, e));
 		break;
 	case K_STRING:
 		r->type = CT_R_STRING;
-		r->str = nfct_get_attr(ct, (enum nf_conntrack_attr)f->attr);
+		r->str = ct_entry_ptr(e, (enum nf_conntrack_attr)f->attr);
 		break;
 	case K_STATE:
 		r->type = CT_R_STRING;
-		r->str = state_name(ct);
+		r->str = state_name(e);
 		break;
 	case K_STATUS:
 	case K_TCP_FLAGS:
 		r->type = CT_R_FLAGS;
-		r->num = flag_bits(f, ct);
+		r->num = flag_bits(f, e);
 		r->names = flag_names(f);
 		break;
 	case K_LABELS:
 		r->type = CT_R_LABELS;
-		r->labels = nfct_get_attr(ct, ATTR_CONNLABELS);
+		r->labels = nfct_get_attr(e->ct, ATTR_CONNLABELS);
 		break;
 	case K_NAT:
 		r->type = CT_R_BOOLEAN;
-		r->num = nfct_getobjopt(ct, (unsigned)f->attr) > 0;
+		r->num = nfct_getobjopt(e->ct, (unsigned)f->attr) > 0;
 		break;
 	case K_ICMP_REPLY_TYPE:
 		r->type = CT_R_INTEGER;
-		r->num = icmp_reply_type(ct_family(ct), nfct_get_attr_u8(ct, ATTR_ICMP_TYPE));
+		r->num = icmp_reply_type(ct_family(e), ct_entry_u8(e, ATTR_ICMP_TYPE));
 		break;
 	default:
 		/* a u64 counter above 2^63 reads negative, as lua_Integer does */
 		r->type = CT_R_INTEGER;
-		r->num = (int64_t)get_number(f, ct);
+		r->num = (int64_t)get_number(f, e);
 		break;
 	}
 }
 
-void ct_field_push(lua_State *L, const struct ct_field *f, const struct nf_conntrack *ct,
+void ct_field_push(lua_State *L, const struct ct_field *f, const struct ct_entry *e,
 		   struct nfct_labelmap *labelmap)
 {
 	struct ct_reading r;
 
-	if (!ct_field_present(f, ct)) {
+	if (!ct_field_present(f, e)) {
 		lua_pushnil(L);
 		return;
 	}
-	ct_field_read(f, ct, &r);
+	ct_field_read(f, e, &r);
 	switch (r.type) {
 	case CT_R_STRING:
 		lua_pushstring(L, r.str);
@@ -944,29 +967,29 @@ static bool bytes_match(const uint8_t *have, const struct ct_value *want, size_t
 }
 
 bool ct_field_match(const struct ct_field *f, const struct ct_value *want,
-		    const struct nf_conntrack *ct)
+		    const struct ct_entry *e)
 {
-	if (!ct_field_present(f, ct))
+	if (!ct_field_present(f, e))
 		return false;
 	switch (f->kind) {
 	case K_FAMILY:
-		return ct_family(ct) == want->v.num;
+		return ct_family(e) == want->v.num;
 	case K_PROTO:
-		return ct_proto(ct) == want->v.num;
+		return ct_proto(e) == want->v.num;
 	case K_ADDR:
-		if (ct_family(ct) != want->family)
+		if (ct_family(e) != want->family)
 			return false;
-		return bytes_match(nfct_get_attr(ct, (enum nf_conntrack_attr)attr_of(f, ct)), want,
+		return bytes_match(ct_entry_ptr(e, (enum nf_conntrack_attr)attr_of(f, e)), want,
 				   want->family == AF_INET6 ? 16 : 4);
 	case K_STRING:
-		return strcmp(nfct_get_attr(ct, (enum nf_conntrack_attr)f->attr), want->str) == 0;
+		return strcmp(ct_entry_ptr(e, (enum nf_conntrack_attr)f->attr), want->str) == 0;
 	case K_STATE:
-		return strcmp(state_name(ct), want->str) == 0;
+		return strcmp(state_name(e), want->str) == 0;
 	case K_STATUS:
 	case K_TCP_FLAGS:
-		return (flag_bits(f, ct) & want->mask.num) == want->v.num;
+		return (flag_bits(f, e) & want->mask.num) == want->v.num;
 	case K_LABELS: {
-		const struct nfct_bitmask *b = nfct_get_attr(ct, ATTR_CONNLABELS);
+		const struct nfct_bitmask *b = nfct_get_attr(e->ct, ATTR_CONNLABELS);
 
 		for (unsigned bit = 0; bit < LABEL_BITS; bit++) {
 			bool wanted = want->mask.bits[bit / 8] & (1u << (bit % 8));
@@ -979,9 +1002,9 @@ bool ct_field_match(const struct ct_field *f, const struct ct_value *want,
 		return true;
 	}
 	case K_NAT:
-		return (nfct_getobjopt(ct, (unsigned)f->attr) > 0) == (want->v.num != 0);
+		return (nfct_getobjopt(e->ct, (unsigned)f->attr) > 0) == (want->v.num != 0);
 	default: {
-		uint64_t have = get_number(f, ct);
+		uint64_t have = get_number(f, e);
 
 		if (want->has_mask)
 			return (have & want->mask.num) == want->v.num;
@@ -1066,7 +1089,7 @@ int ct_field_store(const struct ct_field *f, const struct ct_value *val,
 		return 0;
 	case K_STATE: {
 		int state_attr;
-		uint8_t proto = ct_proto(old ? old : ct);
+		uint8_t proto = nfct_get_attr_u8(old ? old : ct, ATTR_ORIG_L4PROTO);
 		int state = ct_state_number(proto, val->str);
 
 		if (state < 0 || !state_table(proto, &state_attr))

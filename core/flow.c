@@ -12,14 +12,24 @@
 
 enum { UV_LABELMAP = 1 };
 
-/* The flow metatable's key in the registry: a flow is made for every entry
- * of a dump and every event, and checked on every field read, and
- * luaL_setmetatable and luaL_checkudata find it by name (a string hashed
- * and compared each time). */
-static const char metatable_key = 0;
+/*
+ * The registry keys of the two flow metatables (by address: a flow is made
+ * for every entry of a dump and every event, and checked on every field
+ * read, and luaL_checkudata finds a metatable by name, a string hashed and
+ * compared each time). A flow that holds only its message, which is Lua's
+ * memory, has the one without __gc: a finalizer costs each object a call,
+ * and a collection cycle more before its memory is freed, which was a
+ * fifth of what a flow cost a dump or event loop. A flow takes the
+ * finalizing one when it gets a libnfct object to free.
+ */
+static const char finalizing_key = 0;
+static const char plain_key = 0;
+/* The key of a field that both metatables have, and no other table. */
+static const char flow_mark = 0;
 
-/* Pushes a flow of size bytes sharing the labelmap at labelmap_idx (may be nil). */
-static struct ct_flow *new_flow(lua_State *L, int labelmap_idx, size_t size)
+/* Pushes a flow of size bytes with the metatable at key, sharing the
+ * labelmap at labelmap_idx (may be nil). */
+static struct ct_flow *new_flow(lua_State *L, int labelmap_idx, size_t size, const char *key)
 {
 	struct ct_flow *flow;
 
@@ -27,30 +37,64 @@ static struct ct_flow *new_flow(lua_State *L, int labelmap_idx, size_t size)
 	flow = lua_newuserdatauv(L, size, 1);
 	flow->ct = NULL;
 	flow->msg = NULL;
-	lua_rawgetp(L, LUA_REGISTRYINDEX, &metatable_key);
+	flow->entry.nlh = NULL;
+	lua_rawgetp(L, LUA_REGISTRYINDEX, key);
 	lua_setmetatable(L, -2);
 	lua_pushvalue(L, labelmap_idx);
 	lua_setiuservalue(L, -2, UV_LABELMAP);
 	return flow;
 }
 
+/* The flow at idx, or NULL when the value there is not one. */
+struct ct_flow *ct_flow_test(lua_State *L, int idx)
+{
+	struct ct_flow *flow = lua_touserdata(L, idx);
+	bool is;
+
+	if (!flow || !lua_getmetatable(L, idx))
+		return NULL;
+	is = lua_rawgetp(L, -1, &flow_mark) != LUA_TNIL;
+	lua_pop(L, 2);
+	return is ? flow : NULL;
+}
+
+static struct ct_flow *check_flow(lua_State *L, int idx)
+{
+	struct ct_flow *flow = ct_flow_test(L, idx);
+
+	if (!flow)
+		luaL_typeerror(L, idx, CT_FLOW_TYPE);
+	return flow;
+}
+
 /* Pushes an empty flow that will share the labelmap at labelmap_idx (may be nil). */
 struct ct_flow *ct_flow_new(lua_State *L, int labelmap_idx)
 {
-	return new_flow(L, labelmap_idx, sizeof(struct ct_flow));
+	return new_flow(L, labelmap_idx, sizeof(struct ct_flow), &finalizing_key);
 }
 
 /*
  * Pushes the flow of nlh, a valid conntrack message, copied into the
- * userdata (one allocation, which the collector sees) and parsed when
- * something first reads the flow.
+ * userdata (one allocation, which the collector sees): it is indexed when
+ * a field is first read, and parsed only when something needs the parse.
  */
 struct ct_flow *ct_flow_new_unparsed(lua_State *L, int labelmap_idx, const struct nlmsghdr *nlh)
 {
-	struct ct_flow *flow = new_flow(L, labelmap_idx, sizeof(struct ct_flow) + nlh->nlmsg_len);
+	struct ct_flow *flow = new_flow(L, labelmap_idx, sizeof(struct ct_flow) + nlh->nlmsg_len,
+					&plain_key);
 
 	flow->msg = (struct nlmsghdr *)(flow + 1);
 	memcpy(flow->msg, nlh, nlh->nlmsg_len);
+	return flow;
+}
+
+/* Pushes the flow of e, an indexed entry (not parsed), with its index. */
+struct ct_flow *ct_flow_new_indexed(lua_State *L, int labelmap_idx, const struct ct_entry *e)
+{
+	struct ct_flow *flow = ct_flow_new_unparsed(L, labelmap_idx, e->nlh);
+
+	flow->entry = *e;
+	flow->entry.nlh = flow->msg;
 	return flow;
 }
 
@@ -98,13 +142,14 @@ static const char deferred_key = 0;
  * most of what an event cost them. The collector then hears of the parse's
  * allocation as of a dump's (a flow has no loop to keep the remainder in).
  */
-static void parse_deferred(lua_State *L, struct ct_flow *flow)
+static void parse_deferred(lua_State *L, int idx, struct ct_flow *flow)
 {
 	struct nf_conntrack *ct;
 	size_t unreported;
 
 	if (flow->ct || !flow->msg)
 		return;
+	idx = lua_absindex(L, idx);
 	ct = nfct_new();
 	if (!ct || nfct_nlmsg_parse(flow->msg, ct) < 0) {	/* valid: only memory can fail */
 		if (ct)
@@ -113,6 +158,8 @@ static void parse_deferred(lua_State *L, struct ct_flow *flow)
 	}
 	flow->ct = ct;
 	flow->msg = NULL;
+	lua_rawgetp(L, LUA_REGISTRYINDEX, &finalizing_key);
+	lua_setmetatable(L, idx);
 	lua_rawgetp(L, LUA_REGISTRYINDEX, &deferred_key);
 	unreported = (size_t)lua_tointeger(L, -1);
 	lua_pop(L, 1);
@@ -123,9 +170,9 @@ static void parse_deferred(lua_State *L, struct ct_flow *flow)
 
 struct ct_flow *ct_flow_check(lua_State *L, int idx)
 {
-	struct ct_flow *flow = ct_checkudata(L, idx, &metatable_key, CT_FLOW_TYPE);
+	struct ct_flow *flow = check_flow(L, idx);
 
-	parse_deferred(L, flow);
+	parse_deferred(L, idx, flow);
 	if (!flow->ct)
 		luaL_argerror(L, idx, "empty " CT_FLOW_TYPE);
 	return flow;
@@ -141,18 +188,77 @@ static struct nfct_labelmap *flow_labelmap(lua_State *L, int idx)
 	return map;
 }
 
+/* The flow at idx, which may still be unparsed, and is not empty. */
+static struct ct_flow *check_filled(lua_State *L, int idx)
+{
+	struct ct_flow *flow = check_flow(L, idx);
+
+	if (!flow->ct && !flow->msg)
+		luaL_argerror(L, idx, "empty " CT_FLOW_TYPE);
+	return flow;
+}
+
+/* Indexes the flow's message into flow->entry, once. */
+static void index_message(struct ct_flow *flow)
+{
+	if (flow->entry.nlh != flow->msg)
+		ct_entry_index(&flow->entry, flow->msg);
+}
+
+/*
+ * The flow at idx as the printers read it, into *e: its parse, or its
+ * message's index (a printer that declines it parses it into e, which
+ * ct_entry_release(e) frees).
+ */
+void ct_flow_entry(lua_State *L, int idx, struct ct_entry *e)
+{
+	struct ct_flow *flow = check_filled(L, idx);
+
+	if (flow->ct) {
+		ct_entry_set(e, flow->ct);
+		return;
+	}
+	index_message(flow);
+	*e = flow->entry;
+}
+
+/*
+ * The entry to read field f of a filled flow from: its message's index
+ * when that gives f (a dump's or an event's flow is then never parsed for
+ * the common fields: libnfct's parse was most of what reading one cost),
+ * else its parse.
+ */
+static const struct ct_entry *flow_entry(lua_State *L, int idx, struct ct_flow *flow,
+					 const struct ct_field *f)
+{
+	if (flow->msg && ct_field_indexed(f)) {
+		index_message(flow);
+		if (!flow->entry.odd)
+			return &flow->entry;
+	}
+	parse_deferred(L, idx, flow);
+	ct_entry_set(&flow->entry, flow->ct);
+	return &flow->entry;
+}
+
+/* Pushes field f of the flow at idx, or nil when absent. */
+static void push_field(lua_State *L, int idx, struct ct_flow *flow, const struct ct_field *f)
+{
+	ct_field_push(L, f, flow_entry(L, idx, flow, f),
+		      f->kind == K_LABELS ? flow_labelmap(L, idx) : NULL);
+}
+
 static int flow_totable(lua_State *L)
 {
-	struct ct_flow *flow = ct_flow_check(L, 1);
-	struct nfct_labelmap *map = flow_labelmap(L, 1);
+	struct ct_flow *flow = check_filled(L, 1);
 
 	lua_createtable(L, 0, 24);
 	for (size_t i = 0; i < ct_nfields; i++) {
 		const struct ct_field *f = &ct_fields[i];
 
-		if (!(f->flags & F_READ) || !ct_field_present(f, flow->ct))
+		if (!(f->flags & F_READ) || !ct_field_present(f, flow_entry(L, 1, flow, f)))
 			continue;
-		ct_field_push(L, f, flow->ct, f->kind == K_LABELS ? map : NULL);
+		push_field(L, 1, flow, f);
 		lua_setfield(L, -2, f->name);
 	}
 	return 1;
@@ -160,11 +266,11 @@ static int flow_totable(lua_State *L)
 
 static int flow_index(lua_State *L)
 {
-	struct ct_flow *flow = ct_flow_check(L, 1);
+	struct ct_flow *flow = check_filled(L, 1);
 	const struct ct_field *f = ct_field_lookup(L, 2);
 
 	if (f && (f->flags & F_READ)) {
-		ct_field_push(L, f, flow->ct, f->kind == K_LABELS ? flow_labelmap(L, 1) : NULL);
+		push_field(L, 1, flow, f);
 		return 1;
 	}
 	/* methods live in the first upvalue */
@@ -203,10 +309,10 @@ static int flow_pairs(lua_State *L)
  */
 static int flow_tostring(lua_State *L)
 {
-	struct ct_flow *flow = luaL_checkudata(L, 1, CT_FLOW_TYPE);
+	struct ct_flow *flow = check_flow(L, 1);
 	char buf[4096];
 
-	parse_deferred(L, flow);
+	parse_deferred(L, 1, flow);
 	if (!flow->ct) {
 		lua_pushliteral(L, CT_FLOW_TYPE " (empty)");
 		return 1;
@@ -280,7 +386,7 @@ void ct_format_parse(lua_State *L, int idx, const char *const *extra, struct ct_
 /*
  * The text of entry e in format fmt into buf (map: the label names, when
  * fmt asks for them): its length, or -1 with errno ENOMEM when libnfct's
- * printer needed e parsed and that failed (never for a flow's entry).
+ * printer needed e parsed and that failed.
  */
 int ct_format_print(char *buf, size_t size, struct ct_entry *e, const struct ct_format *fmt,
 		    struct nfct_labelmap *map)
@@ -306,28 +412,33 @@ int ct_format_print(char *buf, size_t size, struct ct_entry *e, const struct ct_
 /*
  * flow:format{ xml =, extended =, id =, ktimestamp =, labels =, event = }
  * -> the text conntrack(8) prints with the matching -o options (and, for an
- * event, its [NEW] prefix), through libnetfilter_conntrack's own printer.
+ * event, its [NEW] prefix): core/print.c's, from the flow's message when it
+ * still has it, or libnetfilter_conntrack's printer where that declines.
  */
 static int flow_format(lua_State *L)
 {
-	struct ct_flow *flow = ct_flow_check(L, 1);
 	struct ct_entry entry;
 	struct ct_format fmt;
 	luaL_Buffer b;
 	char *out;
+	int len;
 
 	lua_settop(L, 2);
 	ct_format_parse(L, 2, NULL, &fmt);
 	out = luaL_buffinitsize(L, &b, CT_FORMAT_MAX);
-	ct_entry_set(&entry, flow->ct);
-	luaL_pushresultsize(&b, (size_t)ct_format_print(out, CT_FORMAT_MAX, &entry, &fmt,
-							 fmt.labels ? flow_labelmap(L, 1) : NULL));
+	ct_flow_entry(L, 1, &entry);
+	len = ct_format_print(out, CT_FORMAT_MAX, &entry, &fmt,
+			      fmt.labels ? flow_labelmap(L, 1) : NULL);
+	ct_entry_release(&entry);	/* what a printer that declined it parsed */
+	if (len < 0)
+		return luaL_error(L, "not enough memory");
+	luaL_pushresultsize(&b, (size_t)len);
 	return 1;
 }
 
 static int flow_gc(lua_State *L)
 {
-	struct ct_flow *flow = luaL_checkudata(L, 1, CT_FLOW_TYPE);
+	struct ct_flow *flow = check_flow(L, 1);
 
 	if (flow->ct) {
 		nfct_destroy(flow->ct);
@@ -353,10 +464,23 @@ void ct_flow_open(lua_State *L)
 
 	luaL_newmetatable(L, CT_FLOW_TYPE);
 	luaL_setfuncs(L, meta, 0);
-	lua_pushvalue(L, -1);
-	lua_rawsetp(L, LUA_REGISTRYINDEX, &metatable_key);
+	lua_pushboolean(L, 1);
+	lua_rawsetp(L, -2, &flow_mark);
 	luaL_newlib(L, methods);
 	lua_pushcclosure(L, flow_index, 1);
 	lua_setfield(L, -2, "__index");
+	lua_pushvalue(L, -1);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &finalizing_key);
+	/* the plain metatable: the same fields, __gc aside */
+	lua_newtable(L);
+	lua_pushnil(L);
+	while (lua_next(L, -3)) {
+		lua_pushvalue(L, -2);
+		lua_insert(L, -2);
+		lua_rawset(L, -4);
+	}
+	lua_pushnil(L);
+	lua_setfield(L, -2, "__gc");
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &plain_key);
 	lua_pop(L, 1);
 }

@@ -139,7 +139,7 @@ static struct nf_conntrack *entry_arg(lua_State *L, unsigned need)
 	lua_settop(L, 2);
 	lua_getiuservalue(L, 1, CT_UV_LABELMAP);
 	entry = ct_flow_alloc(L);
-	if (need == F_TUPLE && luaL_testudata(L, 2, CT_FLOW_TYPE))
+	if (need == F_TUPLE && ct_flow_test(L, 2))
 		ct_spec_identity(entry, ct_flow_check(L, 2)->ct, false);
 	else
 		ct_spec_build(&a, 2, need, entry);

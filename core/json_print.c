@@ -198,15 +198,16 @@ size_t ct_json_flow(char *buf, size_t size, const struct nf_conntrack *ct,
 		    struct nfct_labelmap *map)
 {
 	struct ct_line l = { buf, buf + size, false };
+	const struct ct_entry *e = CT_ENTRY_OF(ct);	/* snat and dnat need the parse */
 	bool first = true;
 
 	for (size_t i = 0; i < ct_nfields; i++) {
 		const struct ct_field *f = &ct_fields[i];
 		struct ct_reading r;
 
-		if (!(f->flags & F_READ) || !ct_field_present(f, ct))
+		if (!(f->flags & F_READ) || !ct_field_present(f, e))
 			continue;
-		ct_field_read(f, ct, &r);
+		ct_field_read(f, e, &r);
 		ct_put(&l, first ? "{\"" : ",\"", 2);
 		ct_put_str(&l, f->name);
 		ct_put(&l, "\":", 2);

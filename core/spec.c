@@ -56,7 +56,7 @@ static void apply(const struct ct_arg *a, int idx, unsigned need, bool reply,
 		}
 		if (!nfct_attr_is_set(ct, ATTR_ORIG_L4PROTO) && f->scope != S_ANY)
 			spec_error(a, "field 'proto' is required with field '%s'", f->name);
-		if (!ct_field_applies(f, ct))
+		if (!ct_field_applies(f, CT_ENTRY_OF(ct)))
 			spec_error(a, "field '%s' does not apply to this protocol", f->name);
 		if (ct_field_store(f, &val, ct, NULL) != 0)
 			spec_error(a, "field 'state': not a state of this protocol", f->name);
@@ -72,7 +72,7 @@ static const char *missing_tuple_field(const struct nf_conntrack *ct, bool reply
 		if (!(f->flags & F_TUPLE) || !(f->flags & F_REPLY) != !reply ||
 		    f->kind == K_U16 || f->kind == K_FAMILY)	/* zones and family are optional */
 			continue;
-		if (ct_field_applies(f, ct) && !ct_field_present(f, ct))
+		if (ct_field_applies(f, CT_ENTRY_OF(ct)) && !ct_field_present(f, CT_ENTRY_OF(ct)))
 			return f->name;
 	}
 	return NULL;

@@ -95,7 +95,7 @@ static int next(lua_State *L, int idx, bool predicate, struct ct_entry *flow, st
 		return ct_dump_next_entry(lua_touserdata(L, idx), e);
 	ret = ct_dump_next_flow(L, idx);
 	if (ret > 0) {
-		ct_entry_set(flow, ((struct ct_flow *)lua_touserdata(L, -1))->ct);
+		ct_flow_entry(L, -1, flow);
 		*e = flow;
 	}
 	return ret;
@@ -158,6 +158,8 @@ int ct_handle_write(lua_State *L)
 			return luaL_error(L, "attempt to use a closed file");
 		}
 		len = format_line(L, buf, e, &fmt, json, map);
+		if (predicate)
+			ct_entry_release(&flow);	/* what a printer parsed */
 		if (len == 0) {
 			luaL_callmeta(L, dump, "__close");
 			output_flush(out);	/* the lines before it */

@@ -2,7 +2,8 @@
  * libFuzzer target: every conntrack message of the input printed from its
  * attributes (core/entry.c, what h:write does for a dump) must be the same
  * text as printed from libnfct's parse of it (what flow:format does), in
- * every format. The input is fuzz_dump's (see harness.h), so its corpus
+ * every format; and every field the index gives (ct_field_indexed) must
+ * read as from the parse (what a dump's or an event's flow does). The input is fuzz_dump's (see harness.h), so its corpus
  * serves as seeds; the selector byte is unused.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -40,6 +41,48 @@ static bool same_text(struct ct_entry *indexed, struct ct_entry *parsed, const s
 	return false;
 }
 
+static bool same_reading(const struct ct_reading *a, const struct ct_reading *b)
+{
+	if (a->type != b->type || a->num != b->num)
+		return false;
+	switch (a->type) {
+	case CT_R_STRING:
+		return a->str == b->str || (a->str && b->str && strcmp(a->str, b->str) == 0);
+	case CT_R_ADDR:
+		return a->ipv6 == b->ipv6 && memcmp(a->addr, b->addr, a->ipv6 ? 16 : 4) == 0;
+	default:
+		return true;
+	}
+}
+
+/* The fields of a message's index (when it is not odd) against its parse's. */
+static bool same_fields(const struct ct_entry *indexed, const struct ct_entry *parsed)
+{
+	for (size_t i = 0; !indexed->odd && i < ct_nfields; i++) {
+		const struct ct_field *f = &ct_fields[i];
+		struct ct_reading a = { 0 }, b = { 0 };
+		bool present;
+
+		if (!(f->flags & F_READ) || !ct_field_indexed(f))
+			continue;
+		present = ct_field_present(f, indexed);
+		if (present != ct_field_present(f, parsed)) {
+			fprintf(stderr, "finding: field %s is %s in the index only\n", f->name,
+				present ? "present" : "absent");
+			return false;
+		}
+		if (!present)
+			continue;
+		ct_field_read(f, indexed, &a);
+		ct_field_read(f, parsed, &b);
+		if (!same_reading(&a, &b)) {
+			fprintf(stderr, "finding: field %s reads otherwise from the index\n", f->name);
+			return false;
+		}
+	}
+	return true;
+}
+
 static void check_message(const struct nlmsghdr *nlh)
 {
 	struct ct_entry indexed = { 0 }, parsed;
@@ -59,6 +102,9 @@ static void check_message(const struct nlmsghdr *nlh)
 			abort();
 	}
 	ct_entry_release(&indexed);
+	ct_entry_index(&indexed, nlh);
+	if (!same_fields(&indexed, &parsed))
+		abort();
 	nfct_destroy(ct);
 }
 
