@@ -109,7 +109,7 @@ static int next_entry(struct ct_dump *d)
 {
 	for (;;) {
 		struct nlmsghdr *nlh;
-		int ret, pass;
+		int ret;
 
 		if (d->off >= d->len) {
 			int err = ct_socket_recv(&d->sock, d->buf, CT_DUMP_BUFFER, &d->len);
@@ -138,7 +138,8 @@ static int next_entry(struct ct_dump *d)
 			ret = mnl_cb_run(nlh, nlh->nlmsg_len, d->seq, d->sock.portid, index_cb,
 					 &d->entry);
 			if (ret == MNL_CB_OK) {
-				pass = ct_filter_match(&d->filter, &d->entry);
+				int pass = ct_filter_match(&d->filter, &d->entry);
+
 				if (pass)
 					return pass < 0 ? -ENOMEM : 1;
 			}
