@@ -241,24 +241,22 @@ static const struct ct_entry *flow_entry(lua_State *L, int idx, struct ct_flow *
 	return &flow->entry;
 }
 
-/* Pushes field f of the flow at idx, or nil when absent. */
-static void push_field(lua_State *L, int idx, struct ct_flow *flow, const struct ct_field *f)
-{
-	ct_field_push(L, f, flow_entry(L, idx, flow, f),
-		      f->kind == K_LABELS ? flow_labelmap(L, idx) : NULL);
-}
-
 static int flow_totable(lua_State *L)
 {
 	struct ct_flow *flow = check_filled(L, 1);
+	struct nfct_labelmap *map = flow_labelmap(L, 1);
 
 	lua_createtable(L, 0, 24);
 	for (size_t i = 0; i < ct_nfields; i++) {
 		const struct ct_field *f = &ct_fields[i];
+		const struct ct_entry *e;
 
-		if (!(f->flags & F_READ) || !ct_field_present(f, flow_entry(L, 1, flow, f)))
+		if (!(f->flags & F_READ))
 			continue;
-		push_field(L, 1, flow, f);
+		e = flow_entry(L, 1, flow, f);
+		if (!ct_field_present(f, e))
+			continue;
+		ct_field_push(L, f, e, f->kind == K_LABELS ? map : NULL);
 		lua_setfield(L, -2, f->name);
 	}
 	return 1;
@@ -270,7 +268,8 @@ static int flow_index(lua_State *L)
 	const struct ct_field *f = ct_field_lookup(L, 2);
 
 	if (f && (f->flags & F_READ)) {
-		push_field(L, 1, flow, f);
+		ct_field_push(L, f, flow_entry(L, 1, flow, f),
+			      f->kind == K_LABELS ? flow_labelmap(L, 1) : NULL);
 		return 1;
 	}
 	/* methods live in the first upvalue */
