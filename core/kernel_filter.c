@@ -3,6 +3,9 @@
  * that entries which cannot match are never copied out of the kernel:
  *   - the family, in the nfgenmsg header;
  *   - CTA_MARK/CTA_MARK_MASK, and CTA_STATUS/CTA_STATUS_MASK;
+ *   - CTA_ZONE (Linux 6.8): a zone other than 0, compared with the entry's
+ *     zone whatever its direction (the C filter then tells zone, orig_zone
+ *     and reply_zone apart);
  *   - CTA_FILTER (Linux 5.8): the protocol, exact IPv4 addresses and TCP/UDP
  *     ports of the original and reply tuples, sent as partial tuples in
  *     CTA_TUPLE_ORIG/CTA_TUPLE_REPLY with a flag word per direction that
@@ -10,7 +13,7 @@
  * The C filter checks every term again, so this only ever saves work: a
  * kernel older than an attribute skips attribute types it does not know and
  * dumps more. What the kernel cannot do stays in C: negations, masks and
- * prefixes; zones (a filter's CTA_ZONE is parsed but never compared); IPv6
+ * prefixes; zone 0 (the kernel's "no zone filter"); IPv6
  * addresses (the kernel's comparison is inverted and drops the equal one);
  * other protocols' ports and GRE keys (not compared); ICMP type, code and id
  * (a type without an inverse fails the whole dump with EINVAL); and any
@@ -146,17 +149,29 @@ static bool put_masked(struct nlmsghdr *nlh, const struct ct_field *f,
 	return false;
 }
 
+/* A zone term as the dump's CTA_ZONE, when none was put yet (one value fits). */
+static bool put_zone(struct nlmsghdr *nlh, const struct ct_field *f, const struct ct_value *want,
+		     bool *put)
+{
+	if (f->kind != K_U16 || want->has_mask || want->v.num == 0 || *put)
+		return false;
+	mnl_attr_put_u16(nlh, CTA_ZONE, htons((uint16_t)want->v.num));
+	*put = true;
+	return true;
+}
+
 /*
  * Add what the kernel can filter to a request on the conntrack table (the
  * family travels in its header) and mark those terms in_kernel. A dump
  * takes everything above; a flush only the mark: the kernel refuses
- * CTA_FILTER there, and one too old for status filters would ignore the
- * status and flush everything.
+ * CTA_FILTER there, and one too old for status or zone filters would
+ * ignore them and flush everything.
  */
 void ct_filter_to_request(struct ct_filter *filter, struct nlmsghdr *nlh, bool dump)
 {
 	struct partial_tuple orig = { 0 }, reply = { 0 };
 	bool tuples = dump && (filter->family == AF_INET || filter->family == AF_INET6);
+	bool zone_put = false;
 	int proto = ct_filter_proto(filter);
 
 	for (size_t i = 0; i < filter->nterms; i++) {
@@ -170,10 +185,10 @@ void ct_filter_to_request(struct ct_filter *filter, struct nlmsghdr *nlh, bool d
 			*in_kernel = true;
 		else if (f->kind == K_PROTO)
 			*in_kernel = tuples;
-		else if (!put_masked(nlh, f, want, dump))
-			*in_kernel = tuples && add_to_tuple(&orig, &reply, f, want, proto);
-		else
+		else if (put_masked(nlh, f, want, dump) || (dump && put_zone(nlh, f, want, &zone_put)))
 			*in_kernel = true;
+		else
+			*in_kernel = tuples && add_to_tuple(&orig, &reply, f, want, proto);
 	}
 	if (tuples && proto >= 0)
 		orig.flags |= FLAG_PROTO_NUM;

@@ -32,6 +32,13 @@ local ENTRIES = {
     state = "ESTABLISHED", timeout = 300 },
   { family = "ipv6", proto = "udp", src = "fd00::1", dst = "fd00::3", sport = 53, dport = 53,
     timeout = 300, mark = 1 },
+  -- zones of one direction: the kernel's zone filter takes them for any zone term
+  { proto = "tcp", src = "10.1.0.5", dst = "10.2.0.1", sport = 1000, dport = 22,
+    state = "ESTABLISHED", timeout = 300, orig_zone = 5 },
+  { proto = "udp", src = "10.1.0.6", dst = "10.2.0.53", sport = 5353, dport = 53,
+    timeout = 300, reply_zone = 5 },
+  { family = "ipv6", proto = "udp", src = "fd00::1", dst = "fd00::4", sport = 53, dport = 53,
+    timeout = 300, zone = 7 },
 }
 
 local function is_ipv4(f) return f.family == "ipv4" end
@@ -78,7 +85,8 @@ local CASES = {
     function(f) return is_ipv4(f) and not f.status.ASSURED end },
   { { mark = 1 }, function(f) return f.mark == 1 end, kernel = { "mark" } },
   { { mark = "2/2", src = "10.1.0.1" }, function(f) return f.mark & 2 == 2 and f.src == "10.1.0.1" end },
-  { { zone = 5, src = "10.1.0.2" }, function(f) return f.zone == 5 end, kernel = { "src" } },
+  { { zone = 5, src = "10.1.0.2" }, function(f) return f.zone == 5 end,
+    kernel = { "src", "zone" } },
   { { zone = 0, src = "10.1.0.2" }, function() return false end },
   { { family = "ipv4", proto = "icmp", icmp_type = 8, icmp_id = 7 },
     function(f) return f.proto == "icmp" and f.icmp_id == 7 end,
@@ -87,7 +95,13 @@ local CASES = {
   { { src = "10.1.0.1", function(f) return f.dport ~= 22 end },
     function(f) return f.src == "10.1.0.1" and f.dport ~= 22 end },
   -- no family: the kernel filters nothing, the prefilter what it can
-  { { zone = 5 }, function(f) return f.zone == 5 end, kernel = {} },
+  { { zone = 5 }, function(f) return f.zone == 5 end, kernel = { "zone" } },
+  { { orig_zone = 5 }, function(f) return f.orig_zone == 5 end, kernel = { "orig_zone" } },
+  { { reply_zone = 5, proto = "udp" }, function(f) return f.reply_zone == 5 and f.proto == "udp" end,
+    kernel = { "reply_zone" } },
+  { { zone = 7, family = "ipv6" }, function(f) return f.zone == 7 and f.family == "ipv6" end,
+    kernel = { "family", "zone" } },
+  { { zone = 5, orig_zone = 5 }, function(f) return f.zone == 5 and f.orig_zone == 5 end },
   { { zone = 0 }, function(f) return f.zone == 0 end, kernel = {} },
   { { zone = "!5" }, function(f) return f.zone ~= 5 end, kernel = {} },
   { { mark = 0, proto = "tcp" }, function(f) return f.mark == 0 and f.proto == "tcp" end },
