@@ -1,7 +1,7 @@
 /*
  * update and delete. One flow is one request; a filter streams a dump and
  * sends the requests for its matches in pipelined batches: up to BATCH_MAX
- * messages in one datagram, then their ACKs, counted one by one. Nothing
+ * messages in one datagram, then their answers (batch_send). Nothing
  * is in flight while Lua runs (the filter's predicate, and the caller's
  * function called with each entry done once its batch is acknowledged), so
  * an error raised there leaves the handle's socket in step.
@@ -13,8 +13,8 @@
 #include <errno.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
 
-/* 64 ACKs take about 50 KiB of the receive buffer, well inside the
- * default 208 KiB, so no ACK is dropped even without SO_RCVBUFFORCE. */
+/* 64 answers (errors) take about 50 KiB of the receive buffer, well inside
+ * the default 208 KiB, so none is dropped even without SO_RCVBUFFORCE. */
 #define BATCH_MAX 64
 
 /*
@@ -29,8 +29,9 @@ struct ct_batch {
 	struct ct_socket *sock;
 	char buf[BATCH_MAX * CT_REQUEST_MAX];
 	size_t len;
+	size_t last;		/* the offset of the last request in buf */
 	unsigned int pending;
-	bool acked[BATCH_MAX];
+	bool failed[BATCH_MAX];
 	bool applied[BATCH_MAX];
 	lua_Integer done;
 	int err;		/* the first failure */
@@ -120,10 +121,19 @@ static void call_each(struct ct_batch *b, unsigned int count)
 	}
 }
 
-/* Send the queued requests and account for each of their ACKs. */
+/*
+ * Send the queued requests and account for each. Only the last asks for an
+ * ACK: the kernel answers a failed request with its error whether asked or
+ * not, and answers a datagram's requests in order, so once the last is
+ * answered every other one that drew no error was applied. (An ACK per
+ * request cost the kernel a message and us a receive each: a fifth of a
+ * bulk delete's time.) A receive error before that answer leaves the
+ * requests without an error unknown: the kernel may have applied them.
+ */
 static void batch_send(struct ct_batch *b)
 {
 	unsigned int last = b->sock->seq, first = last - b->pending + 1, count = b->pending;
+	bool answered = false;
 	int err;
 
 	if (b->raised) {	/* the caller's function stopped the run: send nothing more */
@@ -133,15 +143,17 @@ static void batch_send(struct ct_batch *b)
 	if (!b->pending)
 		return;
 	for (unsigned int i = 0; i < count; i++)
-		b->acked[i] = b->applied[i] = false;
+		b->failed[i] = b->applied[i] = false;
+	((struct nlmsghdr *)(b->buf + b->last))->nlmsg_flags |= NLM_F_ACK;
 	err = ct_socket_send(b->sock, b->buf, b->len);
-	for (unsigned int i = 0; err && i < count; i++) {	/* none was sent */
-		report(b, i + 1, err, false);
-		b->acked[i] = true;
+	b->len = 0;
+	b->pending = 0;
+	if (err) {	/* none was sent */
+		for (unsigned int i = 0; i < count; i++)
+			report(b, i + 1, err, false);
+		return;
 	}
-	if (err)
-		b->pending = 0;
-	while (b->pending) {
+	while (!answered) {
 		char ack[MNL_SOCKET_BUFFER_SIZE];
 		const struct nlmsghdr *nlh = (const struct nlmsghdr *)ack;
 		unsigned int slot;
@@ -155,44 +167,85 @@ static void batch_send(struct ct_batch *b)
 			break;
 		}
 		if (len < sizeof(*nlh) || nlh->nlmsg_seq < first || nlh->nlmsg_seq > last ||
-		    b->acked[nlh->nlmsg_seq - first])
+		    b->failed[nlh->nlmsg_seq - first])
 			continue;	/* a late reply to an abandoned request */
 		slot = nlh->nlmsg_seq - first;
-		b->acked[slot] = true;
-		b->pending--;
-		if (mnl_cb_run(ack, len, 0, b->sock->portid, NULL, NULL) >= 0) {
-			b->done++;
-			b->applied[slot] = true;
-		} else
-			report(b, slot + 1, errno, false);
+		if (mnl_cb_run(ack, len, 0, b->sock->portid, NULL, NULL) < 0) {
+			b->failed[slot] = true;
+			report(b, slot + 1, ct_run_errno(), false);
+		}
+		answered = slot == count - 1;
 	}
-	for (unsigned int i = 0; i < count; i++)	/* (only when err stopped the loop) */
-		if (!b->acked[i])
+	for (unsigned int i = 0; i < count; i++) {
+		if (b->failed[i])
+			continue;
+		if (answered) {
+			b->applied[i] = true;
+			b->done++;
+		} else {
 			report(b, i + 1, err, true);
-	b->len = 0;
-	b->pending = 0;
+		}
+	}
 	call_each(b, count);
 }
 
-/*
- * Queue one request built from req, named by the value at ident, sending
- * the queue first when it is full.
- */
-static void batch_queue(struct ct_batch *b, uint16_t type, uint16_t flags,
-			const struct nf_conntrack *req, int ident)
+/* Where the next request goes (the queue is sent first when full), or NULL
+ * once the caller's function stopped the run. */
+static void *next_slot(struct ct_batch *b)
 {
-	struct nlmsghdr *nlh;
-
 	if (b->len + CT_REQUEST_MAX > sizeof(b->buf) || b->pending == BATCH_MAX)
 		batch_send(b);
-	if (b->raised)
-		return;
-	nlh = ct_request_header(b->buf + b->len, type, NLM_F_ACK | flags,
-				nfct_get_attr_u8(req, ATTR_ORIG_L3PROTO), ++b->sock->seq);
-	nfct_nlmsg_build(nlh, req);
+	return b->raised ? NULL : b->buf + b->len;
+}
+
+/* Starts a request in slot, numbered as queue() will queue it. */
+static struct nlmsghdr *start_request(struct ct_batch *b, void *slot, uint16_t type,
+				      uint16_t flags, uint8_t family)
+{
+	return ct_request_header(slot, type, flags, family, b->sock->seq + 1);
+}
+
+/* Queues the request built in the next slot, named by the value at ident. */
+static void queue(struct ct_batch *b, const struct nlmsghdr *nlh, int ident)
+{
+	b->sock->seq++;
+	b->last = b->len;
 	b->len += NLMSG_ALIGN(nlh->nlmsg_len);
 	lua_pushvalue(b->L, ident);
 	lua_rawseti(b->L, b->inflight, ++b->pending);
+}
+
+/* Queues one request built from req, named by the value at ident. */
+static void batch_queue(struct ct_batch *b, uint16_t type, uint16_t flags,
+			const struct nf_conntrack *req, int ident)
+{
+	void *slot = next_slot(b);
+	struct nlmsghdr *nlh;
+
+	if (!slot)
+		return;
+	nlh = start_request(b, slot, type, flags, nfct_get_attr_u8(req, ATTR_ORIG_L3PROTO));
+	nfct_nlmsg_build(nlh, req);
+	queue(b, nlh, ident);
+}
+
+/*
+ * Queues the delete of e's entry (indexed, not odd) named by the attributes
+ * the kernel sent: no parse and no build, which were most of a bulk
+ * delete's own time. False when they do not fit a request.
+ */
+static bool queue_delete(struct ct_batch *b, const struct ct_entry *e, int ident)
+{
+	void *slot = next_slot(b);
+	struct nlmsghdr *nlh;
+
+	if (!slot)
+		return true;
+	nlh = start_request(b, slot, CT_MSG(IPCTNL_MSG_CT_DELETE), 0, e->family);
+	if (!ct_entry_put_identity(e, nlh, true))
+		return false;
+	queue(b, nlh, ident);
+	return true;
 }
 
 /*
@@ -206,10 +259,14 @@ static void batch_add(struct ct_batch *b, int idx, const struct ct_change *chang
 {
 	const struct nf_conntrack *old;
 	struct nf_conntrack *req;
+	struct ct_entry e;
 
 	if (b->raised)
 		return;
-	old = ct_flow_check(b->L, idx)->ct;	/* a dump's flow is parsed here */
+	ct_flow_entry(b->L, idx, &e);
+	if (!nchanges && !e.ct && !e.odd && queue_delete(b, &e, idx))
+		return;
+	old = ct_flow_check(b->L, idx)->ct;	/* changes read the parse */
 	req = nfct_new();
 	if (!req) {
 		batch_fail(b, ENOMEM);

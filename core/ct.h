@@ -247,6 +247,7 @@ void ct_socket_close(struct ct_socket *s);
 struct nlmsghdr *ct_request_header(void *buf, uint16_t type, uint16_t flags,
 				   uint8_t family, unsigned int seq);
 int ct_parse_cb(const struct nlmsghdr *nlh, void *data);
+int ct_run_errno(void);
 bool ct_nlmsg_ok(const struct nlmsghdr *nlh, size_t len);
 bool ct_datagram_ok(const void *buf, size_t len);
 int ct_socket_send(struct ct_socket *s, const void *buf, size_t len);
@@ -338,6 +339,7 @@ uint32_t ct_entry_u32(const struct ct_entry *e, enum nf_conntrack_attr attr);
 uint64_t ct_entry_u64(const struct ct_entry *e, enum nf_conntrack_attr attr);
 const void *ct_entry_ptr(const struct ct_entry *e, enum nf_conntrack_attr attr);
 bool ct_entry_gives(enum nf_conntrack_attr attr);
+bool ct_entry_put_identity(const struct ct_entry *e, struct nlmsghdr *nlh, bool with_id);
 
 /* Parsed ct as an entry, for the readers of entries (a compound literal). */
 #define CT_ENTRY_OF(parsed_ct) (&(struct ct_entry){ .ct = (parsed_ct) })

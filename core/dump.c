@@ -135,20 +135,24 @@ static int next_entry(struct ct_dump *d)
 			if (ret == MNL_CB_OK)
 				return 1;
 		} else {
+			/* index_cb sets it: libmnl passes NLMSG_NOOP over as OK */
+			d->entry.nlh = NULL;
 			ret = mnl_cb_run(nlh, nlh->nlmsg_len, d->seq, d->sock.portid, index_cb,
 					 &d->entry);
-			if (ret == MNL_CB_OK) {
+			if (ret == MNL_CB_OK && d->entry.nlh) {
 				int pass = ct_filter_match(&d->filter, &d->entry);
 
 				if (pass)
 					return pass < 0 ? -ENOMEM : 1;
 			}
 		}
+		if (ret < 0)
+			ret = -ct_run_errno();	/* before drop_pending, which may change errno */
 		drop_pending(d);
 		if (ret == MNL_CB_STOP)
 			return 0;
 		if (ret < 0)
-			return -errno;
+			return ret;
 	}
 }
 

@@ -269,6 +269,40 @@ void ct_entry_index(struct ct_entry *e, const struct nlmsghdr *nlh)
 	}
 }
 
+/* Appends attribute a, as it is, to request nlh of at most CT_REQUEST_MAX bytes. */
+static bool put_copy(struct nlmsghdr *nlh, const struct nlattr *a)
+{
+	if (nlh->nlmsg_len + MNL_ALIGN(a->nla_len) > CT_REQUEST_MAX)
+		return false;
+	memcpy(mnl_nlmsg_get_payload_tail(nlh), a, a->nla_len);
+	nlh->nlmsg_len += MNL_ALIGN(a->nla_len);
+	return true;
+}
+
+/*
+ * Appends to request nlh (zeroed, of CT_REQUEST_MAX bytes) what names the
+ * entry of e, an indexed entry that is not odd, to the kernel: its
+ * original tuple and zone and, with_id, its id, as the kernel sent them
+ * (what libnfct would build from their parse). False when they do not fit.
+ */
+bool ct_entry_put_identity(const struct ct_entry *e, struct nlmsghdr *nlh, bool with_id)
+{
+	/* the original tuple's nest is indexed as its family */
+	static const enum nf_conntrack_attr identity[] = {
+		ATTR_ORIG_L3PROTO, ATTR_ZONE, ATTR_ID
+	};
+
+	for (size_t i = 0; i < sizeof(identity) / sizeof(identity[0]); i++) {
+		const char *a = (const char *)e->nlh + e->at[identity[i]];
+
+		if ((identity[i] == ATTR_ID && !with_id) || !e->at[identity[i]])
+			continue;
+		if (!put_copy(nlh, (const struct nlattr *)a))
+			return false;
+	}
+	return true;
+}
+
 /*
  * The parsed entry: e's own, or its message parsed now by libnfct (for its
  * printer, or for what reads only parsed entries). NULL with errno ENOMEM.

@@ -143,6 +143,17 @@ int ct_parse_cb(const struct nlmsghdr *nlh, void *data)
 }
 
 /*
+ * The errno of a failed mnl_cb_run. libmnl sets it to the negated error of
+ * the kernel's NLMSG_ERROR, which a malformed message can make negative
+ * (INT_MIN even, which cannot be negated back): such an error reads as
+ * EPROTO.
+ */
+int ct_run_errno(void)
+{
+	return errno > 0 ? errno : EPROTO;
+}
+
+/*
  * Send one request and run cb on each reply until the kernel's ACK (or the
  * end of a dump). Returns 0 or an errno value. cb must not call Lua.
  */
@@ -167,7 +178,7 @@ int ct_socket_talk(struct ct_socket *s, struct nlmsghdr *nlh, void *buf, size_t 
 			continue;	/* a late reply to an abandoned request */
 		ret = mnl_cb_run(buf, len, seq, s->portid, cb, data);
 		if (ret < 0)
-			return errno;
+			return ct_run_errno();
 		if (ret == MNL_CB_STOP)
 			return 0;
 	}
