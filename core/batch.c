@@ -31,6 +31,7 @@ struct ct_batch {
 	size_t len;
 	size_t last;		/* the offset of the last request in buf */
 	unsigned int pending;
+	unsigned int seq[BATCH_MAX];	/* each queued request's sequence number */
 	bool failed[BATCH_MAX];
 	bool applied[BATCH_MAX];
 	lua_Integer done;
@@ -73,9 +74,9 @@ static void batch_fail(struct ct_batch *b, int err)
 }
 
 /*
- * Report what happened to the request in slot (1-based): err, or
- * unknown when its ACK never came (the kernel may have applied it; err is
- * then the receive error that lost it).
+ * Report what happened to the request in slot (1-based): err, or unknown
+ * when the batch's answers were lost before its own (the kernel may have
+ * applied it; err is then the receive error that lost them).
  */
 static void report(struct ct_batch *b, unsigned int slot, int err, bool unknown)
 {
@@ -121,6 +122,16 @@ static void call_each(struct ct_batch *b, unsigned int count)
 	}
 }
 
+/* The slot of the request numbered seq among the count queued, or count. */
+static unsigned int slot_of(const struct ct_batch *b, unsigned int count, unsigned int seq)
+{
+	unsigned int slot = 0;
+
+	while (slot < count && b->seq[slot] != seq)
+		slot++;
+	return slot;
+}
+
 /*
  * Send the queued requests and account for each. Only the last asks for an
  * ACK: the kernel answers a failed request with its error whether asked or
@@ -132,7 +143,7 @@ static void call_each(struct ct_batch *b, unsigned int count)
  */
 static void batch_send(struct ct_batch *b)
 {
-	unsigned int last = b->sock->seq, first = last - b->pending + 1, count = b->pending;
+	unsigned int count = b->pending;
 	bool answered = false;
 	int err;
 
@@ -166,10 +177,9 @@ static void batch_send(struct ct_batch *b)
 			batch_fail(b, err);
 			break;
 		}
-		if (len < sizeof(*nlh) || nlh->nlmsg_seq < first || nlh->nlmsg_seq > last ||
-		    b->failed[nlh->nlmsg_seq - first])
+		slot = len < sizeof(*nlh) ? count : slot_of(b, count, nlh->nlmsg_seq);
+		if (slot == count || b->failed[slot])
 			continue;	/* a late reply to an abandoned request */
-		slot = nlh->nlmsg_seq - first;
 		if (mnl_cb_run(ack, len, 0, b->sock->portid, NULL, NULL) < 0) {
 			b->failed[slot] = true;
 			report(b, slot + 1, ct_run_errno(), false);
@@ -198,17 +208,15 @@ static void *next_slot(struct ct_batch *b)
 	return b->raised ? NULL : b->buf + b->len;
 }
 
-/* Starts a request in slot, numbered as queue() will queue it. */
-static struct nlmsghdr *start_request(struct ct_batch *b, void *slot, uint16_t type,
-				      uint16_t flags, uint8_t family)
+/*
+ * Queues the request built in the next slot, named by the value at ident.
+ * It is numbered here, not when started: Lua that ran meanwhile (a
+ * predicate, a finalizer) may have made requests of its own on the socket.
+ */
+static void queue(struct ct_batch *b, struct nlmsghdr *nlh, int ident)
 {
-	return ct_request_header(slot, type, flags, family, b->sock->seq + 1);
-}
-
-/* Queues the request built in the next slot, named by the value at ident. */
-static void queue(struct ct_batch *b, const struct nlmsghdr *nlh, int ident)
-{
-	b->sock->seq++;
+	nlh->nlmsg_seq = ++b->sock->seq;
+	b->seq[b->pending] = nlh->nlmsg_seq;
 	b->last = b->len;
 	b->len += NLMSG_ALIGN(nlh->nlmsg_len);
 	lua_pushvalue(b->L, ident);
@@ -224,7 +232,7 @@ static void batch_queue(struct ct_batch *b, uint16_t type, uint16_t flags,
 
 	if (!slot)
 		return;
-	nlh = start_request(b, slot, type, flags, nfct_get_attr_u8(req, ATTR_ORIG_L3PROTO));
+	nlh = ct_request_header(slot, type, flags, nfct_get_attr_u8(req, ATTR_ORIG_L3PROTO), 0);
 	nfct_nlmsg_build(nlh, req);
 	queue(b, nlh, ident);
 }
@@ -241,7 +249,7 @@ static bool queue_delete(struct ct_batch *b, const struct ct_entry *e, int ident
 
 	if (!slot)
 		return true;
-	nlh = start_request(b, slot, CT_MSG(IPCTNL_MSG_CT_DELETE), 0, e->family);
+	nlh = ct_request_header(slot, CT_MSG(IPCTNL_MSG_CT_DELETE), 0, e->family, 0);
 	if (!ct_entry_put_identity(e, nlh, true))
 		return false;
 	queue(b, nlh, ident);
@@ -324,7 +332,6 @@ static int mutate(lua_State *L, const char *op, const struct ct_change *changes,
 	struct ct_batch b;
 
 	if (flow) {
-		ct_flow_check(L, 2);
 		batch_init(&b, L, op, &h->sock, false, each);
 		batch_add(&b, 2, changes, n);
 	} else {

@@ -134,10 +134,20 @@ const struct ct_field *ct_field_named(const char *name);
 const struct ct_field *ct_field_check(const struct ct_arg *a, int name_idx, unsigned need);
 void ct_field_parse(const struct ct_arg *a, const struct ct_field *f, int idx, struct ct_value *out);
 struct ct_entry;
-bool ct_field_indexed(const struct ct_field *f);
 bool ct_field_applies(const struct ct_field *f, const struct ct_entry *e);
 bool ct_field_is_set(const struct ct_field *f);
 bool ct_field_present(const struct ct_field *f, const struct ct_entry *e);
+
+/* A flow's labels: libnfct's bitmask (a parsed entry's) or the kernel's
+ * bytes (an indexed one's). */
+struct ct_labels {
+	const struct nfct_bitmask *mask;
+	const uint8_t *bytes;		/* when mask is NULL */
+	size_t len;
+};
+
+unsigned int ct_labels_bits(const struct ct_labels *l);
+bool ct_labels_test(const struct ct_labels *l, unsigned int bit);
 
 /* What a present field holds (ct_field_read): how Lua reads it, in C. */
 struct ct_reading {
@@ -147,7 +157,7 @@ struct ct_reading {
 	const void *addr;		/* CT_R_ADDR, IPv4 or (ipv6) IPv6 */
 	bool ipv6;
 	const char *const *names;	/* CT_R_FLAGS: bit n's name, NULL-terminated */
-	const struct nfct_bitmask *labels;	/* CT_R_LABELS */
+	struct ct_labels labels;	/* CT_R_LABELS */
 };
 
 void ct_field_read(const struct ct_field *f, const struct ct_entry *e, struct ct_reading *r);
@@ -338,7 +348,7 @@ uint16_t ct_entry_u16(const struct ct_entry *e, enum nf_conntrack_attr attr);
 uint32_t ct_entry_u32(const struct ct_entry *e, enum nf_conntrack_attr attr);
 uint64_t ct_entry_u64(const struct ct_entry *e, enum nf_conntrack_attr attr);
 const void *ct_entry_ptr(const struct ct_entry *e, enum nf_conntrack_attr attr);
-bool ct_entry_gives(enum nf_conntrack_attr attr);
+size_t ct_entry_len(const struct ct_entry *e, enum nf_conntrack_attr attr);
 bool ct_entry_put_identity(const struct ct_entry *e, struct nlmsghdr *nlh, bool with_id);
 
 /* Parsed ct as an entry, for the readers of entries (a compound literal). */
@@ -360,7 +370,8 @@ struct ct_flow {
 	struct nlmsghdr *msg;		/* a received valid message, read through its index
 					 * until something needs it parsed (it follows the
 					 * struct in the userdata), or NULL */
-	struct ct_entry entry;		/* msg's index once made (entry.nlh == msg) */
+	struct ct_entry entry;		/* msg's index once made (entry.nlh == msg), or
+					 * once parsed the entry of ct */
 };
 
 struct ct_flow *ct_flow_new(lua_State *L, int labelmap_idx);
@@ -441,8 +452,7 @@ void ct_print_addr(char *buf, bool ipv6, const void *addr);
 
 /* ---- json_print.c: a flow as json.flow's JSON object -------------------- */
 
-size_t ct_json_flow(char *buf, size_t size, const struct nf_conntrack *ct,
-		    struct nfct_labelmap *map);
+size_t ct_json_flow(char *buf, size_t size, const struct ct_entry *e, struct nfct_labelmap *map);
 
 /* ---- expect.c: conntrack.expect ----------------------------------------- */
 

@@ -132,10 +132,11 @@ static int next_entry(struct ct_dump *d)
 		if (d->expect) {
 			ret = mnl_cb_run(nlh, nlh->nlmsg_len, d->seq, d->sock.portid, ct_expect_parse_cb,
 					 &d->pending_expect);
-			if (ret == MNL_CB_OK)
+			if (ret == MNL_CB_OK && d->pending_expect.exp)
 				return 1;
 		} else {
-			/* index_cb sets it: libmnl passes NLMSG_NOOP over as OK */
+			/* index_cb sets it: libmnl passes NLMSG_NOOP over as OK (and the
+			 * expectation's parse above leaves its exp NULL) */
 			d->entry.nlh = NULL;
 			ret = mnl_cb_run(nlh, nlh->nlmsg_len, d->seq, d->sock.portid, index_cb,
 					 &d->entry);
@@ -158,8 +159,8 @@ static int next_entry(struct ct_dump *d)
 
 /*
  * Push the entry as a flow or an expectation object, which takes it: a
- * flow keeps a copy of the message and its index, or takes the parse a
- * filter or an odd entry made.
+ * flow keeps a copy of the message and its index, or takes the parse the
+ * filter made of an odd entry.
  */
 static void push_pending(lua_State *L, struct ct_dump *d, int idx)
 {

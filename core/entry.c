@@ -1,18 +1,17 @@
 /*
- * An entry as the printers read it: a parsed nf_conntrack, or the netlink
- * message it came in, its attributes indexed by libnetfilter_conntrack's
- * attribute numbers in one walk. Listing a table then costs no libnfct
- * parse (about half of -L's user time went to it) unless a printer
- * declines the entry and libnfct's own printer needs it.
+ * An entry as the printers, the fields and the filters read it: a parsed
+ * nf_conntrack, or the netlink message it came in, its attributes indexed
+ * by libnetfilter_conntrack's attribute numbers in one walk. Listing a
+ * table, or reading a dump's flows, then costs no libnfct parse (about
+ * half of -L's user time, and of a dump loop's, went to it).
  *
- * The index answers, for the attributes the printers read, exactly what
- * libnfct 1.0.9's parse of the same message would: the same attributes set,
- * the same values. Where libnfct's storage would make two attributes share
- * bytes (IPv4 and IPv6 addresses, ports and ICMP fields, the protocols'
- * states), or a repeated nest would leave attributes of its first copy
- * here, the entry is marked odd, and is printed from libnfct's parse
- * (ct_format_print). fuzz_entry checks that both kinds of entry print
- * alike.
+ * The index answers, for every attribute a field or a printer reads,
+ * exactly what libnfct 1.0.9's parse of the same message would: the same
+ * attributes set, the same values. Where libnfct's storage would make two
+ * attributes share bytes (IPv4 and IPv6 addresses, ports and ICMP fields,
+ * the protocols' states), or a repeated nest would leave attributes of its
+ * first copy here, the entry is marked odd, and is read from libnfct's
+ * parse. fuzz_entry checks that both kinds of entry print and read alike.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -74,30 +73,67 @@ static void index_ip(struct ct_entry *e, const struct nlattr *nest, bool reply)
 	e->odd |= v4 && v6;	/* one storage in libnfct */
 }
 
-static void index_l4(struct ct_entry *e, const struct nlattr *nest, bool reply)
-{
-	const struct nlattr *a;
+/* Where a tuple is: its attributes are the original's, the reply's, or
+ * (the master's) none that a field reads. */
+enum direction { DIR_ORIG, DIR_REPLY, DIR_MASTER };
 
-	EACH_ATTR(a, nest) {
-		switch (ct_attr_type(a)) {
-		case CTA_PROTO_NUM:
-			put(e, reply ? ATTR_REPL_L4PROTO : ATTR_ORIG_L4PROTO, a);
-			break;
-		case CTA_PROTO_SRC_PORT:
-			put(e, reply ? ATTR_REPL_PORT_SRC : ATTR_ORIG_PORT_SRC, a);
-			break;
-		case CTA_PROTO_DST_PORT:
-			put(e, reply ? ATTR_REPL_PORT_DST : ATTR_ORIG_PORT_DST, a);
-			break;
-		case CTA_PROTO_ICMP_ID: case CTA_PROTO_ICMP_TYPE: case CTA_PROTO_ICMP_CODE:
-		case CTA_PROTO_ICMPV6_ID: case CTA_PROTO_ICMPV6_TYPE: case CTA_PROTO_ICMPV6_CODE:
-			e->odd = true;	/* they share the ports' storage; ICMP is declined anyway */
-			break;
-		}
+/* The ICMP fields, as bits of the walk's note of those outside the
+ * original tuple. */
+static const enum nf_conntrack_attr icmp_fields[] = { ATTR_ICMP_TYPE, ATTR_ICMP_CODE, ATTR_ICMP_ID };
+
+/* The ICMP field (its index in icmp_fields) of an ICMP or ICMPv6 attribute, or -1. */
+static int icmp_field(unsigned int type)
+{
+	switch (type) {
+	case CTA_PROTO_ICMP_TYPE: case CTA_PROTO_ICMPV6_TYPE: return 0;
+	case CTA_PROTO_ICMP_CODE: case CTA_PROTO_ICMPV6_CODE: return 1;
+	case CTA_PROTO_ICMP_ID: case CTA_PROTO_ICMPV6_ID: return 2;
+	default: return -1;
 	}
 }
 
-static void index_tuple(struct ct_entry *e, const struct nlattr *nest, bool reply)
+/*
+ * A tuple's layer-4 nest. libnfct keeps ports and ICMP fields in one
+ * storage per tuple, and reads ICMP and ICMPv6 attributes in an order of
+ * its own: a tuple with ports and ICMP fields, or with both ICMPs, is odd. It counts the ICMP fields of any tuple as set,
+ * but reads them from the original tuple: *elsewhere notes those of the
+ * other tuples (ct_entry_index checks that the original has them too).
+ */
+static void index_l4(struct ct_entry *e, const struct nlattr *nest, enum direction dir,
+		     unsigned int *elsewhere)
+{
+	static const enum nf_conntrack_attr orig[] = {
+		[CTA_PROTO_NUM] = ATTR_ORIG_L4PROTO, [CTA_PROTO_SRC_PORT] = ATTR_ORIG_PORT_SRC,
+		[CTA_PROTO_DST_PORT] = ATTR_ORIG_PORT_DST,
+	};
+	static const enum nf_conntrack_attr reply[] = {
+		[CTA_PROTO_NUM] = ATTR_REPL_L4PROTO, [CTA_PROTO_SRC_PORT] = ATTR_REPL_PORT_SRC,
+		[CTA_PROTO_DST_PORT] = ATTR_REPL_PORT_DST,
+	};
+	bool ports = false, icmp = false, icmpv6 = false;
+	const struct nlattr *a;
+
+	EACH_ATTR(a, nest) {
+		unsigned int t = ct_attr_type(a);
+		int field = icmp_field(t);
+
+		if (field >= 0) {
+			*(t >= CTA_PROTO_ICMPV6_ID ? &icmpv6 : &icmp) = true;
+			if (dir == DIR_ORIG)
+				put(e, icmp_fields[field], a);
+			else
+				*elsewhere |= 1u << field;
+		} else if (t >= CTA_PROTO_NUM && t <= CTA_PROTO_DST_PORT && dir != DIR_MASTER) {
+			put(e, (dir == DIR_ORIG ? orig : reply)[t], a);
+			ports |= t != CTA_PROTO_NUM;
+		}
+	}
+	if (dir != DIR_MASTER)
+		e->odd |= (ports && (icmp || icmpv6)) || (dir == DIR_ORIG && icmp && icmpv6);
+}
+
+static void index_tuple(struct ct_entry *e, const struct nlattr *nest, enum direction dir,
+			unsigned int *icmp_elsewhere)
 {
 	const struct nlattr *a;
 	uint32_t seen = 0;
@@ -105,14 +141,14 @@ static void index_tuple(struct ct_entry *e, const struct nlattr *nest, bool repl
 	EACH_ATTR(a, nest) {
 		unsigned int t = ct_attr_type(a);
 
-		if (t == CTA_TUPLE_ZONE) {
-			put(e, reply ? ATTR_REPL_ZONE : ATTR_ORIG_ZONE, a);
+		if (t == CTA_TUPLE_ZONE && dir != DIR_MASTER) {
+			put(e, dir == DIR_REPLY ? ATTR_REPL_ZONE : ATTR_ORIG_ZONE, a);
 		} else if (t == CTA_TUPLE_IP || t == CTA_TUPLE_PROTO) {
 			e->odd |= repeated(&seen, t);
-			if (t == CTA_TUPLE_IP)
-				index_ip(e, a, reply);
-			else
-				index_l4(e, a, reply);
+			if (t == CTA_TUPLE_PROTO)
+				index_l4(e, a, dir, icmp_elsewhere);
+			else if (dir != DIR_MASTER)
+				index_ip(e, a, dir == DIR_REPLY);
 		}
 	}
 }
@@ -136,19 +172,38 @@ static void index_counters(struct ct_entry *e, const struct nlattr *nest, bool r
 	}
 }
 
-/* The state of a protocol's nest (TCP's, SCTP's or DCCP's). */
-static void index_state(struct ct_entry *e, const struct nlattr *nest, unsigned int type,
-			enum nf_conntrack_attr attr)
+/* An attribute inside a nest, and the attribute it is. */
+struct nested {
+	unsigned int type;
+	enum nf_conntrack_attr attr;
+};
+
+static void index_nest(struct ct_entry *e, const struct nlattr *nest, const struct nested *map,
+		       size_t n)
 {
 	const struct nlattr *a;
 
 	EACH_ATTR(a, nest)
-		if (ct_attr_type(a) == type)
-			put(e, attr, a);
+		for (size_t i = 0; i < n; i++)
+			if (ct_attr_type(a) == map[i].type)
+				put(e, map[i].attr, a);
 }
+
+#define INDEX_NEST(e, nest, map) index_nest(e, nest, map, sizeof(map) / sizeof(map[0]))
 
 static void index_protoinfo(struct ct_entry *e, const struct nlattr *nest)
 {
+	static const struct nested tcp[] = {
+		{ CTA_PROTOINFO_TCP_STATE, ATTR_TCP_STATE },
+		{ CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, ATTR_TCP_FLAGS_ORIG },
+		{ CTA_PROTOINFO_TCP_FLAGS_REPLY, ATTR_TCP_FLAGS_REPL },
+	};
+	static const struct nested sctp[] = {
+		{ CTA_PROTOINFO_SCTP_STATE, ATTR_SCTP_STATE },
+		{ CTA_PROTOINFO_SCTP_VTAG_ORIGINAL, ATTR_SCTP_VTAG_ORIG },
+		{ CTA_PROTOINFO_SCTP_VTAG_REPLY, ATTR_SCTP_VTAG_REPL },
+	};
+	static const struct nested dccp[] = { { CTA_PROTOINFO_DCCP_STATE, ATTR_DCCP_STATE } };
 	const struct nlattr *a;
 	unsigned int nests = 0;
 
@@ -156,27 +211,15 @@ static void index_protoinfo(struct ct_entry *e, const struct nlattr *nest)
 		unsigned int t = ct_attr_type(a);
 
 		if (t == CTA_PROTOINFO_TCP)
-			index_state(e, a, CTA_PROTOINFO_TCP_STATE, ATTR_TCP_STATE);
+			INDEX_NEST(e, a, tcp);
 		else if (t == CTA_PROTOINFO_SCTP)
-			index_state(e, a, CTA_PROTOINFO_SCTP_STATE, ATTR_SCTP_STATE);
+			INDEX_NEST(e, a, sctp);
 		else if (t == CTA_PROTOINFO_DCCP)
-			index_state(e, a, CTA_PROTOINFO_DCCP_STATE, ATTR_DCCP_STATE);
+			INDEX_NEST(e, a, dccp);
 		else
 			continue;
-		/* the three states are one byte in libnfct: one nest, once */
+		/* the three protocols' fields share libnfct's storage: one nest, once */
 		e->odd |= nests++ > 0;
-	}
-}
-
-static void index_timestamp(struct ct_entry *e, const struct nlattr *nest)
-{
-	const struct nlattr *a;
-
-	EACH_ATTR(a, nest) {
-		if (ct_attr_type(a) == CTA_TIMESTAMP_START)
-			put(e, ATTR_TIMESTAMP_START, a);
-		else if (ct_attr_type(a) == CTA_TIMESTAMP_STOP)
-			put(e, ATTR_TIMESTAMP_STOP, a);
 	}
 }
 
@@ -205,9 +248,6 @@ static enum nf_conntrack_attr top_value(unsigned int type)
 	case CTA_USE: return ATTR_USE;
 	case CTA_ID: return ATTR_ID;
 	case CTA_ZONE: return ATTR_ZONE;
-	/* the printers only ask whether these are there (and decline them) */
-	case CTA_SECCTX: return ATTR_SECCTX;
-	case CTA_LABELS: return ATTR_CONNLABELS;
 	default: return ATTR_MAX;
 	}
 }
@@ -223,8 +263,14 @@ void ct_entry_index(struct ct_entry *e, const struct nlmsghdr *nlh)
 	const char *p = (const char *)nfg + MNL_ALIGN(sizeof(*nfg));
 	/* where libnfct's parse ends: nlmsg_len, not libmnl's aligned tail */
 	const char *end = (const char *)nlh + nlh->nlmsg_len;
+	static const struct nested timestamp[] = {
+		{ CTA_TIMESTAMP_START, ATTR_TIMESTAMP_START },
+		{ CTA_TIMESTAMP_STOP, ATTR_TIMESTAMP_STOP },
+	};
+	static const struct nested secctx[] = { { CTA_SECCTX_NAME, ATTR_SECCTX } };
 	const struct nlattr *a;
 	uint32_t seen = 0;
+	unsigned int icmp_elsewhere = 0;
 
 	memset(e, 0, sizeof(*e));
 	e->nlh = nlh;
@@ -247,7 +293,10 @@ void ct_entry_index(struct ct_entry *e, const struct nlmsghdr *nlh)
 		case CTA_TUPLE_REPLY:
 			/* libnfct gives a tuple the message's family */
 			put(e, t == CTA_TUPLE_REPLY ? ATTR_REPL_L3PROTO : ATTR_ORIG_L3PROTO, a);
-			index_tuple(e, a, t == CTA_TUPLE_REPLY);
+			index_tuple(e, a, t == CTA_TUPLE_REPLY ? DIR_REPLY : DIR_ORIG, &icmp_elsewhere);
+			break;
+		case CTA_TUPLE_MASTER:
+			index_tuple(e, a, DIR_MASTER, &icmp_elsewhere);
 			break;
 		case CTA_COUNTERS_ORIG:
 		case CTA_COUNTERS_REPLY:
@@ -260,13 +309,23 @@ void ct_entry_index(struct ct_entry *e, const struct nlmsghdr *nlh)
 			index_helper(e, a);
 			break;
 		case CTA_TIMESTAMP:
-			index_timestamp(e, a);
+			INDEX_NEST(e, a, timestamp);
+			break;
+		case CTA_SECCTX:
+			INDEX_NEST(e, a, secctx);
+			break;
+		case CTA_LABELS:
+			/* libnfct takes no labels for an empty attribute */
+			if (ct_attr_len(a) > 0)
+				put(e, ATTR_CONNLABELS, a);
 			break;
 		default:
-			continue;	/* not read by the printers */
+			continue;	/* not read by the printers or fields */
 		}
 		e->odd |= repeated(&seen, t);
 	}
+	for (size_t i = 0; i < sizeof(icmp_fields) / sizeof(icmp_fields[0]); i++)
+		e->odd |= (icmp_elsewhere & (1u << i)) && !e->at[icmp_fields[i]];
 }
 
 /* Appends attribute a, as it is, to request nlh of at most CT_REQUEST_MAX bytes. */
@@ -292,6 +351,9 @@ bool ct_entry_put_identity(const struct ct_entry *e, struct nlmsghdr *nlh, bool 
 		ATTR_ORIG_L3PROTO, ATTR_ZONE, ATTR_ID
 	};
 
+	/* without a tuple, the kernel takes a delete for a flush */
+	if (!e->at[ATTR_ORIG_L3PROTO])
+		return false;
 	for (size_t i = 0; i < sizeof(identity) / sizeof(identity[0]); i++) {
 		const char *a = (const char *)e->nlh + e->at[identity[i]];
 
@@ -335,36 +397,6 @@ static const void *payload(const struct ct_entry *e, enum nf_conntrack_attr attr
 	const char *a = (const char *)e->nlh + e->at[attr];
 
 	return e->at[attr] ? ct_attr_data((const struct nlattr *)a) : NULL;
-}
-
-/*
- * Whether the index gives attribute attr's value as libnfct's parse does
- * (of an entry that is not odd). ATTR_SECCTX and ATTR_CONNLABELS are
- * there for the printers, which only ask whether they are set.
- */
-bool ct_entry_gives(enum nf_conntrack_attr attr)
-{
-	switch (attr) {
-	case ATTR_ORIG_L3PROTO: case ATTR_REPL_L3PROTO:
-	case ATTR_ORIG_L4PROTO: case ATTR_REPL_L4PROTO:
-	case ATTR_ORIG_IPV4_SRC: case ATTR_ORIG_IPV4_DST:
-	case ATTR_REPL_IPV4_SRC: case ATTR_REPL_IPV4_DST:
-	case ATTR_ORIG_IPV6_SRC: case ATTR_ORIG_IPV6_DST:
-	case ATTR_REPL_IPV6_SRC: case ATTR_REPL_IPV6_DST:
-	case ATTR_ORIG_PORT_SRC: case ATTR_ORIG_PORT_DST:
-	case ATTR_REPL_PORT_SRC: case ATTR_REPL_PORT_DST:
-	case ATTR_ZONE: case ATTR_ORIG_ZONE: case ATTR_REPL_ZONE:
-	case ATTR_STATUS: case ATTR_TIMEOUT: case ATTR_MARK: case ATTR_SECMARK:
-	case ATTR_USE: case ATTR_ID:
-	case ATTR_ORIG_COUNTER_PACKETS: case ATTR_ORIG_COUNTER_BYTES:
-	case ATTR_REPL_COUNTER_PACKETS: case ATTR_REPL_COUNTER_BYTES:
-	case ATTR_TIMESTAMP_START: case ATTR_TIMESTAMP_STOP:
-	case ATTR_TCP_STATE: case ATTR_SCTP_STATE: case ATTR_DCCP_STATE:
-	case ATTR_HELPER_NAME:
-		return true;
-	default:
-		return false;
-	}
 }
 
 uint8_t ct_entry_u8(const struct ct_entry *e, enum nf_conntrack_attr attr)
@@ -414,6 +446,14 @@ uint64_t ct_entry_u64(const struct ct_entry *e, enum nf_conntrack_attr attr)
 		return 0;
 	memcpy(&v, payload(e, attr), sizeof(v));
 	return be64toh(v);
+}
+
+/* The payload length of attribute attr of e, an indexed entry (0: absent). */
+size_t ct_entry_len(const struct ct_entry *e, enum nf_conntrack_attr attr)
+{
+	const char *a = (const char *)e->nlh + e->at[attr];
+
+	return e->at[attr] ? ct_attr_len((const struct nlattr *)a) : 0;
 }
 
 /* An address's bytes or a helper's name, as nfct_get_attr. */

@@ -710,9 +710,9 @@ void ct_field_parse(const struct ct_arg *a, const struct ct_field *f, int idx,
 /* ---- reading an entry --------------------------------------------------- */
 
 /*
- * An entry is a parsed conntrack object or a message's index (entry.c).
- * The index answers the fields ct_field_indexed names; the others, and
- * every field of an odd entry, are read from the parse (e->ct).
+ * An entry is a parsed conntrack object or a message's index (entry.c),
+ * which answers every field as the parse would, unless it is odd: then
+ * the caller reads the parse (ct_entry_parse).
  */
 
 static uint8_t ct_proto(const struct ct_entry *e)
@@ -723,23 +723,6 @@ static uint8_t ct_proto(const struct ct_entry *e)
 static uint8_t ct_family(const struct ct_entry *e)
 {
 	return ct_entry_u8(e, ATTR_ORIG_L3PROTO);
-}
-
-/* Whether an index that is not odd gives field f (with what deciding its presence reads). */
-bool ct_field_indexed(const struct ct_field *f)
-{
-	switch (f->kind) {
-	case K_LABELS: case K_NAT: case K_ICMP_REPLY_TYPE: case K_TCP_FLAGS:
-		return false;
-	case K_ADDR:
-		return ct_entry_gives((enum nf_conntrack_attr)f->attr6) &&
-		       ct_entry_gives((enum nf_conntrack_attr)f->attr);
-	case K_STATE:	/* its ATTR_TCP_STATE stands for the three states */
-		return ct_entry_gives(ATTR_TCP_STATE) && ct_entry_gives(ATTR_SCTP_STATE) &&
-		       ct_entry_gives(ATTR_DCCP_STATE);
-	default:
-		return ct_entry_gives((enum nf_conntrack_attr)f->attr);
-	}
 }
 
 bool ct_field_applies(const struct ct_field *f, const struct ct_entry *e)
@@ -800,7 +783,7 @@ bool ct_field_present(const struct ct_field *f, const struct ct_entry *e)
 	if (f->flags & F_ZERO)
 		return true;
 	if (f->kind == K_NAT)
-		return nfct_attr_is_set(e->ct, ATTR_REPL_L3PROTO) > 0;
+		return ct_entry_has(e, ATTR_REPL_L3PROTO);
 	attr = attr_of(f, e);
 	return attr >= 0 && ct_entry_has(e, (enum nf_conntrack_attr)attr);
 }
@@ -831,15 +814,48 @@ static const char *state_name(const struct ct_entry *e)
 	return name ? name : "UNKNOWN";
 }
 
-static void push_labels(lua_State *L, const struct nfct_bitmask *b, struct nfct_labelmap *map)
+/* One past the highest label bit l can hold: libnfct's bitmask has whole
+ * 32-bit words, the kernel's bytes rounded up to them. */
+unsigned int ct_labels_bits(const struct ct_labels *l)
 {
-	unsigned max = nfct_bitmask_maxbit(b);
+	return l->mask ? nfct_bitmask_maxbit(l->mask) + 1 : (unsigned int)(l->len + 3) / 4 * 32;
+}
+
+/* Whether label bit is set: the kernel's bytes are read as libnfct reads
+ * them, 32-bit words in the host's order. */
+bool ct_labels_test(const struct ct_labels *l, unsigned int bit)
+{
+	size_t at = bit / 32 * 4;
+	uint32_t word = 0;
+
+	if (bit >= ct_labels_bits(l))
+		return false;
+	if (l->mask)
+		return nfct_bitmask_test_bit(l->mask, bit);
+	memcpy(&word, l->bytes + at, l->len - at < sizeof(word) ? l->len - at : sizeof(word));
+	return word & (1u << (bit % 32));
+}
+
+static struct ct_labels entry_labels(const struct ct_entry *e)
+{
+	struct ct_labels l = { NULL, NULL, 0 };
+
+	if (e->ct)
+		l.mask = nfct_get_attr(e->ct, ATTR_CONNLABELS);
+	else
+		l.bytes = ct_entry_ptr(e, ATTR_CONNLABELS), l.len = ct_entry_len(e, ATTR_CONNLABELS);
+	return l;
+}
+
+static void push_labels(lua_State *L, const struct ct_labels *l, struct nfct_labelmap *map)
+{
+	unsigned int bits = ct_labels_bits(l);
 
 	lua_newtable(L);
-	for (unsigned bit = 0; bit <= max; bit++) {
+	for (unsigned int bit = 0; bit < bits; bit++) {
 		const char *name;
 
-		if (!nfct_bitmask_test_bit(b, bit))
+		if (!ct_labels_test(l, bit))
 			continue;
 		name = ct_label_name(map, bit);
 		if (name)
@@ -849,6 +865,46 @@ static void push_labels(lua_State *L, const struct nfct_bitmask *b, struct nfct_
 		lua_pushboolean(L, 1);
 		lua_rawset(L, -3);
 	}
+}
+
+/* An address of e as libnfct stores it: 16 bytes, an IPv4 one in the first
+ * 4, zeros when absent. pair: its IPv4 and IPv6 attributes. */
+static void stored_addr(const struct ct_entry *e, const enum nf_conntrack_attr pair[2],
+			uint8_t out[16])
+{
+	memset(out, 0, 16);
+	if (ct_entry_has(e, pair[0]))
+		memcpy(out, ct_entry_ptr(e, pair[0]), 4);
+	else if (ct_entry_has(e, pair[1]))
+		memcpy(out, ct_entry_ptr(e, pair[1]), 16);
+}
+
+/*
+ * NFCT_GOPT_IS_SNAT (src) or NFCT_GOPT_IS_DNAT of e, as libnfct 1.0.9
+ * answers them: the status's NAT_DONE bit (or no status), and the reply
+ * address differing from the original one, compared as the original
+ * tuple's family says (no family: not NATed).
+ */
+static bool is_nat(const struct ct_entry *e, bool src)
+{
+	static const enum nf_conntrack_attr addr[2][2][2] = {	/* [reply][source][ipv6] */
+		{ { ATTR_ORIG_IPV4_DST, ATTR_ORIG_IPV6_DST }, { ATTR_ORIG_IPV4_SRC, ATTR_ORIG_IPV6_SRC } },
+		{ { ATTR_REPL_IPV4_DST, ATTR_REPL_IPV6_DST }, { ATTR_REPL_IPV4_SRC, ATTR_REPL_IPV6_SRC } },
+	};
+	uint8_t family, orig[16], reply[16];
+
+	if (e->ct)
+		return nfct_getobjopt(e->ct, src ? NFCT_GOPT_IS_SNAT : NFCT_GOPT_IS_DNAT) > 0;
+	if (ct_entry_has(e, ATTR_STATUS) &&
+	    !(ct_entry_u32(e, ATTR_STATUS) & (src ? IPS_SRC_NAT_DONE : IPS_DST_NAT_DONE)))
+		return false;
+	family = ct_family(e);
+	if (family != AF_INET && family != AF_INET6)
+		return false;
+	/* source NAT: the original source against the reply destination */
+	stored_addr(e, addr[0][src], orig);
+	stored_addr(e, addr[1][!src], reply);
+	return memcmp(orig, reply, family == AF_INET ? 4 : 16) != 0;
 }
 
 /* The name of label bit in map, or NULL when it has none (then it is read as its number). */
@@ -896,11 +952,11 @@ void ct_field_read(const struct ct_field *f, const struct ct_entry *e, struct ct
 		break;
 	case K_LABELS:
 		r->type = CT_R_LABELS;
-		r->labels = nfct_get_attr(e->ct, ATTR_CONNLABELS);
+		r->labels = entry_labels(e);
 		break;
 	case K_NAT:
 		r->type = CT_R_BOOLEAN;
-		r->num = nfct_getobjopt(e->ct, (unsigned)f->attr) > 0;
+		r->num = is_nat(e, f->attr == NFCT_GOPT_IS_SNAT);
 		break;
 	case K_ICMP_REPLY_TYPE:
 		r->type = CT_R_INTEGER;
@@ -951,7 +1007,7 @@ void ct_field_push(lua_State *L, const struct ct_field *f, const struct ct_entry
 		}
 		break;
 	case CT_R_LABELS:
-		push_labels(L, r.labels, labelmap);
+		push_labels(L, &r.labels, labelmap);
 		break;
 	}
 }
@@ -989,20 +1045,19 @@ bool ct_field_match(const struct ct_field *f, const struct ct_value *want,
 	case K_TCP_FLAGS:
 		return (flag_bits(f, e) & want->mask.num) == want->v.num;
 	case K_LABELS: {
-		const struct nfct_bitmask *b = nfct_get_attr(e->ct, ATTR_CONNLABELS);
+		const struct ct_labels l = entry_labels(e);
 
 		for (unsigned bit = 0; bit < LABEL_BITS; bit++) {
 			bool wanted = want->mask.bits[bit / 8] & (1u << (bit % 8));
 			bool set = want->v.bits[bit / 8] & (1u << (bit % 8));
 
-			if (wanted && set != (bit <= nfct_bitmask_maxbit(b) &&
-					      nfct_bitmask_test_bit(b, bit)))
+			if (wanted && set != ct_labels_test(&l, bit))
 				return false;
 		}
 		return true;
 	}
 	case K_NAT:
-		return (nfct_getobjopt(e->ct, (unsigned)f->attr) > 0) == (want->v.num != 0);
+		return is_nat(e, f->attr == NFCT_GOPT_IS_SNAT) == (want->v.num != 0);
 	default: {
 		uint64_t have = get_number(f, e);
 

@@ -88,25 +88,15 @@ int ct_filter_proto(const struct ct_filter *filter)
 	return -1;
 }
 
-/* Whether the filter reads only what an entry's index gives (ct_field_indexed). */
-static bool reads_index(const struct ct_filter *filter)
-{
-	for (size_t i = 0; i < filter->nterms; i++)
-		if (!ct_field_indexed(filter->terms[i].field))
-			return false;
-	return true;
-}
-
 /*
  * Whether entry e passes the filter: 1 or 0, or -1 with errno ENOMEM. An
- * indexed entry is parsed first (ct_entry_parse) when the filter reads
- * what its index does not give.
+ * odd entry is parsed first (ct_entry_parse).
  */
 int ct_filter_match(const struct ct_filter *filter, struct ct_entry *e)
 {
 	if (!filter->nterms)
 		return 1;
-	if (!e->ct && (e->odd || !reads_index(filter)) && !ct_entry_parse(e))
+	if (e->odd && !ct_entry_parse(e))
 		return -1;
 	for (size_t i = 0; i < filter->nterms; i++) {
 		const struct ct_value *want = &filter->terms[i].want;

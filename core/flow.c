@@ -137,9 +137,9 @@ void ct_flow_account(lua_State *L, size_t *unreported)
 static const char deferred_key = 0;
 
 /*
- * An event's flow holds its message until something reads it: many event
- * loops only count events or look at their kinds, and libnfct's parse was
- * most of what an event cost them. The collector then hears of the parse's
+ * A dump's or an event's flow holds its message, read through its index,
+ * until something needs libnfct's object (a change, tostring, an odd
+ * message): the parse happens then, and the collector hears of its
  * allocation as of a dump's (a flow has no loop to keep the remainder in).
  */
 static void parse_deferred(lua_State *L, int idx, struct ct_flow *flow)
@@ -206,32 +206,13 @@ static void index_message(struct ct_flow *flow)
 }
 
 /*
- * The flow at idx as the printers read it, into *e: its parse, or its
- * message's index (a printer that declines it parses it into e, which
- * ct_entry_release(e) frees).
+ * The entry to read a filled flow's fields from: its message's index (a
+ * dump's or an event's flow is then never parsed to be read: libnfct's
+ * parse was most of what reading one cost), or its parse.
  */
-void ct_flow_entry(lua_State *L, int idx, struct ct_entry *e)
+static const struct ct_entry *flow_entry(lua_State *L, int idx, struct ct_flow *flow)
 {
-	struct ct_flow *flow = check_filled(L, idx);
-
-	if (flow->ct) {
-		ct_entry_set(e, flow->ct);
-		return;
-	}
-	index_message(flow);
-	*e = flow->entry;
-}
-
-/*
- * The entry to read field f of a filled flow from: its message's index
- * when that gives f (a dump's or an event's flow is then never parsed for
- * the common fields: libnfct's parse was most of what reading one cost),
- * else its parse.
- */
-static const struct ct_entry *flow_entry(lua_State *L, int idx, struct ct_flow *flow,
-					 const struct ct_field *f)
-{
-	if (flow->msg && ct_field_indexed(f)) {
+	if (flow->msg) {
 		index_message(flow);
 		if (!flow->entry.odd)
 			return &flow->entry;
@@ -241,20 +222,27 @@ static const struct ct_entry *flow_entry(lua_State *L, int idx, struct ct_flow *
 	return &flow->entry;
 }
 
+/*
+ * The flow at idx as an entry, into *e: its message's index or its parse,
+ * never odd. A printer that declines it parses it into e, which
+ * ct_entry_release(e) frees; nothing else does.
+ */
+void ct_flow_entry(lua_State *L, int idx, struct ct_entry *e)
+{
+	*e = *flow_entry(L, idx, check_filled(L, idx));
+}
+
 static int flow_totable(lua_State *L)
 {
 	struct ct_flow *flow = check_filled(L, 1);
 	struct nfct_labelmap *map = flow_labelmap(L, 1);
+	const struct ct_entry *e = flow_entry(L, 1, flow);
 
 	lua_createtable(L, 0, 24);
 	for (size_t i = 0; i < ct_nfields; i++) {
 		const struct ct_field *f = &ct_fields[i];
-		const struct ct_entry *e;
 
-		if (!(f->flags & F_READ))
-			continue;
-		e = flow_entry(L, 1, flow, f);
-		if (!ct_field_present(f, e))
+		if (!(f->flags & F_READ) || !ct_field_present(f, e))
 			continue;
 		ct_field_push(L, f, e, f->kind == K_LABELS ? map : NULL);
 		lua_setfield(L, -2, f->name);
@@ -268,7 +256,7 @@ static int flow_index(lua_State *L)
 	const struct ct_field *f = ct_field_lookup(L, 2);
 
 	if (f && (f->flags & F_READ)) {
-		ct_field_push(L, f, flow_entry(L, 1, flow, f),
+		ct_field_push(L, f, flow_entry(L, 1, flow),
 			      f->kind == K_LABELS ? flow_labelmap(L, 1) : NULL);
 		return 1;
 	}

@@ -127,10 +127,10 @@ static void put_flags(struct ct_line *l, const struct ct_reading *r)
  * which may share a name, which a Lua set holds once. Each name is found by
  * a pass for the least one above the last, so no buffer bounds them.
  */
-static void put_labels(struct ct_line *l, const struct nfct_bitmask *b,
+static void put_labels(struct ct_line *l, const struct ct_labels *b,
 		       struct nfct_labelmap *map)
 {
-	unsigned int nbits = nfct_bitmask_maxbit(b) + 1;
+	unsigned int nbits = ct_labels_bits(b);
 	const char *last = NULL;
 	bool first = true;
 
@@ -139,7 +139,7 @@ static void put_labels(struct ct_line *l, const struct nfct_bitmask *b,
 		const char *next = NULL;
 
 		for (unsigned int bit = 0; bit < nbits; bit++) {
-			const char *name = nfct_bitmask_test_bit(b, bit) ? ct_label_name(map, bit) : NULL;
+			const char *name = ct_labels_test(b, bit) ? ct_label_name(map, bit) : NULL;
 
 			if (name && (!last || strcmp(name, last) > 0) && (!next || strcmp(name, next) < 0))
 				next = name;
@@ -153,7 +153,7 @@ static void put_labels(struct ct_line *l, const struct nfct_bitmask *b,
 		first = false;
 	}
 	for (unsigned int bit = 0; bit < nbits; bit++) {
-		if (nfct_bitmask_test_bit(b, bit) && !ct_label_name(map, bit)) {
+		if (ct_labels_test(b, bit) && !ct_label_name(map, bit)) {
 			if (!first)
 				ct_put(l, ",", 1);
 			ct_put_u64(l, bit);
@@ -184,21 +184,20 @@ static void put_value(struct ct_line *l, const struct ct_reading *r, struct nfct
 		put_flags(l, r);
 		break;
 	case CT_R_LABELS:
-		put_labels(l, r->labels, map);
+		put_labels(l, &r->labels, map);
 		break;
 	}
 }
 
 /*
- * json.flow's object of ct into buf (not NUL-terminated), naming labels
- * from map (may be NULL). Returns its length, or 0 when it does not fit in
- * size bytes (an object is never empty: "{}" at least).
+ * json.flow's object of entry e (parsed, or indexed and not odd) into buf
+ * (not NUL-terminated), naming labels from map (may be NULL). Returns its
+ * length, or 0 when it does not fit in size bytes (an object is never
+ * empty: "{}" at least).
  */
-size_t ct_json_flow(char *buf, size_t size, const struct nf_conntrack *ct,
-		    struct nfct_labelmap *map)
+size_t ct_json_flow(char *buf, size_t size, const struct ct_entry *e, struct nfct_labelmap *map)
 {
 	struct ct_line l = { buf, buf + size, false };
-	const struct ct_entry *e = CT_ENTRY_OF(ct);	/* snat and dnat need the parse */
 	bool first = true;
 
 	for (size_t i = 0; i < ct_nfields; i++) {

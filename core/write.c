@@ -34,12 +34,9 @@ static size_t format_line(lua_State *L, int idx, struct ct_entry *e, const struc
 			return 0;
 		len = (size_t)n;
 	} else {
-		/* json_print.c reads parsed entries */
-		const struct nf_conntrack *ct = ct_entry_parse(e);
-
-		if (!ct)
+		if (e->odd && !ct_entry_parse(e))
 			return 0;
-		while ((len = ct_json_flow(buf, room, ct, map)) == 0) {
+		while ((len = ct_json_flow(buf, room, e, map)) == 0) {
 			room *= 2;
 			buf = lua_newuserdatauv(L, room + 1, 0);
 			lua_replace(L, idx);

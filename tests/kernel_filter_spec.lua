@@ -94,7 +94,7 @@ local CASES = {
   { { family = "ipv4", proto = "sctp", dport = 22 }, function() return false end },
   { { src = "10.1.0.1", function(f) return f.dport ~= 22 end },
     function(f) return f.src == "10.1.0.1" and f.dport ~= 22 end },
-  -- no family: the kernel filters nothing, the prefilter what it can
+  -- no family: the kernel filters only zones, the prefilter what it can
   { { zone = 5 }, function(f) return f.zone == 5 end, kernel = { "zone" } },
   { { orig_zone = 5 }, function(f) return f.orig_zone == 5 end, kernel = { "orig_zone" } },
   { { reply_zone = 5, proto = "udp" }, function(f) return f.reply_zone == 5 and f.proto == "udp" end,
