@@ -377,6 +377,8 @@ struct ct_flow {
 struct ct_flow *ct_flow_new(lua_State *L, int labelmap_idx);
 struct ct_flow *ct_flow_new_unparsed(lua_State *L, int labelmap_idx, const struct nlmsghdr *nlh);
 struct ct_flow *ct_flow_new_indexed(lua_State *L, int labelmap_idx, const struct ct_entry *e);
+struct ct_flow *ct_flow_new_entry(lua_State *L, int labelmap_idx, struct ct_entry *e,
+				  size_t *unreported);
 struct nf_conntrack *ct_flow_alloc(lua_State *L);
 void ct_flow_account(lua_State *L, size_t *unreported);
 struct ct_flow *ct_flow_test(lua_State *L, int idx);

@@ -172,14 +172,7 @@ static void push_pending(lua_State *L, struct ct_dump *d, int idx)
 		return;
 	}
 	lua_getiuservalue(L, idx, UV_LABELMAP);
-	if (d->entry.parsed) {
-		ct_flow_new(L, -1)->ct = d->entry.parsed;
-		d->entry.parsed = NULL;
-		d->entry.ct = NULL;
-		ct_flow_account(L, &d->unreported);
-	} else {
-		ct_flow_new_indexed(L, -1, &d->entry);
-	}
+	ct_flow_new_entry(L, -1, &d->entry, &d->unreported);
 	lua_remove(L, -2);
 }
 

@@ -303,25 +303,54 @@ static void note_seen(struct ct_events *ev, const struct nf_conntrack *ct, bool 
 }
 
 /*
- * Make one message's flow (parsed, or holding the message when no filter
- * term or resync view reads it) and, if it passes the filter, append its
- * event. Lua runs only for the predicate, after the C filter. A message that cannot
- * be parsed (EBADMSG: malformed, see nlvalidate.c) is an error for recv to
- * report after the events before it, never a silent gap in the stream.
+ * Pushes the flow of nlh, a valid message, if it passes the C filter (else
+ * pushes nothing and returns NULL). The filter reads the message's index,
+ * or the flow's parse when the message is odd or the resync view needs it:
+ * the flow owns that parse before anything can raise.
+ */
+static struct ct_flow *filtered_flow(lua_State *L, struct ct_events *ev, const struct nlmsghdr *nlh)
+{
+	struct ct_flow *flow;
+	struct ct_entry e;
+
+	ct_entry_index(&e, nlh);
+	if (!e.odd && !ev->seen) {
+		if (!ct_filter_match(&ev->filter, &e))
+			return NULL;
+		return ct_flow_new_indexed(L, -1, &e);
+	}
+	flow = ct_flow_new(L, -1);
+	flow->ct = nfct_new();
+	if (!flow->ct || nfct_nlmsg_parse(nlh, flow->ct) < 0)
+		luaL_error(L, "not enough memory");	/* valid: only memory can fail */
+	ct_flow_account(L, &ev->unreported);
+	if (!ct_filter_match(&ev->filter, CT_ENTRY_OF(flow->ct))) {
+		lua_pop(L, 1);
+		return NULL;
+	}
+	return flow;
+}
+
+/*
+ * Make one message's flow and, if it passes the filter, append its event.
+ * The flow holds the message, read through its index (flow.c), unless the
+ * resync view needs the parse; the C filter reads the index too. Lua runs
+ * only for the predicate, after the C filter. A malformed message
+ * (EBADMSG, see nlvalidate.c) is an error for recv to report after the
+ * events before it, never a silent gap in the stream.
  */
 void ct_events_queue(lua_State *L, struct ct_events *ev, int self, int queue,
 		     const struct nlmsghdr *nlh)
 {
 	const char *kind = ct_event_kind(nlh);
 	struct ct_flow *flow;
-	bool deferred;
-	int err;
 
 	if (!kind)
 		return;
 	if (nlh->nlmsg_type >> 8 == NFNL_SUBSYS_CTNETLINK_EXP) {
 		/* filters are written for flows: expectations all come through */
-		err = ct_expect_parse(nlh, ct_expect_new(L));
+		int err = ct_expect_parse(nlh, ct_expect_new(L));
+
 		if (err) {
 			ev->pending_err = err;
 			lua_pop(L, 1);
@@ -330,31 +359,19 @@ void ct_events_queue(lua_State *L, struct ct_events *ev, int self, int queue,
 		append_event(L, queue, kind, received(ev, nlh));
 		return;
 	}
-	deferred = !ev->filter.nterms && !ev->seen;	/* nothing here reads the flow */
-	if (deferred && !ct_flow_msg_valid(nlh)) {
+	if (!ct_flow_msg_valid(nlh)) {
 		ev->pending_err = EBADMSG;
 		return;
 	}
 	lua_getiuservalue(L, self, CT_UV_LABELMAP);
-	if (deferred) {
-		/* it keeps the message, parsed when first read (flow.c) */
-		flow = ct_flow_new_unparsed(L, -1, nlh);
-		lua_remove(L, -2);
-	} else {
-		flow = ct_flow_new(L, -1);
-		lua_remove(L, -2);
-		flow->ct = nfct_new();
-		if (!flow->ct)
-			luaL_error(L, "not enough memory");
-		ct_flow_account(L, &ev->unreported);
-		err = ct_parse_flow(nlh, flow->ct);
-		if (err)
-			ev->pending_err = err;
-		if (err || !ct_filter_match(&ev->filter, CT_ENTRY_OF(flow->ct))) {
-			lua_pop(L, 1);
-			return;
-		}
+	/* nothing here reads it: a loop that only counts events never indexes it */
+	flow = !ev->filter.nterms && !ev->seen ? ct_flow_new_unparsed(L, -1, nlh) :
+						  filtered_flow(L, ev, nlh);
+	if (!flow) {
+		lua_pop(L, 1);	/* the labelmap */
+		return;
 	}
+	lua_remove(L, -2);
 	if (lua_getiuservalue(L, self, CT_EV_UV_PREDICATE) != LUA_TNIL) {
 		lua_pushvalue(L, -2);
 		lua_call(L, 1, 1);

@@ -98,6 +98,26 @@ struct ct_flow *ct_flow_new_indexed(lua_State *L, int labelmap_idx, const struct
 	return flow;
 }
 
+/*
+ * Pushes the flow of entry e, a received message's (indexed, and parsed
+ * only if something needed it): the flow takes e's parse, or copies its
+ * message and index. *unreported: as ct_flow_account's.
+ */
+struct ct_flow *ct_flow_new_entry(lua_State *L, int labelmap_idx, struct ct_entry *e,
+				  size_t *unreported)
+{
+	struct ct_flow *flow;
+
+	if (!e->parsed)
+		return ct_flow_new_indexed(L, labelmap_idx, e);
+	flow = ct_flow_new(L, labelmap_idx);
+	flow->ct = e->parsed;
+	e->parsed = NULL;
+	e->ct = NULL;
+	ct_flow_account(L, unreported);
+	return flow;
+}
+
 /* Pushes a flow owning a new empty conntrack object and returns the object. */
 struct nf_conntrack *ct_flow_alloc(lua_State *L)
 {
