@@ -233,7 +233,12 @@ static void batch_queue(struct ct_batch *b, uint16_t type, uint16_t flags,
 	if (!slot)
 		return;
 	nlh = ct_request_header(slot, type, flags, nfct_get_attr_u8(req, ATTR_ORIG_L3PROTO), 0);
-	nfct_nlmsg_build(nlh, req);
+	/* it fails without an original tuple, leaving a bare header: as a
+	 * delete, the kernel would take that for a flush */
+	if (nfct_nlmsg_build(nlh, req) < 0) {
+		batch_fail(b, EINVAL);
+		return;
+	}
 	queue(b, nlh, ident);
 }
 
@@ -271,8 +276,8 @@ static void batch_add(struct ct_batch *b, int idx, const struct ct_change *chang
 
 	if (b->raised)
 		return;
-	ct_flow_entry(b->L, idx, &e);
-	if (!nchanges && !e.ct && !e.odd && queue_delete(b, &e, idx))
+	ct_flow_entry(b->L, idx, &e);	/* never odd */
+	if (!nchanges && !e.ct && queue_delete(b, &e, idx))
 		return;
 	old = ct_flow_check(b->L, idx)->ct;	/* changes read the parse */
 	req = nfct_new();

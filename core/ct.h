@@ -323,7 +323,7 @@ static inline const struct nlattr *ct_attr_next(const char **p, const char *end)
 	return a;
 }
 
-/* ---- entry.c: an entry as the printers read it ---------------------------- */
+/* ---- entry.c: an entry as the printers, fields and filters read it ------ */
 
 /*
  * A parsed nf_conntrack (ct), or a conntrack message (nlh) whose attributes
@@ -571,7 +571,6 @@ struct ct_events {
 	int bufsize, bufsize_max;	/* the socket's receive buffer, and its cap */
 	uint32_t drops;			/* the kernel's drop counter, as last read */
 	bool congested;			/* ENOBUFS came, and the counter was not read since */
-	size_t unreported;		/* flow bytes not yet told to the GC */
 	struct ct_filter filter;
 	struct ct_seen *seen;		/* the subscriber's view, with resync on */
 	uint32_t generation;		/* of the latest resync */

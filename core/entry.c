@@ -9,7 +9,7 @@
  * exactly what libnfct 1.0.9's parse of the same message would: the same
  * attributes set, the same values. Where libnfct's storage would make two
  * attributes share bytes (IPv4 and IPv6 addresses, ports and ICMP fields,
- * the protocols' states), or a repeated nest would leave attributes of its
+ * the protocols' fields), or a repeated nest would leave attributes of its
  * first copy here, the entry is marked odd, and is read from libnfct's
  * parse. fuzz_entry checks that both kinds of entry print and read alike.
  *
@@ -95,7 +95,8 @@ static int icmp_field(unsigned int type)
 /*
  * A tuple's layer-4 nest. libnfct keeps ports and ICMP fields in one
  * storage per tuple, and reads ICMP and ICMPv6 attributes in an order of
- * its own: a tuple with ports and ICMP fields, or with both ICMPs, is odd. It counts the ICMP fields of any tuple as set,
+ * its own: a tuple with ports and ICMP fields, or an original tuple with
+ * both ICMPs, is odd. It counts the ICMP fields of any tuple as set,
  * but reads them from the original tuple: *elsewhere notes those of the
  * other tuples (ct_entry_index checks that the original has them too).
  */

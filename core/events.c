@@ -319,11 +319,8 @@ static struct ct_flow *filtered_flow(lua_State *L, struct ct_events *ev, const s
 			return NULL;
 		return ct_flow_new_indexed(L, -1, &e);
 	}
-	flow = ct_flow_new(L, -1);
-	flow->ct = nfct_new();
-	if (!flow->ct || nfct_nlmsg_parse(nlh, flow->ct) < 0)
-		luaL_error(L, "not enough memory");	/* valid: only memory can fail */
-	ct_flow_account(L, &ev->unreported);
+	ct_flow_new_unparsed(L, -1, nlh);
+	flow = ct_flow_check(L, -1);	/* parses it */
 	if (!ct_filter_match(&ev->filter, CT_ENTRY_OF(flow->ct))) {
 		lua_pop(L, 1);
 		return NULL;
@@ -334,7 +331,8 @@ static struct ct_flow *filtered_flow(lua_State *L, struct ct_events *ev, const s
 /*
  * Make one message's flow and, if it passes the filter, append its event.
  * The flow holds the message, read through its index (flow.c), unless the
- * resync view needs the parse; the C filter reads the index too. Lua runs
+ * message is odd or the resync view needs the parse; the C filter reads
+ * the index too. Lua runs
  * only for the predicate, after the C filter. A malformed message
  * (EBADMSG, see nlvalidate.c) is an error for recv to report after the
  * events before it, never a silent gap in the stream.

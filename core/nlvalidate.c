@@ -118,6 +118,9 @@ NEST(flow, CTA_STATUS_MASK,
 	[CTA_TIMESTAMP] = NESTED(timestamp),
 	[CTA_STATUS] = U32, [CTA_TIMEOUT] = U32, [CTA_MARK] = U32, [CTA_SECMARK] = U32,
 	[CTA_USE] = U32, [CTA_ID] = U32, [CTA_ZONE] = U16,
+	/* 1.0.9's label bitmask holds at most 65536 bits: a longer attribute
+	 * fails the whole parse */
+	[CTA_LABELS] = { .max_len = 8192 },
 	[CTA_SYNPROXY] = { .nest = &synproxy });
 
 /* 1.0.9 bounds this nest by CTA_MAX (26), but its array holds
