@@ -595,6 +595,33 @@ describe("faults", function()
   end)
 
   -------------------------------------------------------------------------------------
+  describe("a flow without an original tuple (the shim hides it from every flow message)",
+           function()
+    -- Only a malformed message makes such a flow. A delete without a tuple is, to the
+    -- kernel, a flush of the whole table: it must never be sent.
+    it("delete of it, and delete by filter, fail with EINVAL and delete nothing", function()
+      assert.equal(3, h:create(udp_list(1, 3)))
+      local out, status, err, injected = child([[
+        local first
+        for f in h:dump() do first = first or f end
+        show(first.src, first.reply_src ~= nil)
+        show(h:delete(first))
+        show(h:delete{ proto = "udp" })  -- no tuple, no protocol: nothing matches
+        show(h:delete{ function() return true end })
+      ]], { call = "notuple", count = 0 })
+      assert.equal(0, status, err)
+      assert.is_true(#injected >= 6, #injected .. " tuples hidden")
+      assert.same({
+        { "nil", "true" },
+        { "nil", "conntrack.delete: Invalid argument", "22" },
+        { "0", "#0" },
+        { "nil", "conntrack.delete: Invalid argument", "22", "#0" },
+      }, rows(out))
+      assert.equal(3, (h:count()))
+    end)
+  end)
+
+  -------------------------------------------------------------------------------------
   describe("other injected failures of the socket calls", function()
     it("socket() refused (EMFILE): open returns nil, message, 24; a dump raises it; " ..
        "listen and update by filter return it; the open handle goes on working", function()
