@@ -882,8 +882,12 @@ describe("conntrack table", function()
       end
       assert.equal(expected, seen)
       assert.truthy(ports > 0)
-      assert.truthy(peak - start < 8 * 1024,
-                    string.format("RSS grew by %d KiB during the dump", peak - start))
+      -- under make check-asan, ASan's quarantine (16 MiB there) holds the flows' freed
+      -- memory on purpose: RSS says nothing (the plain run grows by well under 1 MiB)
+      if os.getenv("CT_SANITIZE") ~= "asan" then
+        assert.truthy(peak - start < 8 * 1024,
+                      string.format("RSS grew by %d KiB during the dump", peak - start))
+      end
       assert.is_true(h:flush())
     end)
   end)
