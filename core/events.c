@@ -313,11 +313,10 @@ static struct ct_flow *filtered_flow(lua_State *L, struct ct_events *ev, const s
 	struct ct_flow *flow;
 	struct ct_entry e;
 
-	ct_entry_index(&e, nlh);
-	if (!e.odd && !ev->seen) {
-		if (!ct_filter_match(&ev->filter, &e))
-			return NULL;
-		return ct_flow_new_indexed(L, -1, &e);
+	if (!ev->seen) {
+		ct_entry_index(&e, nlh);
+		if (!e.odd)
+			return ct_filter_match(&ev->filter, &e) ? ct_flow_new_indexed(L, -1, &e) : NULL;
 	}
 	ct_flow_new_unparsed(L, -1, nlh);
 	flow = ct_flow_check(L, -1);	/* parses it */

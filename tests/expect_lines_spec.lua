@@ -71,16 +71,9 @@ describe("random expect lines", function()
   it("fail where conntrack fails, with its messages (seed " .. SEED .. ")", function()
     H.reset()
     H.must(H.CONNTRACK .. " " .. MASTER .. " 2>/dev/null")
-    math.randomseed(SEED)
-    local parse_errors, kernel_errors = 0, 0
-    for _ = 1, COUNT do
-      local words = random_expect(math.random)
-      local theirs = outcome("conntrack", words)
-      local ours = outcome("ct-lua", words)
-      assert.same(theirs, ours, "conntrack " .. table.concat(words, " "))
-      if theirs.status == 2 then parse_errors = parse_errors + 1 end
-      if theirs.status == 1 then kernel_errors = kernel_errors + 1 end
-    end
+    local outcomes = random_lines.side_by_side(SEED, COUNT, random_expect, outcome)
+    local parse_errors = random_lines.count(outcomes, function(o) return o.status == 2 end)
+    local kernel_errors = random_lines.count(outcomes, function(o) return o.status == 1 end)
     H.reset()
     assert.is_true(parse_errors > COUNT // 10 and kernel_errors > COUNT // 10,
                    parse_errors .. " parse errors, " .. kernel_errors .. " kernel errors")

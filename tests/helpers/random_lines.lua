@@ -1,6 +1,33 @@
---- Random command lines for the side-by-side specs: each function takes a random
--- function (math.random) and returns the words of one conntrack command line.
+--- Random command lines for the side-by-side specs: each generator takes a random
+-- function (math.random) and returns the words of one conntrack command line;
+-- side_by_side runs them through both programs.
+local assert = require "luassert"
+
 local M = {}
+
+--- Seeds math.random with seed, makes count lines with gen and asserts that
+-- outcome(who, words) is the same for "conntrack" and "ct-lua" (a failure names the
+-- line). Returns conntrack's outcomes, for the checks that the mix covered what it should.
+function M.side_by_side(seed, count, gen, outcome)
+  math.randomseed(seed)
+  local outcomes = {}
+  for i = 1, count do
+    local words = gen(math.random)
+    local theirs = outcome("conntrack", words)
+    assert.same(theirs, outcome("ct-lua", words), "conntrack " .. table.concat(words, " "))
+    outcomes[i] = theirs
+  end
+  return outcomes
+end
+
+--- How many of the outcomes pred holds for.
+function M.count(outcomes, pred)
+  local n = 0
+  for _, o in ipairs(outcomes) do
+    if pred(o) then n = n + 1 end
+  end
+  return n
+end
 
 --- The words of opts, a list of { option, value } (value nil for none): the first two
 -- (the command and -p) in place, the others in a random order (order matters to
