@@ -8,7 +8,9 @@
  * zone (enough to build the flow of a synthetic destroy) and a fingerprint
  * of what can change: status, mark, state, labels, helper. Counters and
  * the timeout are left out; they change all the time and are not news.
- * An open-addressing hash table keyed by id, about 64 bytes an entry.
+ * An open-addressing hash table, about 64 bytes an entry, keyed by id and
+ * tuple: the id is a 32-bit hash, and two live entries of 100,000 share
+ * one about once in a run, which must not merge them in the view.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -19,14 +21,19 @@
 #include <string.h>
 #include <sys/socket.h>
 
-struct seen_entry {
-	uint32_t id;		/* 0: an empty slot */
-	uint32_t fingerprint;
-	uint32_t generation;	/* of the last resync that found it */
+/* What names an entry besides its id; no padding, so memcmp compares it. */
+struct seen_tuple {
 	uint16_t zone, orig_zone;
 	uint8_t family, proto, icmp_type, icmp_code;
 	uint16_t sport, dport;	/* network order, as libnetfilter_conntrack keeps them */
 	uint8_t src[16], dst[16];
+};
+
+struct seen_entry {
+	uint32_t id;		/* 0: an empty slot */
+	uint32_t fingerprint;
+	uint32_t generation;	/* of the last resync that found it */
+	struct seen_tuple tuple;
 };
 
 struct ct_seen {
@@ -109,10 +116,13 @@ void ct_seen_free(struct ct_seen *s)
 	}
 }
 
-static struct seen_entry *find(const struct ct_seen *s, uint32_t id)
+/* The slot of the entry (id, tuple), or the empty slot where it would go. */
+static struct seen_entry *find(const struct ct_seen *s, uint32_t id, const struct seen_tuple *tuple)
 {
 	for (size_t i = hash32(id) & (s->size - 1);; i = (i + 1) & (s->size - 1)) {
-		if (s->slots[i].id == id || s->slots[i].id == 0)
+		const struct seen_entry *e = &s->slots[i];
+
+		if (e->id == 0 || (e->id == id && memcmp(&e->tuple, tuple, sizeof(*tuple)) == 0))
 			return &s->slots[i];
 	}
 }
@@ -149,7 +159,7 @@ static int grow(struct ct_seen *s)
 	s->size = old_size * 2;
 	for (size_t i = 0; i < old_size; i++)
 		if (old[i].id)
-			*find(s, old[i].id) = old[i];
+			*find(s, old[i].id, &old[i].tuple) = old[i];
 	free(old);
 	s->sweep = 0;
 	return 0;
@@ -164,10 +174,12 @@ static void copy_addr(uint8_t *to, const void *from, size_t len)
 		memset(to, 0, len);
 }
 
-static void copy_tuple(struct seen_entry *e, const struct nf_conntrack *ct)
+/* The original tuple and zones of ct, zero-filled where it has none. */
+static void tuple_of(struct seen_tuple *e, const struct nf_conntrack *ct)
 {
 	bool v6 = nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO) == AF_INET6;
 
+	memset(e, 0, sizeof(*e));
 	e->family = nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO);
 	e->proto = nfct_get_attr_u8(ct, ATTR_ORIG_L4PROTO);
 	copy_addr(e->src, nfct_get_attr(ct, v6 ? ATTR_ORIG_IPV6_SRC : ATTR_ORIG_IPV4_SRC), v6 ? 16 : 4);
@@ -192,13 +204,15 @@ int ct_seen_record(struct ct_seen *s, const struct nf_conntrack *ct, bool destro
 		   uint32_t generation)
 {
 	uint32_t id = nfct_get_attr_u32(ct, ATTR_ID);
+	struct seen_tuple tuple;
 	struct seen_entry *e;
 	uint32_t fp;
 	int change;
 
 	if (!id || nfct_attr_is_set(ct, ATTR_ID) <= 0)
 		return CT_SEEN_SAME;	/* nothing to key it by */
-	e = find(s, id);
+	tuple_of(&tuple, ct);
+	e = find(s, id, &tuple);
 	if (destroyed) {
 		if (e->id)
 			remove_entry(s, e);
@@ -209,9 +223,10 @@ int ct_seen_record(struct ct_seen *s, const struct nf_conntrack *ct, bool destro
 		if ((s->used + 1) * 2 > s->size) {
 			if (grow(s))
 				return -ENOMEM;
-			e = find(s, id);
+			e = find(s, id, &tuple);
 		}
 		e->id = id;
+		e->tuple = tuple;
 		s->used++;
 		change = CT_SEEN_NEW;
 	} else {
@@ -219,7 +234,6 @@ int ct_seen_record(struct ct_seen *s, const struct nf_conntrack *ct, bool destro
 	}
 	e->fingerprint = fp;
 	e->generation = generation;
-	copy_tuple(e, ct);
 	return change;
 }
 
@@ -232,29 +246,30 @@ bool ct_seen_take_gone(struct ct_seen *s, uint32_t generation, struct nf_conntra
 {
 	for (; s->sweep < s->size; s->sweep++) {
 		struct seen_entry e = s->slots[s->sweep];
-		bool v6 = e.family == AF_INET6;
+		const struct seen_tuple *t = &e.tuple;
+		bool v6 = t->family == AF_INET6;
 
 		if (!e.id || e.generation == generation)
 			continue;
 		remove_entry(s, &s->slots[s->sweep]);	/* may move a later entry here: look again */
-		nfct_set_attr_u8(out, ATTR_ORIG_L3PROTO, e.family);
-		nfct_set_attr_u8(out, ATTR_REPL_L3PROTO, e.family);
-		nfct_set_attr_u8(out, ATTR_ORIG_L4PROTO, e.proto);
-		nfct_set_attr_u8(out, ATTR_REPL_L4PROTO, e.proto);
-		nfct_set_attr(out, v6 ? ATTR_ORIG_IPV6_SRC : ATTR_ORIG_IPV4_SRC, e.src);
-		nfct_set_attr(out, v6 ? ATTR_ORIG_IPV6_DST : ATTR_ORIG_IPV4_DST, e.dst);
-		if (e.proto == IPPROTO_ICMP || e.proto == IPPROTO_ICMPV6) {
-			nfct_set_attr_u8(out, ATTR_ICMP_TYPE, e.icmp_type);
-			nfct_set_attr_u8(out, ATTR_ICMP_CODE, e.icmp_code);
-			nfct_set_attr_u16(out, ATTR_ICMP_ID, e.sport);
+		nfct_set_attr_u8(out, ATTR_ORIG_L3PROTO, t->family);
+		nfct_set_attr_u8(out, ATTR_REPL_L3PROTO, t->family);
+		nfct_set_attr_u8(out, ATTR_ORIG_L4PROTO, t->proto);
+		nfct_set_attr_u8(out, ATTR_REPL_L4PROTO, t->proto);
+		nfct_set_attr(out, v6 ? ATTR_ORIG_IPV6_SRC : ATTR_ORIG_IPV4_SRC, t->src);
+		nfct_set_attr(out, v6 ? ATTR_ORIG_IPV6_DST : ATTR_ORIG_IPV4_DST, t->dst);
+		if (t->proto == IPPROTO_ICMP || t->proto == IPPROTO_ICMPV6) {
+			nfct_set_attr_u8(out, ATTR_ICMP_TYPE, t->icmp_type);
+			nfct_set_attr_u8(out, ATTR_ICMP_CODE, t->icmp_code);
+			nfct_set_attr_u16(out, ATTR_ICMP_ID, t->sport);
 		} else {
-			nfct_set_attr_u16(out, ATTR_ORIG_PORT_SRC, e.sport);
-			nfct_set_attr_u16(out, ATTR_ORIG_PORT_DST, e.dport);
+			nfct_set_attr_u16(out, ATTR_ORIG_PORT_SRC, t->sport);
+			nfct_set_attr_u16(out, ATTR_ORIG_PORT_DST, t->dport);
 		}
-		if (e.zone)
-			nfct_set_attr_u16(out, ATTR_ZONE, e.zone);
-		if (e.orig_zone)
-			nfct_set_attr_u16(out, ATTR_ORIG_ZONE, e.orig_zone);
+		if (t->zone)
+			nfct_set_attr_u16(out, ATTR_ZONE, t->zone);
+		if (t->orig_zone)
+			nfct_set_attr_u16(out, ATTR_ORIG_ZONE, t->orig_zone);
 		nfct_set_attr_u32(out, ATTR_ID, e.id);
 		return true;
 	}
