@@ -5,7 +5,7 @@ local H = require "helpers"
 
 -- An entry's key in a view: its id and tuple (the kernel's id is a 32-bit hash, which two
 -- of a few thousand entries share about once in a thousand runs).
-local function key(flow)
+local function key_of(flow)
   return flow.id .. " " .. flow.src .. ":" .. flow.sport
 end
 
@@ -19,9 +19,9 @@ local function apply(view, batch)
     local key = (e.resync and "resync " or "") .. e.kind
     view.counts[key] = (view.counts[key] or 0) + 1
     if e.kind == "new" or e.kind == "update" then
-      view.entries[key(e.flow)] = e.flow.mark
+      view.entries[key_of(e.flow)] = e.flow.mark
     elseif e.kind == "destroy" then
-      view.entries[key(e.flow)] = nil
+      view.entries[key_of(e.flow)] = nil
     end
   end
 end
@@ -37,7 +37,7 @@ end
 
 local function table_now(h, filter)
   local marks = {}
-  for f in h:dump(filter) do marks[key(f)] = f.mark end
+  for f in h:dump(filter) do marks[key_of(f)] = f.mark end
   return marks
 end
 
