@@ -486,6 +486,9 @@ struct ct_dump {
 	char *buf;			/* one receive buffer */
 	size_t len, off;		/* of the datagram in buf */
 	unsigned int seq;
+	uint16_t type;			/* of the request (ct_dump_push) */
+	bool kernel_filtered;		/* the request names terms for the kernel */
+	bool answered;			/* something other than an error came back */
 	struct ct_entry entry;		/* the entry read last, not yet owned by a flow */
 	bool expect;			/* a dump of expectations */
 	struct ct_expect pending_expect;

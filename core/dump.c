@@ -99,6 +99,20 @@ static int index_cb(const struct nlmsghdr *nlh, void *data)
 	return MNL_CB_OK;
 }
 
+static int send_request(struct ct_dump *d, bool kernel_filter);
+
+/*
+ * A kernel built without marks or zones refuses a dump request that names
+ * them (EOPNOTSUPP), before it sends any entry. The C filter checks every
+ * term anyway: ask again with the family alone. Returns 0 or an errno.
+ */
+static int retry_unfiltered(struct ct_dump *d)
+{
+	for (size_t i = 0; i < d->filter.nterms; i++)
+		d->filter.terms[i].in_kernel = d->filter.terms[i].field->kind == K_FAMILY;
+	return send_request(d, false);
+}
+
 /*
  * Index the next message into d->entry (an expectation: parse it into
  * d->pending_expect). A C filter reads the index, or the parse when it
@@ -123,6 +137,8 @@ static int next_entry(struct ct_dump *d)
 		if (!ct_nlmsg_ok(nlh, d->len - d->off))
 			return -EPROTO;
 		d->off += NLMSG_ALIGN(nlh->nlmsg_len);
+		if (nlh->nlmsg_type != NLMSG_ERROR)
+			d->answered = true;
 		/* a malformed entry is reported even when the filter would drop it */
 		if (!d->expect && !may_pass(d, nlh)) {
 			if (!ct_flow_msg_valid(nlh))
@@ -152,6 +168,13 @@ static int next_entry(struct ct_dump *d)
 		drop_pending(d);
 		if (ret == MNL_CB_STOP)
 			return 0;
+		if (ret == -EOPNOTSUPP && d->kernel_filtered && !d->answered) {
+			int err = retry_unfiltered(d);
+
+			if (err)
+				return -err;
+			continue;
+		}
 		if (ret < 0)
 			return ret;
 	}
@@ -268,13 +291,12 @@ int ct_dump_push(lua_State *L, int handle_idx, int filter_idx, int arg, const ch
 		 uint16_t type)
 {
 	struct ct_dump *d = lua_newuserdatauv(L, sizeof(*d), UV_COUNT);
-	char req[MNL_SOCKET_BUFFER_SIZE];
-	struct nlmsghdr *nlh;
 	struct ct_arg a = { L, arg, 0, true };
 	int err;
 
 	memset(d, 0, sizeof(*d));
 	d->op = op;
+	d->type = type;
 	d->expect = type == EXP_MSG(IPCTNL_MSG_EXP_GET);
 	luaL_setmetatable(L, CT_DUMP_TYPE);
 	lua_getiuservalue(L, handle_idx, CT_UV_LABELMAP);
@@ -292,18 +314,37 @@ int ct_dump_push(lua_State *L, int handle_idx, int filter_idx, int arg, const ch
 	lua_pop(L, 1);
 	if (err)
 		return err;
-	d->seq = ++d->sock.seq;
-	nlh = ct_request_header(req, type, NLM_F_DUMP, d->filter.family, d->seq);
-	/* only the main table's dump reads a filter (an expectation dump would
-	 * take these attribute numbers for others) */
-	if (type == CT_MSG(IPCTNL_MSG_CT_GET) || type == CT_MSG(IPCTNL_MSG_CT_GET_CTRZERO))
-		ct_filter_to_request(&d->filter, nlh, true);
-	if (!d->expect && terms_left(&d->filter))
-		d->prefilter_len = ct_bpf_compile(&d->filter, d->prefilter);
-	err = ct_socket_send(&d->sock, nlh, nlh->nlmsg_len);
+	err = send_request(d, true);
 	if (err)
 		dump_release(d);
 	return err;
+}
+
+/*
+ * Send the dump's request, with the terms the kernel can filter when
+ * kernel_filter is true (only the main table's dump reads a filter: an
+ * expectation dump would take these attribute numbers for others), and
+ * make the prefilter of the terms left to us. Returns 0 or an errno.
+ */
+static int send_request(struct ct_dump *d, bool kernel_filter)
+{
+	char req[MNL_SOCKET_BUFFER_SIZE];
+	struct nlmsghdr *nlh;
+
+	d->seq = ++d->sock.seq;
+	nlh = ct_request_header(req, d->type, NLM_F_DUMP, d->filter.family, d->seq);
+	if (kernel_filter && (d->type == CT_MSG(IPCTNL_MSG_CT_GET) ||
+			      d->type == CT_MSG(IPCTNL_MSG_CT_GET_CTRZERO))) {
+		uint32_t bare = nlh->nlmsg_len;
+
+		ct_filter_to_request(&d->filter, nlh, true);
+		d->kernel_filtered = nlh->nlmsg_len > bare;
+	} else {
+		d->kernel_filtered = false;
+	}
+	d->prefilter_len = !d->expect && terms_left(&d->filter) ?
+			   ct_bpf_compile(&d->filter, d->prefilter) : 0;
+	return ct_socket_send(&d->sock, nlh, nlh->nlmsg_len);
 }
 
 void ct_dump_open(lua_State *L)

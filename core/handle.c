@@ -248,9 +248,23 @@ static int handle_count(lua_State *L)
 	return 2;
 }
 
+/* h:flush by deleting what a dump finds: the filter (at 2) is more than the kernel's. */
+static int flush_by_delete(lua_State *L)
+{
+	int results;
+
+	lua_settop(L, 2);
+	results = ct_handle_delete(L);
+	if (lua_isnil(L, -results))
+		return results;	/* nil, message, errno, report */
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
 /*
  * h:flush([filter]) -> true | nil, message, errno. The kernel flushes by
- * family and mark itself; any other filter deletes the matching entries.
+ * family and mark itself; any other filter deletes the matching entries,
+ * as does a mark on a kernel built without marks, which refuses it.
  */
 static int handle_flush(lua_State *L)
 {
@@ -259,28 +273,24 @@ static int handle_flush(lua_State *L)
 	char buf[MNL_SOCKET_BUFFER_SIZE];
 	struct ct_filter filter;
 	struct nlmsghdr *nlh;
+	uint32_t bare;
 	int err;
 
 	lua_settop(L, 2);
 	lua_getiuservalue(L, 1, CT_UV_LABELMAP);
 	ct_filter_compile(&a, 2, &filter);
-	if (!ct_filter_kernel_only(&filter)) {
-		int results;
-
-		lua_settop(L, 2);
-		results = ct_handle_delete(L);
-		if (lua_isnil(L, -results))
-			return results;	/* nil, message, errno, report */
-		lua_pushboolean(L, 1);
-		return 1;
-	}
+	if (!ct_filter_kernel_only(&filter))
+		return flush_by_delete(L);
 	nlh = ct_request_header(buf, CT_MSG(IPCTNL_MSG_CT_DELETE), NLM_F_ACK, filter.family,
 				++h->sock.seq);
 	/* the kernel applies a flush's family only to version 1 messages:
 	 * older tools sent AF_INET while meaning "everything" */
 	((struct nfgenmsg *)mnl_nlmsg_get_payload(nlh))->version = 1;
+	bare = nlh->nlmsg_len;
 	ct_filter_to_request(&filter, nlh, false);
 	err = ct_socket_talk(&h->sock, nlh, buf, sizeof(buf), NULL, NULL);
+	if (err == EOPNOTSUPP && nlh->nlmsg_len > bare)
+		return flush_by_delete(L);
 	if (err)
 		return ct_fail(L, "flush", err);
 	lua_pushboolean(L, 1);

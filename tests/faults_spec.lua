@@ -670,6 +670,42 @@ describe("faults", function()
   end)
 
   -------------------------------------------------------------------------------------
+  describe("a kernel built without marks or zones (the shim refuses filtered dumps and " ..
+           "a flush by mark with EOPNOTSUPP, as that kernel does)", function()
+    it("dumps, updates, flushes and lists by filter all the same, filtering in C", function()
+      local specs = udp_list(1, 6)
+      for i = 1, 3 do specs[i].mark = 1 end
+      for i = 4, 5 do specs[i].zone = 3 end
+      assert.equal(6, h:create(specs))
+      local out, status, err, injected = child([[
+        local function count(filter)
+          local n = 0
+          for _ in h:dump(filter) do n = n + 1 end
+          return n
+        end
+        show("mark", count{ mark = 1 })
+        show("zone", count{ zone = 3 })
+        show("tuple", count{ family = "ipv4", proto = "udp", src = "10.2.0.2", dport = 53 })
+        show("update", h:update({ mark = 1 }, { mark = 2 }))
+        local marked = 0
+        for _, line in ipairs(H.lines(H.must("./ct-lua conntrack -L -m 2 2>/dev/null"))) do
+          if line:find(" mark=2 ", 1, true) then marked = marked + 1 end
+        end
+        show("cli", marked)
+        show("flush", h:flush{ mark = 2 })
+        show("left", count(), count{ mark = 2 })
+      ]], { call = "nofilter", count = 0 })
+      assert.equal(0, status, err)
+      assert.is_true(#injected >= 8, #injected .. " requests refused")
+      assert.same({
+        { "mark", "3" }, { "zone", "2" }, { "tuple", "1" }, { "update", "3", "#0" },
+        { "cli", "3" },
+        { "flush", "true" }, { "left", "3", "0" },
+      }, rows(out))
+    end)
+  end)
+
+  -------------------------------------------------------------------------------------
   describe("other injected failures of the socket calls", function()
     it("socket() refused (EMFILE): open returns nil, message, 24; a dump raises it; " ..
        "listen and update by filter return it; the open handle goes on working", function()
