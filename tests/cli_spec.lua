@@ -19,6 +19,7 @@
 --   CLI_DUMP=DIR       writes both programs' raw results of each case to DIR/FILE.LINE
 
 local H = require "helpers"
+local ftp = require "helpers.ftp"
 local busted = require "busted"
 local has_luv, uv = pcall(require, "luv")
 
@@ -357,84 +358,13 @@ local function traffic(arg)
          ("setup-traffic %s: no answer (%d): %s"):format(arg, status, err))
 end
 
--- the ftp environment: the kernel's ftp helper, a shell ftp server on port 21 and two
--- control connections kept open (IPv4 from port 40021, IPv6 from port 40022) that send
--- what setup-ftp/during-ftp steps say, so an expectation can be announced again, with
--- the same master, after a case deleted it.
-local FTP_SERVER = [[
-cr=$(printf '\r')
-printf '220 ct-lua cli test ftp\r\n'
-while read -r cmd arg; do
-  cmd=${cmd%"$cr"}
-  case "$cmd" in
-    PASV) printf '227 Entering Passive Mode (127,0,0,1,40,10)\r\n' ;;
-    EPSV) printf '229 Entering Extended Passive Mode (|||10250|)\r\n' ;;
-    PORT|EPRT) printf '200 PORT command successful\r\n' ;;
-    QUIT) printf '221 Goodbye\r\n'; exit 0 ;;
-    *) printf '331 Please specify the password\r\n' ;;
-  esac
-done
-]]
-local FTP_CLIENT = [[
-exec 3<>"$1"
-read -r banner
-printf '%s\n' "$banner" >> "$2"
-while read -r c <&3; do
-  printf '%s\r\n' "$c"
-  read -r reply
-  printf '%s\n' "$reply" >> "$2"
-done
-]]
-local ftp = { pids = {} }
-local FTP_RULESET = [[
-table inet ct_lua_cli_ftp {
-  ct helper ftp-21 {
-    type "ftp" protocol tcp
-  }
-  chain out {
-    type filter hook output priority 0;
-    tcp dport 21 ct helper set "ftp-21"
-  }
-}]]
-
-local function ftp_start()
-  local dir = TMP .. "/ftp"
-  H.must("mkdir -p " .. dir)
-  H.write_file(dir .. "/server.sh", FTP_SERVER)
-  H.write_file(dir .. "/client.sh", FTP_CLIENT)
-  H.must("ip link set lo up")
-  H.nft(FTP_RULESET)
-  ftp.pids[#ftp.pids + 1] = H.must("socat TCP6-LISTEN:21,reuseaddr,fork,ipv6only=0 EXEC:" ..
-    H.quote("sh " .. dir .. "/server.sh") .. " >/dev/null 2>&1 & echo $!"):match("%d+")
-  assert(wait_until(function() return H.run("ss -Hltn 'sport = :21'") ~= "" end),
-         "ftp server did not listen")
-  ftp.clients = {}
-  for i, target in ipairs{ "TCP:127.0.0.1:21,sourceport=40021", "TCP6:[::1]:21,sourceport=40022" } do
-    local fifo, log = dir .. "/cmd" .. i, dir .. "/log" .. i
-    H.must("rm -f " .. fifo .. " " .. log .. " && mkfifo " .. fifo .. " && touch " .. log)
-    ftp.pids[#ftp.pids + 1] = H.must("socat " .. target .. ",reuseaddr EXEC:" ..
-      H.quote("sh " .. dir .. "/client.sh " .. fifo .. " " .. log) ..
-      " >/dev/null 2>&1 & echo $!"):match("%d+")
-    ftp.clients[i] = { fifo = fifo, log = log }
-    assert(wait_until(function() return #split_lines(read_file(log) or "") >= 1 end),
-           "ftp client " .. i .. " got no banner")
-  end
-end
+-- the ftp environment (tests/helpers/ftp.lua), while a file that needs it runs
+local ftp_env
 
 local function ftp_send(arg)
   local n, cmd = arg:match("^(%d)%s+(.+)$")
-  local client = assert(ftp.clients and ftp.clients[tonumber(n)], "setup-ftp: needs env ftp")
-  local before = #split_lines(read_file(client.log) or "")
-  local f = assert(io.open(client.fifo, "w"))
-  f:write(cmd, "\n")
-  f:close()
-  assert(wait_until(function() return #split_lines(read_file(client.log) or "") > before end),
-         "ftp client " .. n .. ": no reply to " .. cmd)
-end
-
-local function ftp_stop()
-  for _, pid in ipairs(ftp.pids) do H.run("kill " .. pid .. " 2>/dev/null") end
-  ftp.pids, ftp.clients = {}, nil
+  assert(ftp_env and n, "setup-ftp: needs env ftp and `N COMMAND`, got " .. arg)
+  ftp_env:send(tonumber(n), cmd)
 end
 
 --- Runs fixture or sequence steps; consecutive conntrack steps of a fixture go through one
@@ -505,12 +435,15 @@ local function setup_file(file)
   for name, lines in pairs(file.files) do
     H.write_file(TMP .. "/" .. name, table.concat(lines, "\n") .. "\n")
   end
-  if file.env.ftp then ftp_start() end
+  if file.env.ftp then ftp_env = ftp.start(TMP .. "/ftp") end
   reset_table(file)
 end
 
 local function teardown_file(file)
-  if file.env.ftp then ftp_stop() end
+  if file.env.ftp then
+    ftp_env:stop()
+    ftp_env = nil
+  end
 end
 
 ---------------------------------------------------------------------------------------
