@@ -11,6 +11,7 @@
 -- so IPv6 expectations are listed with `-f ipv6`.
 
 local H = require "helpers"
+local ftp = require "helpers.ftp"
 local conntrack = require "conntrack"
 
 local ENOENT, EEXIST, EINVAL, ENOSPC = 2, 17, 22, 28
@@ -152,35 +153,11 @@ end
 ---------------------------------------------------------------------------------------
 -- 1. expectations made by the ftp helper from a real FTP control conversation
 
--- The helper is assigned explicitly (automatic assignment is gone from the kernel). On
--- loopback the helper sees each segment twice (output and input), so an announcement is
--- made, replaced and made again: events are counted as "at least one".
-local FTP_RULESET = [[
-table inet ct_lua_ftp {
-  ct helper ftp-21 {
-    type "ftp" protocol tcp
-  }
-  chain out {
-    type filter hook output priority 0;
-    tcp dport 21 ct helper set "ftp-21"
-  }
-}]]
-
--- The server answers every command; the client sends USER first (the helper ignores the
--- first data segment in each direction), then PORT or PASV, then QUIT.
-local FTP_SERVER = [[
-cr=$(printf '\r')
-printf '220 ct-lua test ftp\r\n'
-while read -r cmd arg; do
-  cmd=${cmd%"$cr"}
-  case "$cmd" in
-    PASV) printf '227 Entering Passive Mode (%s)\r\n' "$FTP_PASV" ;;
-    PORT) printf '200 PORT command successful\r\n' ;;
-    QUIT) printf '221 Goodbye\r\n'; exit 0 ;;
-    *) printf '331 Please specify the password\r\n' ;;
-  esac
-done
-]]
+-- The helper is assigned explicitly, and the server answers PASV with $FTP_PASV (the
+-- ruleset and the server of tests/helpers/ftp.lua). On loopback the helper sees each
+-- segment twice (output and input), so an announcement is made, replaced and made again:
+-- events are counted as "at least one". The client sends USER first (the helper ignores
+-- the first data segment in each direction), then PORT or PASV, then QUIT.
 local FTP_CLIENT = [[
 read -r banner
 printf 'USER anonymous\r\n'; read -r reply
@@ -207,9 +184,9 @@ describe("expectations made by the ftp helper", function()
     H.must("ip link set lo up")
     H.sysctl("nf_conntrack_events", 1)
     H.track_traffic()
-    H.nft(FTP_RULESET)
+    H.nft(ftp.RULESET)
     dir = tmpdir()
-    H.write_file(dir .. "/server.sh", FTP_SERVER)
+    H.write_file(dir .. "/server.sh", ftp.SERVER)
     H.write_file(dir .. "/client.sh", FTP_CLIENT)
     h = H.open()
     ev = assert(h:listen{ events = { "expect_new", "expect_destroy" } })

@@ -8,13 +8,15 @@ local H = require "helpers"
 
 local M = {}
 
-local SERVER = [[
+--- The server, a shell script for socat's EXEC: it answers every command; PASV with
+-- $FTP_PASV (default 127,0,0,1,40,10).
+M.SERVER = [[
 cr=$(printf '\r')
 printf '220 ct-lua test ftp\r\n'
 while read -r cmd arg; do
   cmd=${cmd%"$cr"}
   case "$cmd" in
-    PASV) printf '227 Entering Passive Mode (127,0,0,1,40,10)\r\n' ;;
+    PASV) printf '227 Entering Passive Mode (%s)\r\n' "${FTP_PASV:-127,0,0,1,40,10}" ;;
     EPSV) printf '229 Entering Extended Passive Mode (|||10250|)\r\n' ;;
     PORT|EPRT) printf '200 PORT command successful\r\n' ;;
     QUIT) printf '221 Goodbye\r\n'; exit 0 ;;
@@ -35,7 +37,9 @@ while read -r c <&3; do
 done
 ]]
 
-local RULESET = [[
+--- The nft ruleset that assigns the ftp helper to connections to port 21 (the kernel no
+-- longer assigns helpers by itself).
+M.RULESET = [[
 table inet ct_lua_test_ftp {
   ct helper ftp-21 {
     type "ftp" protocol tcp
@@ -62,10 +66,10 @@ end
 function M.start(dir)
   local env = { pids = {}, clients = {} }
   H.must("mkdir -p " .. dir)
-  H.write_file(dir .. "/server.sh", SERVER)
+  H.write_file(dir .. "/server.sh", M.SERVER)
   H.write_file(dir .. "/client.sh", CLIENT)
   H.must("ip link set lo up")
-  H.nft(RULESET)
+  H.nft(M.RULESET)
   env.pids[#env.pids + 1] = H.must("socat TCP6-LISTEN:21,reuseaddr,fork,ipv6only=0 EXEC:" ..
     H.quote("sh " .. dir .. "/server.sh") .. " >/dev/null 2>&1 & echo $!"):match("%d+")
   H.eventually(2, "the ftp server", function() return H.run("ss -Hltn 'sport = :21'") ~= "" end)
