@@ -104,12 +104,15 @@ static int send_request(struct ct_dump *d, bool kernel_filter);
 /*
  * A kernel built without marks or zones refuses a dump request that names
  * them (EOPNOTSUPP), before it sends any entry. The C filter checks every
- * term anyway: ask again with the family alone. Returns 0 or an errno.
+ * term anyway: ask again with no attribute, the family in the header
+ * alone. Returns 0 or an errno.
  */
 static int retry_unfiltered(struct ct_dump *d)
 {
 	for (size_t i = 0; i < d->filter.nterms; i++)
-		d->filter.terms[i].in_kernel = d->filter.terms[i].field->kind == K_FAMILY;
+		d->filter.terms[i].in_kernel = d->filter.terms[i].field->kind == K_FAMILY &&
+					       !d->filter.terms[i].want.negate;
+	d->off = d->len;	/* nothing of the refused request is read */
 	return send_request(d, false);
 }
 
@@ -168,7 +171,9 @@ static int next_entry(struct ct_dump *d)
 		drop_pending(d);
 		if (ret == MNL_CB_STOP)
 			return 0;
-		if (ret == -EOPNOTSUPP && d->kernel_filtered && !d->answered) {
+		/* not a dump that zeroes counters: it would zero those of every entry */
+		if (ret == -EOPNOTSUPP && d->kernel_filtered && !d->answered &&
+		    d->type == CT_MSG(IPCTNL_MSG_CT_GET)) {
 			int err = retry_unfiltered(d);
 
 			if (err)

@@ -262,7 +262,8 @@ static int flush_by_delete(lua_State *L)
 }
 
 /*
- * h:flush([filter]) -> true | nil, message, errno. The kernel flushes by
+ * h:flush([filter]) -> true | nil, message, errno[, report] (the report of
+ * a delete by filter, as h:delete gives it). The kernel flushes by
  * family and mark itself; any other filter deletes the matching entries,
  * as does a mark on a kernel built without marks, which refuses it.
  */
@@ -274,6 +275,7 @@ static int handle_flush(lua_State *L)
 	struct ct_filter filter;
 	struct nlmsghdr *nlh;
 	uint32_t bare;
+	bool names_mark;
 	int err;
 
 	lua_settop(L, 2);
@@ -288,8 +290,9 @@ static int handle_flush(lua_State *L)
 	((struct nfgenmsg *)mnl_nlmsg_get_payload(nlh))->version = 1;
 	bare = nlh->nlmsg_len;
 	ct_filter_to_request(&filter, nlh, false);
+	names_mark = nlh->nlmsg_len > bare;	/* (the answer is read into buf) */
 	err = ct_socket_talk(&h->sock, nlh, buf, sizeof(buf), NULL, NULL);
-	if (err == EOPNOTSUPP && nlh->nlmsg_len > bare)
+	if (err == EOPNOTSUPP && names_mark)
 		return flush_by_delete(L);
 	if (err)
 		return ct_fail(L, "flush", err);

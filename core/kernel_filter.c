@@ -12,14 +12,15 @@
  *     says which members count.
  * The C filter checks every term again, so this only ever saves work: a
  * kernel older than an attribute skips attribute types it does not know and
- * dumps more; one built without marks or zones refuses them (EOPNOTSUPP),
- * and the dump asks again with the family alone (dump.c), a flush by mark
- * deletes what a dump finds (handle.c). What the kernel cannot do stays in C: negations, masks and
- * prefixes; zone 0 (the kernel's "no zone filter"); IPv6
- * addresses (the kernel's comparison is inverted and drops the equal one);
- * other protocols' ports and GRE keys (not compared); ICMP type, code and id
- * (a type without an inverse fails the whole dump with EINVAL); and any
- * tuple when the family is open (CTA_FILTER then fails with EOPNOTSUPP).
+ * dumps more; one built without marks or zones refuses them (EOPNOTSUPP):
+ * the dump then asks again without attributes (dump.c), and a flush by mark
+ * deletes what a dump finds (handle.c). What the kernel cannot do stays in
+ * C: negations, masks and prefixes; zone 0 (the kernel's "no zone filter");
+ * IPv6 addresses (the kernel's comparison is inverted and drops the equal
+ * one); other protocols' ports and GRE keys (not compared); ICMP type, code
+ * and id (a type without an inverse fails the whole dump with EINVAL); and
+ * any tuple when the family is open (CTA_FILTER then fails with
+ * EOPNOTSUPP).
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */

@@ -29,6 +29,12 @@ struct seen_tuple {
 	uint8_t src[16], dst[16];
 };
 
+_Static_assert(sizeof(struct seen_tuple) == 44, "a seen_tuple has padding, which memcmp reads");
+
+/*
+ * The probe run starts at the id's hash alone: entries that share an id
+ * (rare) share a run, and are told apart there by their tuples.
+ */
 struct seen_entry {
 	uint32_t id;		/* 0: an empty slot */
 	uint32_t fingerprint;

@@ -95,7 +95,7 @@ function M.start(dir)
                  function() return replies(client) > before end)
   end
 
-  function env.stop()
+  function env.stop(_)
     for _, pid in ipairs(env.pids) do H.run("kill " .. pid .. " 2>/dev/null") end
     env.pids, env.clients = {}, {}
   end
