@@ -75,7 +75,7 @@ local function random_expect(rand)
       option("--icmp-type", 8, { "0", "3" })
       option("--icmp-code", 0, { "1" })
     end
-    option("-t", 100, { "300", "1" })
+    option("-t", 100, { "300", "30" })  -- (none that could expire between two listings)
     if maybe(0.1) then add("-u", pick({ "PERMANENT", "INACTIVE" })) end
   else
     -- -G and -D name the expected tuple: the fixture's, or another
