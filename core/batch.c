@@ -255,7 +255,7 @@ static bool queue_delete(struct ct_batch *b, const struct ct_entry *e, int ident
 	if (!slot)
 		return true;
 	nlh = ct_request_header(slot, CT_MSG(IPCTNL_MSG_CT_DELETE), 0, e->family, 0);
-	if (!ct_entry_put_identity(e, nlh, true))
+	if (!ct_entry_put_identity(e, nlh))
 		return false;
 	queue(b, nlh, ident);
 	return true;
@@ -272,13 +272,16 @@ static void batch_add(struct ct_batch *b, int idx, const struct ct_change *chang
 {
 	const struct nf_conntrack *old;
 	struct nf_conntrack *req;
-	struct ct_entry e;
 
 	if (b->raised)
 		return;
-	ct_flow_entry(b->L, idx, &e);	/* never odd */
-	if (!nchanges && !e.ct && queue_delete(b, &e, idx))
-		return;
+	if (!nchanges) {
+		struct ct_entry e;
+
+		ct_flow_entry(b->L, idx, &e);	/* never odd */
+		if (!e.ct && queue_delete(b, &e, idx))
+			return;
+	}
 	old = ct_flow_check(b->L, idx)->ct;	/* changes read the parse */
 	req = nfct_new();
 	if (!req) {

@@ -146,6 +146,7 @@ struct ct_labels {
 	size_t len;
 };
 
+struct ct_labels ct_entry_labels(const struct ct_entry *e);
 unsigned int ct_labels_bits(const struct ct_labels *l);
 bool ct_labels_test(const struct ct_labels *l, unsigned int bit);
 
@@ -202,7 +203,7 @@ void ct_filter_compile(const struct ct_arg *a, int idx, struct ct_filter *filter
 void ct_filter_push_predicate(lua_State *L, int idx);
 int ct_filter_match(const struct ct_filter *filter, struct ct_entry *e);
 int ct_filter_proto(const struct ct_filter *filter);
-void ct_filter_to_request(struct ct_filter *filter, struct nlmsghdr *nlh, bool dump);
+bool ct_filter_to_request(struct ct_filter *filter, struct nlmsghdr *nlh, bool dump);
 bool ct_filter_kernel_only(const struct ct_filter *filter);
 void ct_filter_explain(lua_State *L, const struct ct_filter *filter);
 
@@ -349,7 +350,7 @@ uint32_t ct_entry_u32(const struct ct_entry *e, enum nf_conntrack_attr attr);
 uint64_t ct_entry_u64(const struct ct_entry *e, enum nf_conntrack_attr attr);
 const void *ct_entry_ptr(const struct ct_entry *e, enum nf_conntrack_attr attr);
 size_t ct_entry_len(const struct ct_entry *e, enum nf_conntrack_attr attr);
-bool ct_entry_put_identity(const struct ct_entry *e, struct nlmsghdr *nlh, bool with_id);
+bool ct_entry_put_identity(const struct ct_entry *e, struct nlmsghdr *nlh);
 
 /* Parsed ct as an entry, for the readers of entries (a compound literal). */
 #define CT_ENTRY_OF(parsed_ct) (&(struct ct_entry){ .ct = (parsed_ct) })
@@ -523,7 +524,7 @@ enum { CT_SEEN_SAME, CT_SEEN_NEW, CT_SEEN_CHANGED };
 struct ct_seen;
 struct ct_seen *ct_seen_new(void);
 void ct_seen_free(struct ct_seen *s);
-int ct_seen_record(struct ct_seen *s, const struct nf_conntrack *ct, bool destroyed,
+int ct_seen_record(struct ct_seen *s, const struct ct_entry *e, bool destroyed,
 		   uint32_t generation);
 bool ct_seen_take_gone(struct ct_seen *s, uint32_t generation, struct nf_conntrack *out);
 

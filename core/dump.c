@@ -75,7 +75,7 @@ static bool terms_left(const struct ct_filter *filter)
 
 /*
  * Whether an entry of the dump may pass its filter, from its attributes,
- * before it is parsed (the prefilter drops only entries the filter drops).
+ * before it is indexed (the prefilter drops only entries the filter drops).
  * Other messages (the end, an error, a stranger's) go to mnl_cb_run.
  */
 static bool may_pass(const struct ct_dump *d, const struct nlmsghdr *nlh)
@@ -338,15 +338,9 @@ static int send_request(struct ct_dump *d, bool kernel_filter)
 
 	d->seq = ++d->sock.seq;
 	nlh = ct_request_header(req, d->type, NLM_F_DUMP, d->filter.family, d->seq);
-	if (kernel_filter && (d->type == CT_MSG(IPCTNL_MSG_CT_GET) ||
-			      d->type == CT_MSG(IPCTNL_MSG_CT_GET_CTRZERO))) {
-		uint32_t bare = nlh->nlmsg_len;
-
-		ct_filter_to_request(&d->filter, nlh, true);
-		d->kernel_filtered = nlh->nlmsg_len > bare;
-	} else {
-		d->kernel_filtered = false;
-	}
+	d->kernel_filtered = kernel_filter && (d->type == CT_MSG(IPCTNL_MSG_CT_GET) ||
+					       d->type == CT_MSG(IPCTNL_MSG_CT_GET_CTRZERO)) &&
+			     ct_filter_to_request(&d->filter, nlh, true);
 	d->prefilter_len = !d->expect && terms_left(&d->filter) ?
 			   ct_bpf_compile(&d->filter, d->prefilter) : 0;
 	return ct_socket_send(&d->sock, nlh, nlh->nlmsg_len);

@@ -341,11 +341,12 @@ static bool put_copy(struct nlmsghdr *nlh, const struct nlattr *a)
 
 /*
  * Appends to request nlh (zeroed, of CT_REQUEST_MAX bytes) what names the
- * entry of e, an indexed entry that is not odd, to the kernel: its
- * original tuple and zone and, with_id, its id, as the kernel sent them
- * (what libnfct would build from their parse). False when they do not fit.
+ * entry of e, an indexed entry that is not odd, to the kernel (a delete
+ * of that entry and no other): its original tuple, zone and id, as the
+ * kernel sent them (what libnfct would build from their parse). False when
+ * they do not fit.
  */
-bool ct_entry_put_identity(const struct ct_entry *e, struct nlmsghdr *nlh, bool with_id)
+bool ct_entry_put_identity(const struct ct_entry *e, struct nlmsghdr *nlh)
 {
 	/* the original tuple's nest is indexed as its family */
 	static const enum nf_conntrack_attr identity[] = {
@@ -358,7 +359,7 @@ bool ct_entry_put_identity(const struct ct_entry *e, struct nlmsghdr *nlh, bool 
 	for (size_t i = 0; i < sizeof(identity) / sizeof(identity[0]); i++) {
 		const char *a = (const char *)e->nlh + e->at[identity[i]];
 
-		if ((identity[i] == ATTR_ID && !with_id) || !e->at[identity[i]])
+		if (!e->at[identity[i]])
 			continue;
 		if (!put_copy(nlh, (const struct nlattr *)a))
 			return false;

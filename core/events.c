@@ -295,29 +295,32 @@ static void append_event(lua_State *L, int queue, const char *kind, struct event
 	lua_rawseti(L, queue, (lua_Integer)lua_rawlen(L, queue) + 1);
 }
 
-/* Remember what the subscriber is told, when resync needs it. */
-static void note_seen(struct ct_events *ev, const struct nf_conntrack *ct, bool destroyed)
+/* Remember what the subscriber is told of the flow at idx, when resync needs it. */
+static void note_seen(lua_State *L, struct ct_events *ev, int idx, bool destroyed)
 {
-	if (ev->seen && ct_seen_record(ev->seen, ct, destroyed, ev->generation) == -ENOMEM)
+	struct ct_entry e;
+
+	if (!ev->seen)
+		return;
+	ct_flow_entry(L, idx, &e);
+	if (ct_seen_record(ev->seen, &e, destroyed, ev->generation) == -ENOMEM)
 		ev->pending_err = ENOMEM;
 }
 
 /*
  * Pushes the flow of nlh, a valid message, if it passes the C filter (else
  * pushes nothing and returns NULL). The filter reads the message's index,
- * or the flow's parse when the message is odd or the resync view needs it:
- * the flow owns that parse before anything can raise.
+ * or the flow's parse when the message is odd: the flow owns that parse
+ * before anything can raise.
  */
 static struct ct_flow *filtered_flow(lua_State *L, struct ct_events *ev, const struct nlmsghdr *nlh)
 {
 	struct ct_flow *flow;
 	struct ct_entry e;
 
-	if (!ev->seen) {
-		ct_entry_index(&e, nlh);
-		if (!e.odd)
-			return ct_filter_match(&ev->filter, &e) ? ct_flow_new_indexed(L, -1, &e) : NULL;
-	}
+	ct_entry_index(&e, nlh);
+	if (!e.odd)
+		return ct_filter_match(&ev->filter, &e) ? ct_flow_new_indexed(L, -1, &e) : NULL;
 	ct_flow_new_unparsed(L, -1, nlh);
 	flow = ct_flow_check(L, -1);	/* parses it */
 	if (!ct_filter_match(&ev->filter, CT_ENTRY_OF(flow->ct))) {
@@ -330,8 +333,7 @@ static struct ct_flow *filtered_flow(lua_State *L, struct ct_events *ev, const s
 /*
  * Make one message's flow and, if it passes the filter, append its event.
  * The flow holds the message, read through its index (flow.c), unless the
- * message is odd or the resync view needs the parse; the C filter reads
- * the index too. Lua runs only for the predicate, after the C filter. A
+ * message is odd; the C filter and the resync view read the index too. Lua runs only for the predicate, after the C filter. A
  * malformed message (EBADMSG, see nlvalidate.c) is an error for recv to
  * report after the events before it, never a silent gap in the stream.
  */
@@ -361,8 +363,7 @@ void ct_events_queue(lua_State *L, struct ct_events *ev, int self, int queue,
 	}
 	lua_getiuservalue(L, self, CT_UV_LABELMAP);
 	/* nothing here reads it: a loop that only counts events never indexes it */
-	flow = !ev->filter.nterms && !ev->seen ? ct_flow_new_unparsed(L, -1, nlh) :
-						  filtered_flow(L, ev, nlh);
+	flow = !ev->filter.nterms ? ct_flow_new_unparsed(L, -1, nlh) : filtered_flow(L, ev, nlh);
 	if (!flow) {
 		lua_pop(L, 1);	/* the labelmap */
 		return;
@@ -377,7 +378,7 @@ void ct_events_queue(lua_State *L, struct ct_events *ev, int self, int queue,
 		}
 	}
 	lua_pop(L, 1);
-	note_seen(ev, flow->ct, kind[0] == 'd');
+	note_seen(L, ev, -1, kind[0] == 'd');
 	append_event(L, queue, kind, received(ev, nlh));
 }
 
@@ -406,6 +407,7 @@ static void start_resync(lua_State *L, struct ct_events *ev, int self)
 static void resync_step(lua_State *L, struct ct_events *ev, int self, int queue)
 {
 	static const char *const news[] = { [CT_SEEN_NEW] = "new", [CT_SEEN_CHANGED] = "update" };
+	struct ct_entry e;
 	int ret, change;
 
 	if (ev->resync == RESYNC_SWEEPING) {
@@ -435,8 +437,8 @@ static void resync_step(lua_State *L, struct ct_events *ev, int self, int queue)
 		return;
 	}
 	lua_remove(L, -2);
-	change = ct_seen_record(ev->seen, ct_flow_check(L, -1)->ct, false,
-				ev->generation);
+	ct_flow_entry(L, -1, &e);
+	change = ct_seen_record(ev->seen, &e, false, ev->generation);
 	if (change == CT_SEEN_NEW || change == CT_SEEN_CHANGED)
 		append_event(L, queue, news[change], synthetic());
 	else {

@@ -836,7 +836,8 @@ bool ct_labels_test(const struct ct_labels *l, unsigned int bit)
 	return word & (1u << (bit % 32));
 }
 
-static struct ct_labels entry_labels(const struct ct_entry *e)
+/* The labels of e, however it is read. */
+struct ct_labels ct_entry_labels(const struct ct_entry *e)
 {
 	struct ct_labels l = { NULL, NULL, 0 };
 
@@ -952,7 +953,7 @@ void ct_field_read(const struct ct_field *f, const struct ct_entry *e, struct ct
 		break;
 	case K_LABELS:
 		r->type = CT_R_LABELS;
-		r->labels = entry_labels(e);
+		r->labels = ct_entry_labels(e);
 		break;
 	case K_NAT:
 		r->type = CT_R_BOOLEAN;
@@ -1045,7 +1046,7 @@ bool ct_field_match(const struct ct_field *f, const struct ct_value *want,
 	case K_TCP_FLAGS:
 		return (flag_bits(f, e) & want->mask.num) == want->v.num;
 	case K_LABELS: {
-		const struct ct_labels l = entry_labels(e);
+		const struct ct_labels l = ct_entry_labels(e);
 
 		for (unsigned bit = 0; bit < LABEL_BITS; bit++) {
 			bool wanted = want->mask.bits[bit / 8] & (1u << (bit % 8));

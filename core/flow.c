@@ -137,11 +137,12 @@ struct nf_conntrack *ct_flow_alloc(lua_State *L)
 #define FLOW_EXTERNAL_BYTES 408
 
 /*
- * A flow's conntrack object is malloc'd by libnetfilter_conntrack, out of
- * the collector's sight: a flow looks like 16 bytes to it. Loops that make
- * many flows (dumps, events) call this for each, so the collector hears of
- * the rest as if Lua had allocated it; otherwise garbage flows pile up in
- * proportion to the Lua heap. *unreported carries the remainder below 1 KiB.
+ * A parsed flow's conntrack object is malloc'd by libnetfilter_conntrack,
+ * out of the collector's sight (an indexed flow is all Lua memory). Loops
+ * that may parse many flows (a dump's odd entries) call this for each, so
+ * the collector hears of it as if Lua had allocated it; otherwise garbage
+ * flows pile up in proportion to the Lua heap. *unreported carries the
+ * remainder below 1 KiB.
  */
 void ct_flow_account(lua_State *L, size_t *unreported)
 {

@@ -274,7 +274,6 @@ static int handle_flush(lua_State *L)
 	char buf[MNL_SOCKET_BUFFER_SIZE];
 	struct ct_filter filter;
 	struct nlmsghdr *nlh;
-	uint32_t bare;
 	bool names_mark;
 	int err;
 
@@ -288,9 +287,7 @@ static int handle_flush(lua_State *L)
 	/* the kernel applies a flush's family only to version 1 messages:
 	 * older tools sent AF_INET while meaning "everything" */
 	((struct nfgenmsg *)mnl_nlmsg_get_payload(nlh))->version = 1;
-	bare = nlh->nlmsg_len;
-	ct_filter_to_request(&filter, nlh, false);
-	names_mark = nlh->nlmsg_len > bare;	/* (the answer is read into buf) */
+	names_mark = ct_filter_to_request(&filter, nlh, false);
 	err = ct_socket_talk(&h->sock, nlh, buf, sizeof(buf), NULL, NULL);
 	if (err == EOPNOTSUPP && names_mark)
 		return flush_by_delete(L);

@@ -168,10 +168,11 @@ static bool put_zone(struct nlmsghdr *nlh, const struct ct_field *f, const struc
  * family travels in its header) and mark those terms in_kernel. A dump
  * takes everything above; a flush only the mark: the kernel refuses
  * CTA_FILTER there, and one too old for status or zone filters would
- * ignore them and flush everything.
+ * ignore them and flush everything. Returns whether it added attributes.
  */
-void ct_filter_to_request(struct ct_filter *filter, struct nlmsghdr *nlh, bool dump)
+bool ct_filter_to_request(struct ct_filter *filter, struct nlmsghdr *nlh, bool dump)
 {
+	uint32_t bare = nlh->nlmsg_len;
 	struct partial_tuple orig = { 0 }, reply = { 0 };
 	bool tuples = dump && (filter->family == AF_INET || filter->family == AF_INET6);
 	bool zone_put = false;
@@ -197,6 +198,7 @@ void ct_filter_to_request(struct ct_filter *filter, struct nlmsghdr *nlh, bool d
 		orig.flags |= FLAG_PROTO_NUM;
 	if (orig.flags || reply.flags)
 		put_tuples(nlh, &orig, &reply, proto);
+	return nlh->nlmsg_len > bare;
 }
 
 /* True when the kernel alone can apply the filter to a flush. */

@@ -66,34 +66,35 @@ static uint32_t fnv1a(uint32_t h, const void *data, size_t len)
 	return h;
 }
 
-static uint32_t fingerprint(const struct nf_conntrack *ct)
+static uint32_t fingerprint(const struct ct_entry *e)
 {
-	static const int words[] = { ATTR_STATUS, ATTR_MARK };
-	static const int states[] = { ATTR_TCP_STATE, ATTR_SCTP_STATE, ATTR_DCCP_STATE };
+	static const enum nf_conntrack_attr words[] = { ATTR_STATUS, ATTR_MARK };
+	static const enum nf_conntrack_attr states[] = {
+		ATTR_TCP_STATE, ATTR_SCTP_STATE, ATTR_DCCP_STATE,
+	};
 	uint32_t h = 2166136261U;
 
 	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
-		uint32_t v = nfct_attr_is_set(ct, (enum nf_conntrack_attr)words[i]) > 0 ?
-			     nfct_get_attr_u32(ct, (enum nf_conntrack_attr)words[i]) : 0;
+		uint32_t v = ct_entry_has(e, words[i]) ? ct_entry_u32(e, words[i]) : 0;
 
 		h = fnv1a(h, &v, sizeof(v));
 	}
 	for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++) {
-		uint8_t v = nfct_attr_is_set(ct, (enum nf_conntrack_attr)states[i]) > 0 ?
-			    nfct_get_attr_u8(ct, (enum nf_conntrack_attr)states[i]) : 0;
+		uint8_t v = ct_entry_has(e, states[i]) ? ct_entry_u8(e, states[i]) : 0;
 
 		h = fnv1a(h, &v, sizeof(v));
 	}
-	if (nfct_attr_is_set(ct, ATTR_HELPER_NAME) > 0) {
-		const char *helper = nfct_get_attr(ct, ATTR_HELPER_NAME);
+	if (ct_entry_has(e, ATTR_HELPER_NAME)) {
+		const char *helper = ct_entry_ptr(e, ATTR_HELPER_NAME);
 
 		h = fnv1a(h, helper, strlen(helper));
 	}
-	if (nfct_attr_is_set(ct, ATTR_CONNLABELS) > 0) {
-		const struct nfct_bitmask *labels = nfct_get_attr(ct, ATTR_CONNLABELS);
+	if (ct_entry_has(e, ATTR_CONNLABELS)) {
+		const struct ct_labels labels = ct_entry_labels(e);
+		unsigned int bits = ct_labels_bits(&labels);
 
-		for (unsigned int bit = 0; bit <= nfct_bitmask_maxbit(labels); bit++)
-			if (nfct_bitmask_test_bit(labels, bit))
+		for (unsigned int bit = 0; bit < bits; bit++)
+			if (ct_labels_test(&labels, bit))
 				h = fnv1a(h, &bit, sizeof(bit));
 	}
 	return h;
@@ -171,75 +172,87 @@ static int grow(struct ct_seen *s)
 	return 0;
 }
 
-/* An address of the entry, or zeros when the message had none (NULL from nfct_get_attr). */
-static void copy_addr(uint8_t *to, const void *from, size_t len)
+/* An address of the entry, or zeros when the message had none. */
+static void copy_addr(uint8_t *to, const struct ct_entry *e, enum nf_conntrack_attr attr,
+		      size_t len)
 {
-	if (from)
-		memcpy(to, from, len);
+	if (ct_entry_has(e, attr))
+		memcpy(to, ct_entry_ptr(e, attr), len);
 	else
 		memset(to, 0, len);
 }
 
-/* The original tuple and zones of ct, zero-filled where it has none. */
-static void tuple_of(struct seen_tuple *e, const struct nf_conntrack *ct)
+static uint8_t u8_or_zero(const struct ct_entry *e, enum nf_conntrack_attr attr)
 {
-	bool v6 = nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO) == AF_INET6;
+	return ct_entry_has(e, attr) ? ct_entry_u8(e, attr) : 0;
+}
 
-	memset(e, 0, sizeof(*e));
-	e->family = nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO);
-	e->proto = nfct_get_attr_u8(ct, ATTR_ORIG_L4PROTO);
-	copy_addr(e->src, nfct_get_attr(ct, v6 ? ATTR_ORIG_IPV6_SRC : ATTR_ORIG_IPV4_SRC), v6 ? 16 : 4);
-	copy_addr(e->dst, nfct_get_attr(ct, v6 ? ATTR_ORIG_IPV6_DST : ATTR_ORIG_IPV4_DST), v6 ? 16 : 4);
-	e->sport = nfct_attr_is_set(ct, ATTR_ORIG_PORT_SRC) > 0 ? nfct_get_attr_u16(ct, ATTR_ORIG_PORT_SRC) : 0;
-	e->dport = nfct_attr_is_set(ct, ATTR_ORIG_PORT_DST) > 0 ? nfct_get_attr_u16(ct, ATTR_ORIG_PORT_DST) : 0;
-	e->icmp_type = nfct_attr_is_set(ct, ATTR_ICMP_TYPE) > 0 ? nfct_get_attr_u8(ct, ATTR_ICMP_TYPE) : 0;
-	e->icmp_code = nfct_attr_is_set(ct, ATTR_ICMP_CODE) > 0 ? nfct_get_attr_u8(ct, ATTR_ICMP_CODE) : 0;
-	if (e->proto == IPPROTO_ICMP || e->proto == IPPROTO_ICMPV6)
-		e->sport = nfct_get_attr_u16(ct, ATTR_ICMP_ID);
-	e->zone = nfct_attr_is_set(ct, ATTR_ZONE) > 0 ? nfct_get_attr_u16(ct, ATTR_ZONE) : 0;
-	e->orig_zone = nfct_attr_is_set(ct, ATTR_ORIG_ZONE) > 0 ? nfct_get_attr_u16(ct, ATTR_ORIG_ZONE) : 0;
+static uint16_t u16_or_zero(const struct ct_entry *e, enum nf_conntrack_attr attr)
+{
+	return ct_entry_has(e, attr) ? ct_entry_u16(e, attr) : 0;
+}
+
+/* The original tuple and zones of e, zero-filled where it has none. */
+static void tuple_of(struct seen_tuple *t, const struct ct_entry *e)
+{
+	bool v6;
+
+	memset(t, 0, sizeof(*t));
+	t->family = u8_or_zero(e, ATTR_ORIG_L3PROTO);
+	t->proto = u8_or_zero(e, ATTR_ORIG_L4PROTO);
+	v6 = t->family == AF_INET6;
+	copy_addr(t->src, e, v6 ? ATTR_ORIG_IPV6_SRC : ATTR_ORIG_IPV4_SRC, v6 ? 16 : 4);
+	copy_addr(t->dst, e, v6 ? ATTR_ORIG_IPV6_DST : ATTR_ORIG_IPV4_DST, v6 ? 16 : 4);
+	t->sport = u16_or_zero(e, ATTR_ORIG_PORT_SRC);
+	t->dport = u16_or_zero(e, ATTR_ORIG_PORT_DST);
+	t->icmp_type = u8_or_zero(e, ATTR_ICMP_TYPE);
+	t->icmp_code = u8_or_zero(e, ATTR_ICMP_CODE);
+	if (t->proto == IPPROTO_ICMP || t->proto == IPPROTO_ICMPV6)
+		t->sport = u16_or_zero(e, ATTR_ICMP_ID);
+	t->zone = u16_or_zero(e, ATTR_ZONE);
+	t->orig_zone = u16_or_zero(e, ATTR_ORIG_ZONE);
 }
 
 /*
- * Record what the subscriber was told about ct: for "destroy" it is gone,
- * otherwise it is live as it is now; generation marks it found by the
- * current resync. Returns CT_SEEN_NEW, CT_SEEN_CHANGED or CT_SEEN_SAME
+ * Record what the subscriber was told about entry e (indexed or parsed):
+ * for "destroy" it is gone, otherwise it is live as it is now; generation
+ * marks it found by the current resync. Returns CT_SEEN_NEW, CT_SEEN_CHANGED or CT_SEEN_SAME
  * (what a resync should deliver), or -ENOMEM.
  */
-int ct_seen_record(struct ct_seen *s, const struct nf_conntrack *ct, bool destroyed,
+int ct_seen_record(struct ct_seen *s, const struct ct_entry *e, bool destroyed,
 		   uint32_t generation)
 {
-	uint32_t id = nfct_get_attr_u32(ct, ATTR_ID);
+	uint32_t id = ct_entry_has(e, ATTR_ID) ? ct_entry_u32(e, ATTR_ID) : 0;
 	struct seen_tuple tuple;
-	struct seen_entry *e;
+	struct seen_entry *slot;
 	uint32_t fp;
 	int change;
 
-	if (!id || nfct_attr_is_set(ct, ATTR_ID) <= 0)
+	if (!id)
 		return CT_SEEN_SAME;	/* nothing to key it by */
-	tuple_of(&tuple, ct);
-	e = find(s, id, &tuple);
+	tuple_of(&tuple, e);
+	slot = find(s, id, &tuple);
 	if (destroyed) {
-		if (e->id)
-			remove_entry(s, e);
+		if (slot->id)
+			remove_entry(s, slot);
 		return CT_SEEN_SAME;
 	}
-	fp = fingerprint(ct);
-	if (!e->id) {
+	fp = fingerprint(e);
+	if (!slot->id) {
 		if ((s->used + 1) * 2 > s->size) {
 			if (grow(s))
 				return -ENOMEM;
-			e = find(s, id, &tuple);
+			slot = find(s, id, &tuple);
 		}
-		e->id = id;
-		e->tuple = tuple;
+		slot->id = id;
+		slot->tuple = tuple;
 		s->used++;
 		change = CT_SEEN_NEW;
 	} else {
-		change = e->fingerprint == fp ? CT_SEEN_SAME : CT_SEEN_CHANGED;
+		change = slot->fingerprint == fp ? CT_SEEN_SAME : CT_SEEN_CHANGED;
 	}
-	e->fingerprint = fp;
-	e->generation = generation;
+	slot->fingerprint = fp;
+	slot->generation = generation;
 	return change;
 }
 
