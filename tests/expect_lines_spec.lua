@@ -95,13 +95,6 @@ local function random_expect(rand)
   return words
 end
 
--- Sorted lines with the expectations' countdown timeouts as T.
-local function listing(text)
-  local lines = {}
-  for _, line in ipairs(H.lines(text)) do lines[#lines + 1] = (line:gsub("^%d+ proto=", "T proto=")) end
-  return H.sorted(lines)
-end
-
 local SHOWN_NONE = "conntrack v1.4.7 (conntrack-tools): 0 expectations have been shown.\n"
 local DELETED_ONE = "conntrack v1.4.7 (conntrack-tools): 1 expectations have been deleted.\n"
 
@@ -111,12 +104,12 @@ local DELETED_ONE = "conntrack v1.4.7 (conntrack-tools): 1 expectations have bee
 local function outcome(who, words)
   H.must(H.CONNTRACK .. " -F expect 2>&1 && " .. H.CONNTRACK .. " " .. FIXTURE .. " 2>&1")
   local out, status, err = H.run_words(who, words)
-  local expectations = listing(H.must(H.CONNTRACK .. " -L expect 2>/dev/null"))
+  local expectations = H.listing(H.must(H.CONNTRACK .. " -L expect 2>/dev/null"))
   if who == "conntrack" and words[1] == "-D" and status == 1 and err == SHOWN_NONE and
      #expectations == 0 then
     status, err = 0, DELETED_ONE
   end
-  return { status = status, stderr = err, stdout = listing(out), expect = expectations,
+  return { status = status, stderr = err, stdout = H.listing(out), expect = expectations,
            command = words[1] }
 end
 

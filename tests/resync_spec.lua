@@ -123,7 +123,7 @@ describe("resync", function()
     churn(h)
     drain(ev, view)
     assert.same(table_now(h, filter), view.entries)
-    for k in pairs(view.entries) do assert.equal(7, view.entries[k]) end
+    for k in pairs(view.entries) do assert.equal(7, view.entries[k], k) end
   end)
 
   it("converges while the table keeps changing during the resync", function()

@@ -190,13 +190,10 @@ describe("expectations made by the ftp helper", function()
     H.write_file(dir .. "/client.sh", FTP_CLIENT)
     h = H.open()
     ev = assert(h:listen{ events = { "expect_new", "expect_destroy" } })
-    server = H.must("FTP_PASV=127,0,0,1,40,10 socat -T10 TCP-LISTEN:21,reuseaddr,fork " ..
+    server = H.must("socat -T10 TCP-LISTEN:21,reuseaddr,fork " ..
                     "EXEC:" .. H.quote("sh " .. dir .. "/server.sh") ..
                     " >/dev/null 2>&1 & echo $!"):match("%d+")
-    for _ = 1, 100 do
-      if H.run("ss -Hltn 'sport = :21'") ~= "" then break end
-      sleep(0.02)
-    end
+    H.eventually(2, "the ftp server", function() return H.run("ss -Hltn 'sport = :21'") ~= "" end)
     for _, case in ipairs(FTP_CASES) do
       local _, status, err = H.run("FTP_CMD=" .. H.quote(case.command) ..
                                    " socat -T5 TCP:127.0.0.1:21 EXEC:" ..

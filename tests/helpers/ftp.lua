@@ -50,7 +50,7 @@ table inet ct_lua_test_ftp {
   }
 }]]
 
--- The master entries of the two control connections, as conntrack options.
+-- The master entries of the two control connections: family, addresses and ports.
 M.MASTERS = {
   { family = "ipv4", src = "127.0.0.1", dst = "127.0.0.1", sport = 40021, dport = 21 },
   { family = "ipv6", src = "::1", dst = "::1", sport = 40022, dport = 21 },

@@ -363,12 +363,13 @@ function H.pid()
 end
 
 --- The lines of a listing, sorted and normalised as H.sorted does, and also in what
--- differs between two tables made alike: -o save's timeouts and the ids.
+-- differs between two tables made alike: -o save's timeouts, an expectation's countdown
+-- and the ids.
 function H.listing(text)
   local lines = H.lines(text)
   for i, line in ipairs(lines) do
-    lines[i] = line:gsub("^(%-%u) %-t %d+", "%1 -t T"):gsub("id=%d+", "id=N")
-                   :gsub("<id>%d+</id>", "<id>N</id>")
+    lines[i] = line:gsub("^(%-%u) %-t %d+", "%1 -t T"):gsub("^%d+ proto=", "T proto=")
+                   :gsub("id=%d+", "id=N"):gsub("<id>%d+</id>", "<id>N</id>")
   end
   return H.sorted(lines)
 end
