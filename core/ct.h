@@ -352,6 +352,24 @@ const void *ct_entry_ptr(const struct ct_entry *e, enum nf_conntrack_attr attr);
 size_t ct_entry_len(const struct ct_entry *e, enum nf_conntrack_attr attr);
 bool ct_entry_put_identity(const struct ct_entry *e, struct nlmsghdr *nlh);
 
+/*
+ * What names one entry while it lives: the kernel's id, a 32-bit hash that
+ * two entries may share, with the original tuple and zones, which no two
+ * entries of a table share. Zero-filled where the entry has none and free of
+ * padding, so memcmp compares two and flow:key() is its bytes.
+ */
+struct ct_identity {
+	uint32_t id;
+	uint16_t zone, orig_zone;
+	uint8_t family, proto, icmp_type, icmp_code;
+	uint16_t sport, dport;	/* network order as libnfct keeps them; ICMP's id in sport */
+	uint8_t src[16], dst[16];
+};
+
+_Static_assert(sizeof(struct ct_identity) == 48, "a ct_identity has padding, which memcmp reads");
+
+void ct_entry_identity(const struct ct_entry *e, struct ct_identity *out);
+
 /* Parsed ct as an entry, for the readers of entries (a compound literal). */
 #define CT_ENTRY_OF(parsed_ct) (&(struct ct_entry){ .ct = (parsed_ct) })
 

@@ -463,3 +463,44 @@ const void *ct_entry_ptr(const struct ct_entry *e, enum nf_conntrack_attr attr)
 {
 	return e->ct ? nfct_get_attr(e->ct, attr) : payload(e, attr);
 }
+
+static uint8_t u8_or_zero(const struct ct_entry *e, enum nf_conntrack_attr attr)
+{
+	return ct_entry_has(e, attr) ? ct_entry_u8(e, attr) : 0;
+}
+
+static uint16_t u16_or_zero(const struct ct_entry *e, enum nf_conntrack_attr attr)
+{
+	return ct_entry_has(e, attr) ? ct_entry_u16(e, attr) : 0;
+}
+
+/* An address of e into to (zeroed first), when e has it. */
+static void copy_addr(uint8_t *to, const struct ct_entry *e, enum nf_conntrack_attr attr,
+		      size_t len)
+{
+	if (ct_entry_has(e, attr))
+		memcpy(to, ct_entry_ptr(e, attr), len);
+}
+
+void ct_entry_identity(const struct ct_entry *e, struct ct_identity *out)
+{
+	bool v6;
+
+	memset(out, 0, sizeof(*out));
+	out->id = ct_entry_has(e, ATTR_ID) ? ct_entry_u32(e, ATTR_ID) : 0;
+	out->zone = u16_or_zero(e, ATTR_ZONE);
+	out->orig_zone = u16_or_zero(e, ATTR_ORIG_ZONE);
+	out->family = u8_or_zero(e, ATTR_ORIG_L3PROTO);
+	out->proto = u8_or_zero(e, ATTR_ORIG_L4PROTO);
+	v6 = out->family == AF_INET6;
+	copy_addr(out->src, e, v6 ? ATTR_ORIG_IPV6_SRC : ATTR_ORIG_IPV4_SRC, v6 ? 16 : 4);
+	copy_addr(out->dst, e, v6 ? ATTR_ORIG_IPV6_DST : ATTR_ORIG_IPV4_DST, v6 ? 16 : 4);
+	if (out->proto == IPPROTO_ICMP || out->proto == IPPROTO_ICMPV6) {
+		out->icmp_type = u8_or_zero(e, ATTR_ICMP_TYPE);
+		out->icmp_code = u8_or_zero(e, ATTR_ICMP_CODE);
+		out->sport = u16_or_zero(e, ATTR_ICMP_ID);
+	} else {
+		out->sport = u16_or_zero(e, ATTR_ORIG_PORT_SRC);
+		out->dport = u16_or_zero(e, ATTR_ORIG_PORT_DST);
+	}
+}

@@ -1,8 +1,8 @@
 /*
  * conntrack.flow: one table entry, read through ct_fields[]. tostring(flow)
  * is the line `conntrack -L` prints for it; pairs(flow) and flow:totable()
- * give every field that is present. Flows are read-only: changes go through
- * the handle, which is where the kernel is.
+ * give every field that is present; flow:key() names the entry. Flows are
+ * read-only: changes go through the handle, which is where the kernel is.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -271,6 +271,22 @@ static int flow_totable(lua_State *L)
 	return 1;
 }
 
+/*
+ * flow:key(): the entry's identity (struct ct_identity) as an opaque
+ * string, the same for every read of one entry, by dump, get or event, and
+ * different for any two entries a table holds at once, where the id alone
+ * may repeat. A view of the table keys its entries by it.
+ */
+static int flow_key(lua_State *L)
+{
+	struct ct_flow *flow = check_filled(L, 1);
+	struct ct_identity key;
+
+	ct_entry_identity(flow_entry(L, 1, flow), &key);
+	lua_pushlstring(L, (const char *)&key, sizeof(key));
+	return 1;
+}
+
 static int flow_index(lua_State *L)
 {
 	struct ct_flow *flow = check_filled(L, 1);
@@ -467,6 +483,7 @@ void ct_flow_open(lua_State *L)
 	static const luaL_Reg methods[] = {
 		{ "totable", flow_totable },
 		{ "format", flow_format },
+		{ "key", flow_key },
 		{ NULL, NULL }
 	};
 

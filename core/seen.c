@@ -4,13 +4,13 @@
  * turned into the events that were lost: new for entries the subscriber
  * has not seen, update where they changed, destroy for those gone.
  *
- * An entry is its kernel id plus a compact copy of its original tuple and
- * zone (enough to build the flow of a synthetic destroy) and a fingerprint
- * of what can change: status, mark, state, labels, helper. Counters and
- * the timeout are left out; they change all the time and are not news.
- * An open-addressing hash table, about 64 bytes an entry, keyed by id and
- * tuple: the id is a 32-bit hash, and two live entries of 100,000 share
- * one about once in a run, which must not merge them in the view.
+ * An entry is its identity (struct ct_identity: kernel id, original tuple
+ * and zones, enough to build the flow of a synthetic destroy) and a
+ * fingerprint of what can change: status, mark, state, labels, helper.
+ * Counters and the timeout are left out; they change all the time and are
+ * not news. An open-addressing hash table, 56 bytes a slot, keyed by the
+ * whole identity: the id is a 32-bit hash, and two live entries of 100,000
+ * share one about once in a run, which must not merge them in the view.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -21,25 +21,14 @@
 #include <string.h>
 #include <sys/socket.h>
 
-/* What names an entry besides its id; no padding, so memcmp compares it. */
-struct seen_tuple {
-	uint16_t zone, orig_zone;
-	uint8_t family, proto, icmp_type, icmp_code;
-	uint16_t sport, dport;	/* network order, as libnetfilter_conntrack keeps them */
-	uint8_t src[16], dst[16];
-};
-
-_Static_assert(sizeof(struct seen_tuple) == 44, "a seen_tuple has padding, which memcmp reads");
-
 /*
  * The probe run starts at the id's hash alone: entries that share an id
  * (rare) share a run, and are told apart there by their tuples.
  */
 struct seen_entry {
-	uint32_t id;		/* 0: an empty slot */
+	struct ct_identity key;	/* key.id 0: an empty slot */
 	uint32_t fingerprint;
 	uint32_t generation;	/* of the last resync that found it */
-	struct seen_tuple tuple;
 };
 
 struct ct_seen {
@@ -123,13 +112,13 @@ void ct_seen_free(struct ct_seen *s)
 	}
 }
 
-/* The slot of the entry (id, tuple), or the empty slot where it would go. */
-static struct seen_entry *find(const struct ct_seen *s, uint32_t id, const struct seen_tuple *tuple)
+/* The slot of the entry named by key, or the empty slot where it would go. */
+static struct seen_entry *find(const struct ct_seen *s, const struct ct_identity *key)
 {
-	for (size_t i = hash32(id) & (s->size - 1);; i = (i + 1) & (s->size - 1)) {
+	for (size_t i = hash32(key->id) & (s->size - 1);; i = (i + 1) & (s->size - 1)) {
 		const struct seen_entry *e = &s->slots[i];
 
-		if (e->id == 0 || (e->id == id && memcmp(&e->tuple, tuple, sizeof(*tuple)) == 0))
+		if (e->key.id == 0 || memcmp(&e->key, key, sizeof(*key)) == 0)
 			return &s->slots[i];
 	}
 }
@@ -139,15 +128,15 @@ static void remove_entry(struct ct_seen *s, struct seen_entry *e)
 {
 	size_t hole = (size_t)(e - s->slots);
 
-	e->id = 0;
+	e->key.id = 0;
 	s->used--;
-	for (size_t i = (hole + 1) & (s->size - 1); s->slots[i].id; i = (i + 1) & (s->size - 1)) {
-		size_t home = hash32(s->slots[i].id) & (s->size - 1);
+	for (size_t i = (hole + 1) & (s->size - 1); s->slots[i].key.id; i = (i + 1) & (s->size - 1)) {
+		size_t home = hash32(s->slots[i].key.id) & (s->size - 1);
 
 		/* move it if its home is not in the cyclic range (hole, i] */
 		if ((i > hole && (home <= hole || home > i)) || (i < hole && home <= hole && home > i)) {
 			s->slots[hole] = s->slots[i];
-			s->slots[i].id = 0;
+			s->slots[i].key.id = 0;
 			hole = i;
 		}
 	}
@@ -165,52 +154,11 @@ static int grow(struct ct_seen *s)
 	}
 	s->size = old_size * 2;
 	for (size_t i = 0; i < old_size; i++)
-		if (old[i].id)
-			*find(s, old[i].id, &old[i].tuple) = old[i];
+		if (old[i].key.id)
+			*find(s, &old[i].key) = old[i];
 	free(old);
 	s->sweep = 0;
 	return 0;
-}
-
-/* An address of the entry, or zeros when the message had none. */
-static void copy_addr(uint8_t *to, const struct ct_entry *e, enum nf_conntrack_attr attr,
-		      size_t len)
-{
-	if (ct_entry_has(e, attr))
-		memcpy(to, ct_entry_ptr(e, attr), len);
-	else
-		memset(to, 0, len);
-}
-
-static uint8_t u8_or_zero(const struct ct_entry *e, enum nf_conntrack_attr attr)
-{
-	return ct_entry_has(e, attr) ? ct_entry_u8(e, attr) : 0;
-}
-
-static uint16_t u16_or_zero(const struct ct_entry *e, enum nf_conntrack_attr attr)
-{
-	return ct_entry_has(e, attr) ? ct_entry_u16(e, attr) : 0;
-}
-
-/* The original tuple and zones of e, zero-filled where it has none. */
-static void tuple_of(struct seen_tuple *t, const struct ct_entry *e)
-{
-	bool v6;
-
-	memset(t, 0, sizeof(*t));
-	t->family = u8_or_zero(e, ATTR_ORIG_L3PROTO);
-	t->proto = u8_or_zero(e, ATTR_ORIG_L4PROTO);
-	v6 = t->family == AF_INET6;
-	copy_addr(t->src, e, v6 ? ATTR_ORIG_IPV6_SRC : ATTR_ORIG_IPV4_SRC, v6 ? 16 : 4);
-	copy_addr(t->dst, e, v6 ? ATTR_ORIG_IPV6_DST : ATTR_ORIG_IPV4_DST, v6 ? 16 : 4);
-	t->sport = u16_or_zero(e, ATTR_ORIG_PORT_SRC);
-	t->dport = u16_or_zero(e, ATTR_ORIG_PORT_DST);
-	t->icmp_type = u8_or_zero(e, ATTR_ICMP_TYPE);
-	t->icmp_code = u8_or_zero(e, ATTR_ICMP_CODE);
-	if (t->proto == IPPROTO_ICMP || t->proto == IPPROTO_ICMPV6)
-		t->sport = u16_or_zero(e, ATTR_ICMP_ID);
-	t->zone = u16_or_zero(e, ATTR_ZONE);
-	t->orig_zone = u16_or_zero(e, ATTR_ORIG_ZONE);
 }
 
 /*
@@ -222,30 +170,28 @@ static void tuple_of(struct seen_tuple *t, const struct ct_entry *e)
 int ct_seen_record(struct ct_seen *s, const struct ct_entry *e, bool destroyed,
 		   uint32_t generation)
 {
-	uint32_t id = ct_entry_has(e, ATTR_ID) ? ct_entry_u32(e, ATTR_ID) : 0;
-	struct seen_tuple tuple;
+	struct ct_identity key;
 	struct seen_entry *slot;
 	uint32_t fp;
 	int change;
 
-	if (!id)
+	ct_entry_identity(e, &key);
+	if (!key.id)
 		return CT_SEEN_SAME;	/* nothing to key it by */
-	tuple_of(&tuple, e);
-	slot = find(s, id, &tuple);
+	slot = find(s, &key);
 	if (destroyed) {
-		if (slot->id)
+		if (slot->key.id)
 			remove_entry(s, slot);
 		return CT_SEEN_SAME;
 	}
 	fp = fingerprint(e);
-	if (!slot->id) {
+	if (!slot->key.id) {
 		if ((s->used + 1) * 2 > s->size) {
 			if (grow(s))
 				return -ENOMEM;
-			slot = find(s, id, &tuple);
+			slot = find(s, &key);
 		}
-		slot->id = id;
-		slot->tuple = tuple;
+		slot->key = key;
 		s->used++;
 		change = CT_SEEN_NEW;
 	} else {
@@ -265,10 +211,10 @@ bool ct_seen_take_gone(struct ct_seen *s, uint32_t generation, struct nf_conntra
 {
 	for (; s->sweep < s->size; s->sweep++) {
 		struct seen_entry e = s->slots[s->sweep];
-		const struct seen_tuple *t = &e.tuple;
+		const struct ct_identity *t = &e.key;
 		bool v6 = t->family == AF_INET6;
 
-		if (!e.id || e.generation == generation)
+		if (!t->id || e.generation == generation)
 			continue;
 		remove_entry(s, &s->slots[s->sweep]);	/* may move a later entry here: look again */
 		nfct_set_attr_u8(out, ATTR_ORIG_L3PROTO, t->family);
@@ -289,7 +235,7 @@ bool ct_seen_take_gone(struct ct_seen *s, uint32_t generation, struct nf_conntra
 			nfct_set_attr_u16(out, ATTR_ZONE, t->zone);
 		if (t->orig_zone)
 			nfct_set_attr_u16(out, ATTR_ORIG_ZONE, t->orig_zone);
-		nfct_set_attr_u32(out, ATTR_ID, e.id);
+		nfct_set_attr_u32(out, ATTR_ID, t->id);
 		return true;
 	}
 	s->sweep = 0;

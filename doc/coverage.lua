@@ -18,15 +18,19 @@ local TYPES = {
 }
 
 -- The names a type answers: its methods (__index a table, or a function whose first upvalue
--- is the method table) and its metamethods.
+-- is the method table) and its metamethods. Keys that are not strings are the C code's own
+-- marks (a flow's metatable is known by a light userdata key), not names.
 local function members(metatable_name)
   local mt = assert(registry[metatable_name], metatable_name .. ": no such metatable")
   local names, index = {}, mt.__index
   if type(index) == "function" then
     index = select(2, debug.getupvalue(index, 1))
   end
-  for k in pairs(type(index) == "table" and index or {}) do names[k] = true end
-  for k in pairs(mt) do names[k] = true end
+  local function add(k)
+    if type(k) == "string" then names[k] = true end
+  end
+  for k in pairs(type(index) == "table" and index or {}) do add(k) end
+  for k in pairs(mt) do add(k) end
   return names
 end
 

@@ -132,15 +132,16 @@ local function state_of(f)
 end
 
 --- What the view keeps of a flow: the flow itself (for h:delete and the
--- texts of its line, made only for the lines shown) and its sort keys. start
+-- texts of its line, made only for the lines shown), its key (f:key(), which
+-- follows the entry from one refresh to the next) and its sort keys. start
 -- is in seconds since the epoch: the kernel's timestamp, or else when this
 -- view first saw the flow (seen_at).
-local function row_of(f, seen_at)
+local function row_of(f, key, seen_at)
   local start_ns = f.start or math.floor(seen_at * 1e9)
   local packets, bytes = sum(f.packets, f.reply_packets), sum(f.bytes, f.reply_bytes)
   return {
     flow = f,
-    id = f.id or 0,
+    key = key,
     estimated = f.start == nil,
     start = start_ns / 1e9,
     counted = packets ~= nil,
@@ -161,9 +162,9 @@ end
 local function snapshot(v, filter)
   local rows, seen, now = {}, {}, v.clock()
   for f in v.h:dump(filter) do
-    local id = f.id or 0
-    seen[id] = v.seen[id] or now
-    rows[#rows + 1] = row_of(f, seen[id])
+    local key = f:key()
+    seen[key] = v.seen[key] or now
+    rows[#rows + 1] = row_of(f, key, seen[key])
   end
   local total = v.h:count()
   return rows, total or #rows, seen, now
@@ -178,7 +179,7 @@ local function comparator(sort, reverse)
   return function(a, b)
     local x, y = a[field], b[field]
     if x == y then x, y = a.age_key, b.age_key end
-    if x == y then x, y = a.id, b.id end
+    if x == y then x, y = a.key, b.key end
     if reverse then return x < y end
     return x > y
   end
@@ -194,7 +195,7 @@ local function reorder(v, keep)
   table.sort(v.rows, comparator(v.sort, v.reverse))
   if keep then
     for i, row in ipairs(v.rows) do
-      if row.id == keep.id then v.selected = i break end
+      if row.key == keep.key then v.selected = i break end
     end
   end
   v.selected = math.max(1, math.min(v.selected, #v.rows))

@@ -27,8 +27,8 @@
 -- the script with the same state; if the new version fails to load or run,
 -- the error is reported and the running handlers stay. No event is lost
 -- across a reload, but one that changes the filter or the kinds may deliver
--- an event twice (where that matters, count flows by their id and tuple: an id
--- alone may repeat). A handler
+-- an event twice (where that matters, count flows by flow:key(): an id alone
+-- may repeat). A handler
 -- error is reported once per handler, message and version of the script.
 -- SIGINT and SIGTERM stop with status 0. Standard output is line-buffered, so
 -- every line a handler prints reaches a pipe or file at once.

@@ -629,6 +629,72 @@ describe("zones", function()
 end)
 
 -- ---------------------------------------------------------------------------
+-- 2b. flow:key(), the name of an entry
+-- ---------------------------------------------------------------------------
+
+describe("flow:key()", function()
+  local h
+  -- One tuple in zone 0 and zone 9, an original-direction zone, and a tuple of each kind
+  -- of layer 4 that key() reads differently (ports, ICMP fields, GRE keys, none).
+  local SPECS = {
+    { proto = "udp", src = "10.4.0.1", dst = "10.4.0.2", sport = 1, dport = 2, timeout = 100 },
+    { proto = "udp", src = "10.4.0.1", dst = "10.4.0.2", sport = 1, dport = 2, timeout = 100,
+      zone = 9 },
+    { proto = "udp", src = "10.4.0.1", dst = "10.4.0.2", sport = 1, dport = 3, timeout = 100,
+      orig_zone = 3 },
+    { proto = "icmp", src = "10.4.0.1", dst = "10.4.0.2", icmp_type = 8, icmp_code = 0,
+      icmp_id = 7, timeout = 100 },
+    { proto = "icmpv6", family = "ipv6", src = "fd04::1", dst = "fd04::2", icmp_type = 128,
+      icmp_code = 0, icmp_id = 7, timeout = 100 },
+    { proto = "tcp", family = "ipv6", src = "fd04::1", dst = "fd04::2", sport = 1, dport = 2,
+      state = "ESTABLISHED", timeout = 100 },
+    { proto = "gre", src = "10.4.0.1", dst = "10.4.0.2", srckey = 5, dstkey = 6, timeout = 100 },
+    { proto = 200, src = "10.4.0.1", dst = "10.4.0.2", timeout = 100 },
+  }
+
+  lazy_setup(function()
+    H.reset()
+    H.sysctl("nf_conntrack_events", 1)
+    h = H.open()
+  end)
+
+  lazy_teardown(function() h:close() end)
+
+  --- kind -> { key -> the flow's line } of the events queued on ev (a request's events
+  -- are queued before its answer).
+  local function event_keys(ev)
+    local by_kind = { new = {}, update = {}, destroy = {} }
+    repeat
+      local batch = assert(ev:recv(100))
+      for _, e in ipairs(batch) do by_kind[e.kind][e.flow:key()] = tostring(e.flow) end
+    until #batch == 0
+    return by_kind
+  end
+
+  it("is the same by dump, get and every event, and differs for every entry of the table",
+     function()
+    local ev <close> = assert(h:listen())
+    assert.equal(#SPECS, h:create(SPECS))
+    local events = event_keys(ev)
+    local dumped, n = {}, 0
+    for f in h:dump() do
+      n = n + 1
+      dumped[f:key()] = tostring(f)
+      assert.equal(f:key(), assert(h:get(f)):key(), "get of " .. tostring(f))
+      assert.equal(f:key(), f:key())
+    end
+    assert.equal(#SPECS, n)
+    assert.equal(n, #keys_of(dumped), "two entries share a key")
+    assert.same(keys_of(dumped), keys_of(events.new))
+    -- what changes (here the mark and the timeout) is not part of the name
+    assert.equal(#SPECS, h:update({ function() return true end }, { mark = 7, timeout = 50 }))
+    assert.same(keys_of(dumped), keys_of(event_keys(ev).update))
+    assert.equal(#SPECS, h:delete{ function() return true end })
+    assert.same(keys_of(dumped), keys_of(event_keys(ev).destroy))
+  end)
+end)
+
+-- ---------------------------------------------------------------------------
 -- 3. Marks and masks
 -- ---------------------------------------------------------------------------
 

@@ -125,3 +125,15 @@ describe("README tutorial", function()
     assert.truthy(got[peer.local_addr] > 0)
   end)
 end)
+
+describe("API reference", function()
+  it("documents every function and method, and nothing that does not exist " ..
+     "(doc/coverage.lua, which make docs runs)", function()
+    local fields = os.tmpname()
+    finally(function() os.remove(fields) end)
+    H.must("./ct-lua doc/fields.lua " .. fields)
+    local out, status, err = H.run("./ct-lua doc/coverage.lua doc/api.luadoc " .. fields ..
+                                   " lua/conntrack.lua")
+    assert.equal(0, status, out .. err)
+  end)
+end)

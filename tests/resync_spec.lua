@@ -3,13 +3,9 @@
 -- keeps a view of the table ends up with what a fresh dump shows.
 local H = require "helpers"
 
--- An entry's key in a view: its id and tuple (the kernel's id is a 32-bit hash, which two
--- of a few thousand entries share about once in a thousand runs).
-local function key_of(flow)
-  return flow.id .. " " .. flow.src .. ":" .. flow.sport
-end
-
--- The view a subscriber keeps: key -> mark, from the events it receives.
+-- The view a subscriber keeps: flow:key() -> mark, from the events it receives (not the
+-- id alone: the kernel's id is a 32-bit hash, which two of a few thousand entries share
+-- about once in a thousand runs).
 local function new_view()
   return { entries = {}, counts = {} }
 end
@@ -19,9 +15,9 @@ local function apply(view, batch)
     local key = (e.resync and "resync " or "") .. e.kind
     view.counts[key] = (view.counts[key] or 0) + 1
     if e.kind == "new" or e.kind == "update" then
-      view.entries[key_of(e.flow)] = e.flow.mark
+      view.entries[e.flow:key()] = e.flow.mark
     elseif e.kind == "destroy" then
-      view.entries[key_of(e.flow)] = nil
+      view.entries[e.flow:key()] = nil
     end
   end
 end
@@ -37,7 +33,7 @@ end
 
 local function table_now(h, filter)
   local marks = {}
-  for f in h:dump(filter) do marks[key_of(f)] = f.mark end
+  for f in h:dump(filter) do marks[f:key()] = f.mark end
   return marks
 end
 
