@@ -205,6 +205,7 @@ int ct_filter_match(const struct ct_filter *filter, struct ct_entry *e);
 int ct_filter_proto(const struct ct_filter *filter);
 bool ct_filter_to_request(struct ct_filter *filter, struct nlmsghdr *nlh, bool dump);
 bool ct_filter_kernel_only(const struct ct_filter *filter);
+uint8_t ct_filter_split_family(struct ct_filter *filter);
 void ct_filter_explain(lua_State *L, const struct ct_filter *filter);
 
 /* ---- poll.c: conntrack.poll over pollable objects ----------------------- */
@@ -507,7 +508,9 @@ struct ct_dump {
 	unsigned int seq;
 	uint16_t type;			/* of the request (ct_dump_push) */
 	bool kernel_filtered;		/* the request names terms for the kernel */
+	bool refused;			/* the kernel refused them: ask without */
 	bool answered;			/* something other than an error came back */
+	uint8_t then_family;		/* to dump after filter.family's (AF_UNSPEC: none) */
 	struct ct_entry entry;		/* the entry read last, not yet owned by a flow */
 	bool expect;			/* a dump of expectations */
 	struct ct_expect pending_expect;

@@ -99,21 +99,32 @@ static int index_cb(const struct nlmsghdr *nlh, void *data)
 	return MNL_CB_OK;
 }
 
-static int send_request(struct ct_dump *d, bool kernel_filter);
+static int send_request(struct ct_dump *d);
 
 /*
  * A kernel built without marks or zones refuses a dump request that names
  * them (EOPNOTSUPP), before it sends any entry. The C filter checks every
- * term anyway: ask again with no attribute, the family in the header
- * alone. Returns 0 or an errno.
+ * term anyway: ask again, and for a second family too, with no attribute,
+ * the family in the header alone. Returns 0 or an errno.
  */
 static int retry_unfiltered(struct ct_dump *d)
 {
 	for (size_t i = 0; i < d->filter.nterms; i++)
 		d->filter.terms[i].in_kernel = d->filter.terms[i].field->kind == K_FAMILY &&
 					       !d->filter.terms[i].want.negate;
+	d->refused = true;
 	d->off = d->len;	/* nothing of the refused request is read */
-	return send_request(d, false);
+	return send_request(d);
+}
+
+/* The first family's dump is done: ask for the second's (ct_filter_split_family). */
+static int dump_then_family(struct ct_dump *d)
+{
+	d->filter.family = d->then_family;
+	d->then_family = AF_UNSPEC;
+	d->answered = false;
+	d->off = d->len;
+	return send_request(d);
 }
 
 /*
@@ -169,6 +180,13 @@ static int next_entry(struct ct_dump *d)
 		if (ret < 0)
 			ret = -ct_run_errno();	/* before drop_pending, which may change errno */
 		drop_pending(d);
+		if (ret == MNL_CB_STOP && d->then_family) {
+			int err = dump_then_family(d);
+
+			if (err)
+				return -err;
+			continue;
+		}
 		if (ret == MNL_CB_STOP)
 			return 0;
 		/* not a dump that zeroes counters: it would zero those of every entry */
@@ -307,6 +325,8 @@ int ct_dump_push(lua_State *L, int handle_idx, int filter_idx, int arg, const ch
 	lua_getiuservalue(L, handle_idx, CT_UV_LABELMAP);
 	a.labelmap = lua_gettop(L);
 	ct_filter_compile(&a, filter_idx, &d->filter);
+	if (type == CT_MSG(IPCTNL_MSG_CT_GET) || type == CT_MSG(IPCTNL_MSG_CT_GET_CTRZERO))
+		d->then_family = ct_filter_split_family(&d->filter);
 	lua_setiuservalue(L, -2, UV_LABELMAP);
 	ct_filter_push_predicate(L, filter_idx);
 	lua_setiuservalue(L, -2, UV_PREDICATE);
@@ -319,27 +339,27 @@ int ct_dump_push(lua_State *L, int handle_idx, int filter_idx, int arg, const ch
 	lua_pop(L, 1);
 	if (err)
 		return err;
-	err = send_request(d, true);
+	err = send_request(d);
 	if (err)
 		dump_release(d);
 	return err;
 }
 
 /*
- * Send the dump's request, with the terms the kernel can filter when
- * kernel_filter is true (only the main table's dump reads a filter: an
- * expectation dump would take these attribute numbers for others), and
+ * Send the dump's request for filter.family, with the terms the kernel can
+ * filter unless it refused them (only the main table's dump reads a filter:
+ * an expectation dump would take these attribute numbers for others), and
  * make the prefilter of the terms left to us. Returns 0 or an errno.
  */
-static int send_request(struct ct_dump *d, bool kernel_filter)
+static int send_request(struct ct_dump *d)
 {
 	char req[MNL_SOCKET_BUFFER_SIZE];
 	struct nlmsghdr *nlh;
 
 	d->seq = ++d->sock.seq;
 	nlh = ct_request_header(req, d->type, NLM_F_DUMP, d->filter.family, d->seq);
-	d->kernel_filtered = kernel_filter && (d->type == CT_MSG(IPCTNL_MSG_CT_GET) ||
-					       d->type == CT_MSG(IPCTNL_MSG_CT_GET_CTRZERO)) &&
+	d->kernel_filtered = !d->refused && (d->type == CT_MSG(IPCTNL_MSG_CT_GET) ||
+					     d->type == CT_MSG(IPCTNL_MSG_CT_GET_CTRZERO)) &&
 			     ct_filter_to_request(&d->filter, nlh, true);
 	d->prefilter_len = !d->expect && terms_left(&d->filter) ?
 			   ct_bpf_compile(&d->filter, d->prefilter) : 0;

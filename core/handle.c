@@ -313,6 +313,7 @@ static int handle_explain(lua_State *L)
 	lua_settop(L, 2);
 	lua_getiuservalue(L, 1, CT_UV_LABELMAP);
 	ct_filter_compile(&a, 2, &filter);
+	ct_filter_split_family(&filter);	/* the second family's dump takes the same terms */
 	ct_filter_to_request(&filter, ct_request_header(buf, CT_MSG(IPCTNL_MSG_CT_GET), NLM_F_DUMP,
 							 filter.family, 0), true);
 	ct_filter_explain(L, &filter);

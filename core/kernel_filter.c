@@ -17,10 +17,11 @@
  * deletes what a dump finds (handle.c). What the kernel cannot do stays in
  * C: negations, masks and prefixes; zone 0 (the kernel's "no zone filter");
  * IPv6 addresses (the kernel's comparison is inverted and drops the equal
- * one); other protocols' ports and GRE keys (not compared); ICMP type, code
- * and id (a type without an inverse fails the whole dump with EINVAL); and
- * any tuple when the family is open (CTA_FILTER then fails with
- * EOPNOTSUPP).
+ * one); other protocols' ports and GRE keys (not compared); and ICMP type,
+ * code and id (a type without an inverse fails the whole dump with EINVAL).
+ * CTA_FILTER needs a family (with none it fails with EOPNOTSUPP): a filter
+ * with a protocol and no family is dumped twice, IPv4 then IPv6
+ * (ct_filter_split_family).
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -199,6 +200,24 @@ bool ct_filter_to_request(struct ct_filter *filter, struct nlmsghdr *nlh, bool d
 	if (orig.flags || reply.flags)
 		put_tuples(nlh, &orig, &reply, proto);
 	return nlh->nlmsg_len > bare;
+}
+
+/*
+ * A dump of the conntrack table whose filter names a protocol but no family
+ * asks for IPv4, then for IPv6, each with the tuple terms in CTA_FILTER:
+ * this sets filter->family to the first and returns the second (AF_UNSPEC
+ * when one dump does). Each dump walks the whole table in the kernel, but
+ * copies out only entries that can match, and a walk costs about a seventh
+ * of a full dump (100,000 entries: 28 ms against 210): two walks pay unless
+ * nearly every entry matches. The listing is then IPv4 entries, then IPv6,
+ * each family in the kernel's order.
+ */
+uint8_t ct_filter_split_family(struct ct_filter *filter)
+{
+	if (filter->family != AF_UNSPEC || ct_filter_proto(filter) < 0)
+		return AF_UNSPEC;
+	filter->family = AF_INET;
+	return AF_INET6;
 }
 
 /* True when the kernel alone can apply the filter to a flush. */

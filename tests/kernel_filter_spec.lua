@@ -72,8 +72,9 @@ local CASES = {
   { { src = "fd00::1", proto = "udp", dport = 53 },
     function(f) return f.src == "fd00::1" and f.proto == "udp" and f.dport == 53 end,
     kernel = { "dport", "proto" } },
+  -- a protocol without a family: the dump is split, IPv4 then IPv6, each filtered by the kernel
   { { proto = "tcp", dport = 22 }, function(f) return f.proto == "tcp" and f.dport == 22 end,
-    kernel = {} },
+    kernel = { "dport", "proto" } },
   { { status = { ASSURED = true } }, function(f) return f.status.ASSURED == true end,
     kernel = { "status" } },
   { { status = "ASSURED" }, function(f) return f.status.ASSURED == true end,
@@ -94,11 +95,12 @@ local CASES = {
   { { family = "ipv4", proto = "sctp", dport = 22 }, function() return false end },
   { { src = "10.1.0.1", function(f) return f.dport ~= 22 end },
     function(f) return f.src == "10.1.0.1" and f.dport ~= 22 end },
-  -- no family: the kernel filters only zones, the prefilter what it can
+  -- no family: the kernel filters zones (and with a protocol, the tuple in a dump per
+  -- family), the prefilter what it can
   { { zone = 5 }, function(f) return f.zone == 5 end, kernel = { "zone" } },
   { { orig_zone = 5 }, function(f) return f.orig_zone == 5 end, kernel = { "orig_zone" } },
   { { reply_zone = 5, proto = "udp" }, function(f) return f.reply_zone == 5 and f.proto == "udp" end,
-    kernel = { "reply_zone" } },
+    kernel = { "proto", "reply_zone" } },
   { { zone = 7, family = "ipv6" }, function(f) return f.zone == 7 and f.family == "ipv6" end,
     kernel = { "family", "zone" } },
   { { zone = 5, orig_zone = 5 }, function(f) return f.zone == 5 and f.orig_zone == 5 end },
@@ -173,6 +175,32 @@ describe("filters the kernel applies to dumps", function()
     end
   end
 
+  it("a protocol without a family lists the IPv4 entries, then the IPv6 ones, each in the " ..
+     "order of an unfiltered dump", function()
+    -- 40 more of each family, so that one hash order all but surely interleaves them
+    local more = {}
+    for i = 1, 40 do
+      more[#more + 1] = { proto = "udp", src = "10.9.0.1", dst = "10.9.0.2", sport = 2000 + i,
+                          dport = 53, timeout = 300 }
+      more[#more + 1] = { family = "ipv6", proto = "udp", src = "fd09::1", dst = "fd09::2",
+                          sport = 2000 + i, dport = 53, timeout = 300 }
+    end
+    assert.equal(#more, h:create(more))
+    finally(function() h:delete{ proto = "udp", function(f) return f.sport > 2000 end } end)
+    local want, got, interleaved, last = { ipv4 = {}, ipv6 = {} }, {}, 0, nil
+    for f in h:dump() do
+      if f.proto == "udp" then
+        table.insert(want[f.family], f:key())
+        if last and f.family ~= last then interleaved = interleaved + 1 end
+        last = f.family
+      end
+    end
+    assert.is_true(interleaved > 1, "the unfiltered dump lists one family after the other")
+    table.move(want.ipv6, 1, #want.ipv6, #want.ipv4 + 1, want.ipv4)
+    for f in h:dump{ proto = "udp" } do got[#got + 1] = f:key() end
+    assert.same(want.ipv4, got)
+  end)
+
   it("most cases are not empty, so a kernel that dropped entries would be seen", function()
     local nonempty = 0
     for _, case in ipairs(CASES) do
@@ -197,8 +225,7 @@ describe("zeroing counters with a kernel filter", function()
     local peer = H.peer()
     local h = H.open()
     local ok, err = pcall(function()
-      assert.equal("pong\n", H.udp_exchange(peer, 7001))
-      assert.equal("pong\n", H.udp_exchange(peer, 7002))
+      for port = 7001, 7003 do assert.equal("pong\n", H.udp_exchange(peer, port)) end
       local picked = { family = "ipv4", proto = "udp", dst = peer.addr, dport = 7001 }
       assert.same({ "dport", "dst", "family", "proto" },
                   (function() local k = h:explain(picked).kernel table.sort(k) return k end)())
@@ -210,9 +237,14 @@ describe("zeroing counters with a kernel filter", function()
         seen = seen + 1
       end
       assert.is_true(seen >= 1)
+      -- without a family: a dump per family, each with the tuple in the kernel
+      local unpicked = { proto = "udp", dport = 7002 }
+      assert.same({ "dport", "proto" },
+                  (function() local k = h:explain(unpicked).kernel table.sort(k) return k end)())
+      for f in h:dump(unpicked, { zero = true }) do assert.equal(7002, f.dport) end
       local kept = 0
       for f in h:dump{ proto = "udp", dst = peer.addr } do
-        if f.dport == 7001 then
+        if f.dport == 7001 or f.dport == 7002 then
           assert.equal(0, f.packets)
           assert.equal(0, f.reply_packets)
         else
