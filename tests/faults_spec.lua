@@ -690,6 +690,8 @@ describe("faults", function()
         end
         show("mark", count{ mark = 1 })
         show("zone", count{ zone = 3 })
+        -- a dump per family (a protocol without a family): refused once, not twice
+        show("mark udp", count{ mark = 1, proto = "udp" })
         show("update", h:update({ mark = 1 }, { mark = 2 }))
         local ok, e = pcall(function() for _ in h:dump({ mark = 2 }, { zero = true }) do end end)
         show("zero", ok, e.errno)
@@ -703,9 +705,9 @@ describe("faults", function()
       ]], { call = "nofilter", count = 0 })
       assert.equal(0, status, err)
       -- each dump by mark or zone, the zeroing one, the CLI's, the flush and its dump
-      assert.equal(8, #injected, table.concat(injected, "\n"))
+      assert.equal(9, #injected, table.concat(injected, "\n"))
       assert.same({
-        { "mark", "3" }, { "zone", "2" }, { "update", "3", "#0" }, { "zero", "false", "95" },
+        { "mark", "3" }, { "zone", "2" }, { "mark udp", "3" }, { "update", "3", "#0" }, { "zero", "false", "95" },
         { "cli", "3" },
         { "flush", "true" }, { "left", "3", "0" },
       }, rows(out))
