@@ -33,7 +33,6 @@ struct ct_batch {
 	unsigned int pending;
 	unsigned int seq[BATCH_MAX];	/* each queued request's sequence number */
 	bool failed[BATCH_MAX];
-	bool applied[BATCH_MAX];
 	lua_Integer done;
 	int err;		/* the first failure */
 	bool skip_vanished;	/* ENOENT: deleted by someone else meanwhile */
@@ -105,13 +104,16 @@ static void report(struct ct_batch *b, unsigned int slot, int err, bool unknown)
 	lua_rawseti(L, b->report, (lua_Integer)luaL_len(L, b->report) + 1);
 }
 
-/* Call the caller's function with what names each request the kernel applied, in order. */
-static void call_each(struct ct_batch *b, unsigned int count)
+/*
+ * Call the caller's function with what names each request the kernel
+ * applied, in order: once the last was answered, every one that did not fail.
+ */
+static void call_each(struct ct_batch *b, unsigned int count, bool answered)
 {
 	lua_State *L = b->L;
 
-	for (unsigned int i = 0; b->each && !b->raised && i < count; i++) {
-		if (!b->applied[i])
+	for (unsigned int i = 0; answered && b->each && !b->raised && i < count; i++) {
+		if (b->failed[i])
 			continue;
 		lua_pushvalue(L, b->each);
 		lua_rawgeti(L, b->inflight, i + 1);
@@ -154,7 +156,7 @@ static void batch_send(struct ct_batch *b)
 	if (!b->pending)
 		return;
 	for (unsigned int i = 0; i < count; i++)
-		b->failed[i] = b->applied[i] = false;
+		b->failed[i] = false;
 	((struct nlmsghdr *)(b->buf + b->last))->nlmsg_flags |= NLM_F_ACK;
 	err = ct_socket_send(b->sock, b->buf, b->len);
 	b->len = 0;
@@ -189,14 +191,12 @@ static void batch_send(struct ct_batch *b)
 	for (unsigned int i = 0; i < count; i++) {
 		if (b->failed[i])
 			continue;
-		if (answered) {
-			b->applied[i] = true;
+		if (answered)
 			b->done++;
-		} else {
+		else
 			report(b, i + 1, err, true);
-		}
 	}
-	call_each(b, count);
+	call_each(b, count, answered);
 }
 
 /* Where the next request goes (the queue is sent first when full), or NULL

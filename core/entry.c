@@ -329,6 +329,12 @@ void ct_entry_index(struct ct_entry *e, const struct nlmsghdr *nlh)
 		e->odd |= (icmp_elsewhere & (1u << i)) && !e->at[icmp_fields[i]];
 }
 
+/* Attribute attr of e, an indexed entry, or NULL when the message has none. */
+static const struct nlattr *attr_of(const struct ct_entry *e, enum nf_conntrack_attr attr)
+{
+	return e->at[attr] ? (const struct nlattr *)((const char *)e->nlh + e->at[attr]) : NULL;
+}
+
 /* Appends attribute a, as it is, to request nlh of at most CT_REQUEST_MAX bytes. */
 static bool put_copy(struct nlmsghdr *nlh, const struct nlattr *a)
 {
@@ -357,11 +363,9 @@ bool ct_entry_put_identity(const struct ct_entry *e, struct nlmsghdr *nlh)
 	if (!e->at[ATTR_ORIG_L3PROTO])
 		return false;
 	for (size_t i = 0; i < sizeof(identity) / sizeof(identity[0]); i++) {
-		const char *a = (const char *)e->nlh + e->at[identity[i]];
+		const struct nlattr *a = attr_of(e, identity[i]);
 
-		if (!e->at[identity[i]])
-			continue;
-		if (!put_copy(nlh, (const struct nlattr *)a))
+		if (a && !put_copy(nlh, a))
 			return false;
 	}
 	return true;
@@ -396,9 +400,9 @@ void ct_entry_release(struct ct_entry *e)
 
 static const void *payload(const struct ct_entry *e, enum nf_conntrack_attr attr)
 {
-	const char *a = (const char *)e->nlh + e->at[attr];
+	const struct nlattr *a = attr_of(e, attr);
 
-	return e->at[attr] ? ct_attr_data((const struct nlattr *)a) : NULL;
+	return a ? ct_attr_data(a) : NULL;
 }
 
 uint8_t ct_entry_u8(const struct ct_entry *e, enum nf_conntrack_attr attr)
@@ -453,9 +457,9 @@ uint64_t ct_entry_u64(const struct ct_entry *e, enum nf_conntrack_attr attr)
 /* The payload length of attribute attr of e, an indexed entry (0: absent). */
 size_t ct_entry_len(const struct ct_entry *e, enum nf_conntrack_attr attr)
 {
-	const char *a = (const char *)e->nlh + e->at[attr];
+	const struct nlattr *a = attr_of(e, attr);
 
-	return e->at[attr] ? ct_attr_len((const struct nlattr *)a) : 0;
+	return a ? ct_attr_len(a) : 0;
 }
 
 /* An address's bytes or a helper's name, as nfct_get_attr. */
