@@ -1,8 +1,8 @@
 /*
  * libFuzzer target: flow messages as dumps, get and the ACKs of batches
- * deliver them (dump.c next_entry, nl.c ct_parse_cb and ct_socket_talk,
- * batch.c, fields.c reading every attribute, filter.c matching, and
- * json_print.c against json.flow). The selector byte picks the operation;
+ * deliver them (dump.c next_entry and its dump per family, nl.c
+ * ct_parse_cb and ct_socket_talk, batch.c, fields.c reading every
+ * attribute, filter.c matching, and json_print.c against json.flow). The selector byte picks the operation;
  * see harness.h for the input.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -16,7 +16,8 @@ static const char chunk[] =
 	"local function each(...) for f in h:dump(...) do read.flow(core, f) end end\n"
 	"local tuple = { proto = 'tcp', src = '10.0.0.1', dst = '10.0.0.2', sport = 1, dport = 2 }\n"
 	"local op = sel % 8\n"
-	"if op == 0 then each()\n"
+	"-- a protocol without a family: a dump per family (IPv4, then IPv6)\n"
+	"if op == 0 then if sel & 8 ~= 0 then each{ proto = 'udp', dport = 53 } else each() end\n"
 	"elseif op == 1 then each{ proto = 'tcp', src = '10.0.0.0/8', dport = '!22', mark = '0x1/0x1',\n"
 	"  status = 'ASSURED,!DYING', labels = { 'blue' }, state = 'ESTABLISHED', zone = 0 }\n"
 	"elseif op == 2 then\n"
