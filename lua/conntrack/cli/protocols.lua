@@ -155,26 +155,28 @@ local function port_rules(extra)
   }
 end
 
-local tcp = {
-  name = "tcp", num = 6,
-  opts = {
-    { "orig-port-src", B"1" }, { "sport", B"1" }, { "orig-port-dst", B"2" }, { "dport", B"2" },
-    { "reply-port-src", B"3" }, { "reply-port-dst", B"4" }, { "mask-port-src", B"5" },
-    { "mask-port-dst", B"6" }, { "state", B"7" }, { "tuple-port-src", B"8" },
-    { "tuple-port-dst", B"9" },
-  },
-  codes = {
-    [B"1"] = { 0, set.orig_sport }, [B"2"] = { 1, set.orig_dport }, [B"3"] = { 2, set.repl_sport },
-    [B"4"] = { 3, set.repl_dport }, [B"5"] = { 4, set.mask_sport }, [B"6"] = { 5, set.mask_dport },
-    [B"7"] = { 6, set.tcp_state }, [B"8"] = { 7, set.tuple_sport }, [B"9"] = { 8, set.tuple_dport },
-  },
-  flags = { "sport", "dport", "reply-port-src", "reply-port-dst", "mask-port-src",
-            "mask-port-dst", "state", "tuple-port-src", "tuple-port-dst" },
-  help = with(PORT_HELP, "  --state\t\t\tTCP state, fe. ESTABLISHED"),
-  rules = port_rules{ list = { "state" }, get = { "state" }, create = { "state" },
-                      update = { "state" } },
-  pairs = PORT_PAIRS, pair_msgs = PORT_PAIR_MSGS,
-}
+local function tcp(name, num)
+  return {
+    name = name, num = num,
+    opts = {
+      { "orig-port-src", B"1" }, { "sport", B"1" }, { "orig-port-dst", B"2" }, { "dport", B"2" },
+      { "reply-port-src", B"3" }, { "reply-port-dst", B"4" }, { "mask-port-src", B"5" },
+      { "mask-port-dst", B"6" }, { "state", B"7" }, { "tuple-port-src", B"8" },
+      { "tuple-port-dst", B"9" },
+    },
+    codes = {
+      [B"1"] = { 0, set.orig_sport }, [B"2"] = { 1, set.orig_dport }, [B"3"] = { 2, set.repl_sport },
+      [B"4"] = { 3, set.repl_dport }, [B"5"] = { 4, set.mask_sport }, [B"6"] = { 5, set.mask_dport },
+      [B"7"] = { 6, set.tcp_state }, [B"8"] = { 7, set.tuple_sport }, [B"9"] = { 8, set.tuple_dport },
+    },
+    flags = { "sport", "dport", "reply-port-src", "reply-port-dst", "mask-port-src",
+              "mask-port-dst", "state", "tuple-port-src", "tuple-port-dst" },
+    help = with(PORT_HELP, "  --state\t\t\tTCP state, fe. ESTABLISHED"),
+    rules = port_rules{ list = { "state" }, get = { "state" }, create = { "state" },
+                        update = { "state" } },
+    pairs = PORT_PAIRS, pair_msgs = PORT_PAIR_MSGS,
+  }
+end
 
 local function udp_like(name, num)
   return {
@@ -197,102 +199,109 @@ local function udp_like(name, num)
   }
 end
 
-local sctp = {
-  name = "sctp", num = 132,
-  opts = {
-    { "orig-port-src", 1 }, { "orig-port-dst", 2 }, { "reply-port-src", 3 },
-    { "reply-port-dst", 4 }, { "mask-port-src", 5 }, { "mask-port-dst", 6 }, { "state", 7 },
-    { "tuple-port-src", 8 }, { "tuple-port-dst", 9 }, { "orig-vtag", 10 }, { "reply-vtag", 11 },
-    { "sport", 1 }, { "dport", 2 },
-  },
-  codes = {
-    [1] = { 0, set.orig_sport }, [2] = { 1, set.orig_dport }, [3] = { 2, set.repl_sport },
-    [4] = { 3, set.repl_dport }, [5] = { 4, set.mask_sport }, [6] = { 5, set.mask_dport },
-    [7] = { 6, set.sctp_state }, [8] = { 7, set.tuple_sport }, [9] = { 8, set.tuple_dport },
-    [10] = { 9, set.vtag }, [11] = { 10, set.reply_vtag },
-  },
-  flags = { "sport", "dport", "reply-port-src", "reply-port-dst", "mask-port-src",
-            "mask-port-dst", "state", "tuple-port-src", "tuple-port-dst", "orig-vtag",
-            "reply-vtag" },
-  help = with(PORT_HELP, "  --state\t\t\tSCTP state, fe. ESTABLISHED",
-              "  --orig-vtag\t\toriginal verification tag",
-              "  --reply-vtag\t\treply verification tag"),
-  rules = port_rules{ list = { "state" }, get = { "state", "orig-vtag", "reply-vtag" },
-                      create = { "state", "orig-vtag", "reply-vtag" },
-                      update = { "state", "orig-vtag", "reply-vtag" },
-                      expect = { "orig-vtag", "reply-vtag" } },
-  pairs = PORT_PAIRS, pair_msgs = PORT_PAIR_MSGS,
-}
+local function sctp(name, num)
+  return {
+    name = name, num = num,
+    opts = {
+      { "orig-port-src", 1 }, { "orig-port-dst", 2 }, { "reply-port-src", 3 },
+      { "reply-port-dst", 4 }, { "mask-port-src", 5 }, { "mask-port-dst", 6 }, { "state", 7 },
+      { "tuple-port-src", 8 }, { "tuple-port-dst", 9 }, { "orig-vtag", 10 }, { "reply-vtag", 11 },
+      { "sport", 1 }, { "dport", 2 },
+    },
+    codes = {
+      [1] = { 0, set.orig_sport }, [2] = { 1, set.orig_dport }, [3] = { 2, set.repl_sport },
+      [4] = { 3, set.repl_dport }, [5] = { 4, set.mask_sport }, [6] = { 5, set.mask_dport },
+      [7] = { 6, set.sctp_state }, [8] = { 7, set.tuple_sport }, [9] = { 8, set.tuple_dport },
+      [10] = { 9, set.vtag }, [11] = { 10, set.reply_vtag },
+    },
+    flags = { "sport", "dport", "reply-port-src", "reply-port-dst", "mask-port-src",
+              "mask-port-dst", "state", "tuple-port-src", "tuple-port-dst", "orig-vtag",
+              "reply-vtag" },
+    help = with(PORT_HELP, "  --state\t\t\tSCTP state, fe. ESTABLISHED",
+                "  --orig-vtag\t\toriginal verification tag",
+                "  --reply-vtag\t\treply verification tag"),
+    rules = port_rules{ list = { "state" }, get = { "state", "orig-vtag", "reply-vtag" },
+                        create = { "state", "orig-vtag", "reply-vtag" },
+                        update = { "state", "orig-vtag", "reply-vtag" },
+                        expect = { "orig-vtag", "reply-vtag" } },
+    pairs = PORT_PAIRS, pair_msgs = PORT_PAIR_MSGS,
+  }
+end
 
-local dccp = {
-  name = "dccp", num = 33,
-  opts = {
-    { "orig-port-src", 1 }, { "orig-port-dst", 2 }, { "reply-port-src", 3 },
-    { "reply-port-dst", 4 }, { "mask-port-src", 5 }, { "mask-port-dst", 6 }, { "state", 7 },
-    { "tuple-port-src", 8 }, { "tuple-port-dst", 9 }, { "sport", 1 }, { "dport", 2 },
-    { "role", 10 },
-  },
-  codes = {
-    [1] = { 0, set.orig_sport }, [2] = { 1, set.orig_dport }, [3] = { 2, set.repl_sport },
-    [4] = { 3, set.repl_dport }, [5] = { 4, set.mask_sport }, [6] = { 5, set.mask_dport },
-    [7] = { 6, set.dccp_state }, [8] = { 7, set.tuple_sport }, [9] = { 8, set.tuple_dport },
-    [10] = { 9, set.dccp_role },
-  },
-  flags = { "sport", "dport", "reply-port-src", "reply-port-dst", "mask-port-src",
-            "mask-port-dst", "state", "tuple-port-src", "tuple-port-dst", "role" },
-  help = with(PORT_HELP, "  --state\t\t\tDCCP state, fe. RESPOND"),
-  rules = port_rules{ list = { "state" }, get = { "state" }, create = { "state", "role" },
-                      update = { "state" }, expect = { "role" } },
-  pairs = PORT_PAIRS,
-  pair_msgs = { "you have to specify `--sport' and `--dport'",
-                "you have to specify `--reply-port-src' and `--report-port-dst'" },
-}
+local function dccp(name, num)
+  return {
+    name = name, num = num,
+    opts = {
+      { "orig-port-src", 1 }, { "orig-port-dst", 2 }, { "reply-port-src", 3 },
+      { "reply-port-dst", 4 }, { "mask-port-src", 5 }, { "mask-port-dst", 6 }, { "state", 7 },
+      { "tuple-port-src", 8 }, { "tuple-port-dst", 9 }, { "sport", 1 }, { "dport", 2 },
+      { "role", 10 },
+    },
+    codes = {
+      [1] = { 0, set.orig_sport }, [2] = { 1, set.orig_dport }, [3] = { 2, set.repl_sport },
+      [4] = { 3, set.repl_dport }, [5] = { 4, set.mask_sport }, [6] = { 5, set.mask_dport },
+      [7] = { 6, set.dccp_state }, [8] = { 7, set.tuple_sport }, [9] = { 8, set.tuple_dport },
+      [10] = { 9, set.dccp_role },
+    },
+    flags = { "sport", "dport", "reply-port-src", "reply-port-dst", "mask-port-src",
+              "mask-port-dst", "state", "tuple-port-src", "tuple-port-dst", "role" },
+    help = with(PORT_HELP, "  --state\t\t\tDCCP state, fe. RESPOND"),
+    rules = port_rules{ list = { "state" }, get = { "state" }, create = { "state", "role" },
+                        update = { "state" }, expect = { "role" } },
+    pairs = PORT_PAIRS,
+    pair_msgs = { "you have to specify `--sport' and `--dport'",
+                  "you have to specify `--reply-port-src' and `--report-port-dst'" },
+  }
+end
 
 local KEYS4 = { "srckey", "dstkey", "reply-key-src", "reply-key-dst" }
-local gre = {
-  name = "gre", num = 47,
-  opts = {
-    { "orig-key-src", B"1" }, { "srckey", B"1" }, { "orig-key-dst", B"2" }, { "dstkey", B"2" },
-    { "reply-key-src", B"3" }, { "reply-key-dst", B"4" }, { "mask-key-src", B"5" },
-    { "mask-key-dst", B"6" }, { "tuple-key-src", B"7" }, { "tuple-key-dst", B"8" },
-  },
-  codes = {
-    [B"1"] = { 0, set.orig_key }, [B"2"] = { 1, set.dest_key }, [B"3"] = { 2, set.repl_skey },
-    [B"4"] = { 3, set.repl_dkey }, [B"5"] = { 4, set.mask_skey }, [B"6"] = { 5, set.mask_dkey },
-    [B"7"] = { 6, set.tuple_skey }, [B"8"] = { 7, set.tuple_dkey },
-  },
-  flags = { "srckey", "dstkey", "reply-key-src", "reply-key-dst", "mask-key-src",
-            "mask-key-dst", "tuple-key-src", "tuple-key-dst" },
-  help = {
-    "  --orig-key-src\t\toriginal source key", "  --orig-key-dst\t\toriginal destination key",
-    "  --reply-key-src\t\treply source key", "  --reply-key-dst\t\treply destination key",
-    "  --mask-key-src\t\tmask source key", "  --mask-key-dst\t\tmask destination key",
-    "  --tuple-key-src\t\texpectation tuple src key",
-    "  --tuple-key-src\t\texpectation tuple dst key",
-  },
-  rules = {
-    CT_LIST = { optional = KEYS4 }, CT_GET = { pair = KEYS4 }, CT_DELETE = { optional = KEYS4 },
-    CT_CREATE = { pair = KEYS4 }, CT_UPDATE = { optional = KEYS4 }, CT_EVENT = { optional = KEYS4 },
-    EXP_CREATE = { mandatory = { "srckey", "dstkey", "reply-key-src", "reply-key-dst",
-                                 "mask-key-src", "mask-key-dst", "tuple-key-src",
-                                 "tuple-key-dst" } },
-    EXP_DELETE = { mandatory = KEYS4 }, EXP_GET = { mandatory = KEYS4 },
-  },
-  pairs = { { "srckey", "dstkey" }, { "reply-key-src", "reply-key-dst" } },
-  pair_msgs = { "you have to specify `--srckey' and `--dstkey'",
-                "you have to specify `--reply-src-key' and `--reply-dst-key'" },
-}
+local function gre(name, num)
+  return {
+    name = name, num = num,
+    opts = {
+      { "orig-key-src", B"1" }, { "srckey", B"1" }, { "orig-key-dst", B"2" }, { "dstkey", B"2" },
+      { "reply-key-src", B"3" }, { "reply-key-dst", B"4" }, { "mask-key-src", B"5" },
+      { "mask-key-dst", B"6" }, { "tuple-key-src", B"7" }, { "tuple-key-dst", B"8" },
+    },
+    codes = {
+      [B"1"] = { 0, set.orig_key }, [B"2"] = { 1, set.dest_key }, [B"3"] = { 2, set.repl_skey },
+      [B"4"] = { 3, set.repl_dkey }, [B"5"] = { 4, set.mask_skey }, [B"6"] = { 5, set.mask_dkey },
+      [B"7"] = { 6, set.tuple_skey }, [B"8"] = { 7, set.tuple_dkey },
+    },
+    flags = { "srckey", "dstkey", "reply-key-src", "reply-key-dst", "mask-key-src",
+              "mask-key-dst", "tuple-key-src", "tuple-key-dst" },
+    help = {
+      "  --orig-key-src\t\toriginal source key", "  --orig-key-dst\t\toriginal destination key",
+      "  --reply-key-src\t\treply source key", "  --reply-key-dst\t\treply destination key",
+      "  --mask-key-src\t\tmask source key", "  --mask-key-dst\t\tmask destination key",
+      "  --tuple-key-src\t\texpectation tuple src key",
+      "  --tuple-key-src\t\texpectation tuple dst key",
+    },
+    rules = {
+      CT_LIST = { optional = KEYS4 }, CT_GET = { pair = KEYS4 }, CT_DELETE = { optional = KEYS4 },
+      CT_CREATE = { pair = KEYS4 }, CT_UPDATE = { optional = KEYS4 }, CT_EVENT = { optional = KEYS4 },
+      EXP_CREATE = { mandatory = { "srckey", "dstkey", "reply-key-src", "reply-key-dst",
+                                   "mask-key-src", "mask-key-dst", "tuple-key-src",
+                                   "tuple-key-dst" } },
+      EXP_DELETE = { mandatory = KEYS4 }, EXP_GET = { mandatory = KEYS4 },
+    },
+    pairs = { { "srckey", "dstkey" }, { "reply-key-src", "reply-key-dst" } },
+    pair_msgs = { "you have to specify `--srckey' and `--dstkey'",
+                  "you have to specify `--reply-src-key' and `--reply-dst-key'" },
+  }
+end
 
-local function icmp_like(name, num, prefix)
-  local T, C, I = prefix .. "-type", prefix .. "-code", prefix .. "-id"
+-- icmp and icmpv6: their options are named after them (--icmpv6-type).
+local function icmp_like(name, num)
+  local T, C, I = name .. "-type", name .. "-code", name .. "-id"
   return {
     name = name, num = num,
     opts = { { T, B"1" }, { C, B"2" }, { I, B"3" } },
     codes = { [B"1"] = { 0, set.icmp_type }, [B"2"] = { 1, set.icmp_code },
               [B"3"] = { 2, set.icmp_id } },
     flags = { T, C, I },
-    help = { "  --" .. T .. "\t\t\t" .. prefix .. " type", "  --" .. C .. "\t\t\t" .. prefix .. " code",
-             "  --" .. I .. "\t\t\t" .. prefix .. " id" },
+    help = { "  --" .. T .. "\t\t\t" .. name .. " type", "  --" .. C .. "\t\t\t" .. name .. " code",
+             "  --" .. I .. "\t\t\t" .. name .. " id" },
     rules = {
       CT_LIST = { optional = { T, C, I } }, CT_GET = { mandatory = { T, C }, optional = { I } },
       CT_DELETE = { optional = { T, C, I } }, CT_CREATE = { mandatory = { T, C }, optional = { I } },
@@ -301,11 +310,22 @@ local function icmp_like(name, num, prefix)
   }
 end
 
---- The handlers, in the order conntrack registers them.
-M.handlers = {
-  tcp, udp_like("udp", 17), udp_like("udplite", 136), sctp, dccp,
-  icmp_like("icmp", 1, "icmp"), icmp_like("icmpv6", 58, "icmpv6"), gre,
+-- The handlers, in the order conntrack registers them: name, number and the function that
+-- builds the handler's tables from them. A handler is built when a command line first names
+-- it, then kept (parse.lua caches by handler): building all eight was a fifth of
+-- `ct-lua conntrack -G`'s start-up.
+local REGISTERED = {
+  { name = "tcp", num = 6, build = tcp }, { name = "udp", num = 17, build = udp_like },
+  { name = "udplite", num = 136, build = udp_like }, { name = "sctp", num = 132, build = sctp },
+  { name = "dccp", num = 33, build = dccp }, { name = "icmp", num = 1, build = icmp_like },
+  { name = "icmpv6", num = 58, build = icmp_like }, { name = "gre", num = 47, build = gre },
 }
+local built = {}
+
+local function handler(r)
+  built[r] = built[r] or r.build(r.name, r.num)
+  return built[r]
+end
 
 --- The handler of protocols without options.
 M.unknown = { name = "unknown", opts = {}, codes = {}, flags = {},
@@ -316,15 +336,15 @@ M.unknown = { name = "unknown", opts = {}, codes = {}, flags = {},
 -- handler and the protocol number, or nil.
 function M.find(name)
   local l = name:lower()
-  for _, h in ipairs(M.handlers) do
-    if h.name == l then return h, h.num end
+  for _, r in ipairs(REGISTERED) do
+    if r.name == l then return handler(r), r.num end
   end
   local num = values.getprotobyname(name)
   if num then return M.unknown, num end
   num = values.proto_number(name)
   if num then
-    for _, h in ipairs(M.handlers) do
-      if h.num == num then return h, num end
+    for _, r in ipairs(REGISTERED) do
+      if r.num == num then return handler(r), num end
     end
     return M.unknown, num
   end
