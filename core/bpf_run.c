@@ -2,10 +2,11 @@
  * The classic BPF programs of bpf.c run in userspace, on the messages of a
  * dump: what the kernel leaves of a filter (negations, prefixes, IPv6
  * addresses, ...) is tested on each entry's raw attributes before it is
- * parsed, and the ones the filter cannot match cost no parsing. Only the instructions bpf.c emits
- * are known; any other ends the program with "drop", which never happens
- * for bpf.c's programs. Loads out of the message drop it, as in the kernel,
- * and the NLATTR extensions search attributes as the kernel's nla_find.
+ * parsed, and the ones the filter cannot match cost no parsing. Only the
+ * instructions bpf.c emits are known; any other ends the program with
+ * "drop", which never happens for bpf.c's programs. Loads out of the
+ * message drop it, as in the kernel, and the NLATTR extensions search
+ * attributes as the kernel's nla_find.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */

@@ -355,8 +355,8 @@ bool ct_entry_put_identity(const struct ct_entry *e, struct nlmsghdr *nlh);
 
 /*
  * What names one entry while it lives: the kernel's id, a 32-bit hash that
- * two entries may share, with the original tuple and zones, which no two
- * entries of a table share. Zero-filled where the entry has none and free of
+ * two entries may share, with the original tuple, the zone and the
+ * original-direction zone, which no two entries of a table share. Zero-filled where the entry has none and free of
  * padding, so memcmp compares two and flow:key() is its bytes.
  */
 struct ct_identity {

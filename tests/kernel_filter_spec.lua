@@ -116,7 +116,12 @@ local CASES = {
   { { dst = "!fd00::/16" }, function(f) return not (f.dst:find("^fd00:")) end },
   { { reply_src = "fd00::3" }, function(f) return f.reply_src == "fd00::3" end },
   { { reply_dport = 4000 }, function(f) return f.reply_dport == 4000 end },
-  { { family = "!ipv6", proto = "icmp" }, function(f) return is_ipv4(f) and f.proto == "icmp" end },
+  -- a negated family leaves the other one: one dump, the tuple in the kernel
+  { { family = "!ipv6", proto = "icmp" }, function(f) return is_ipv4(f) and f.proto == "icmp" end,
+    kernel = { "proto" } },
+  { { family = "!ipv4", proto = "udp", dport = 53 },
+    function(f) return f.family == "ipv6" and f.proto == "udp" and f.dport == 53 end,
+    kernel = { "dport", "proto" } },
 }
 
 -- the entry's id: unlike its text, it does not change while the timeout counts down
