@@ -340,6 +340,14 @@ struct ct_entry {
 	uint8_t family;			/* nlh's */
 	bool odd;			/* what libnfct reads otherwise: read the parse */
 	uint16_t at[ATTR_MAX];		/* attribute's offset in nlh; 0: absent */
+	uint16_t reply_icmp[3];		/* the same of the reply tuple's ICMP type, code
+					 * and id, which libnfct gives no attribute */
+};
+
+/* A tuple's ICMP or ICMPv6 fields, as libnfct prints them. */
+struct ct_icmp {
+	uint8_t type, code;
+	uint16_t id;			/* host order */
 };
 
 void ct_entry_index(struct ct_entry *e, const struct nlmsghdr *nlh);
@@ -352,6 +360,7 @@ uint64_t ct_entry_u64(const struct ct_entry *e, enum nf_conntrack_attr attr);
 const void *ct_entry_ptr(const struct ct_entry *e, enum nf_conntrack_attr attr);
 size_t ct_entry_len(const struct ct_entry *e, enum nf_conntrack_attr attr);
 bool ct_entry_put_identity(const struct ct_entry *e, struct nlmsghdr *nlh);
+struct ct_icmp ct_entry_icmp(const struct ct_entry *e, bool reply);
 
 /*
  * What names one entry while it lives: the kernel's id, a 32-bit hash that

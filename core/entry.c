@@ -23,10 +23,16 @@
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
 
-/* Records a as attribute attr of e (ct_entry_index keeps offsets in range). */
+/* Where a is in e's message (ct_entry_index keeps offsets in range). */
+static uint16_t offset_of(const struct ct_entry *e, const struct nlattr *a)
+{
+	return (uint16_t)((const char *)a - (const char *)e->nlh);
+}
+
+/* Records a as attribute attr of e. */
 static void put(struct ct_entry *e, enum nf_conntrack_attr attr, const struct nlattr *a)
 {
-	e->at[attr] = (uint16_t)((const char *)a - (const char *)e->nlh);
+	e->at[attr] = offset_of(e, a);
 }
 
 #define EACH_ATTR(a, nest)								\
@@ -95,10 +101,11 @@ static int icmp_field(unsigned int type)
 /*
  * A tuple's layer-4 nest. libnfct keeps ports and ICMP fields in one
  * storage per tuple, and reads ICMP and ICMPv6 attributes in an order of
- * its own: a tuple with ports and ICMP fields, or an original tuple with
- * both ICMPs, is odd. It counts the ICMP fields of any tuple as set,
- * but reads them from the original tuple: *elsewhere notes those of the
- * other tuples (ct_entry_index checks that the original has them too).
+ * its own: a tuple with ports and ICMP fields, or with both ICMPs, is odd.
+ * It counts the ICMP fields of any tuple as set, but reads them from the
+ * original tuple: *elsewhere notes those of the other tuples (ct_entry_index
+ * checks that the original has them too). Its printer reads the reply's
+ * from the reply's storage, which reply_icmp stands for.
  */
 static void index_l4(struct ct_entry *e, const struct nlattr *nest, enum direction dir,
 		     unsigned int *elsewhere)
@@ -124,13 +131,15 @@ static void index_l4(struct ct_entry *e, const struct nlattr *nest, enum directi
 				put(e, icmp_fields[field], a);
 			else
 				*elsewhere |= 1u << field;
+			if (dir == DIR_REPLY)
+				e->reply_icmp[field] = offset_of(e, a);
 		} else if (t >= CTA_PROTO_NUM && t <= CTA_PROTO_DST_PORT && dir != DIR_MASTER) {
 			put(e, (dir == DIR_ORIG ? orig : reply)[t], a);
 			ports |= t != CTA_PROTO_NUM;
 		}
 	}
 	if (dir != DIR_MASTER)
-		e->odd |= (ports && (icmp || icmpv6)) || (dir == DIR_ORIG && icmp && icmpv6);
+		e->odd |= (ports && (icmp || icmpv6)) || (icmp && icmpv6);
 }
 
 static void index_tuple(struct ct_entry *e, const struct nlattr *nest, enum direction dir,
@@ -329,10 +338,16 @@ void ct_entry_index(struct ct_entry *e, const struct nlmsghdr *nlh)
 		e->odd |= (icmp_elsewhere & (1u << i)) && !e->at[icmp_fields[i]];
 }
 
+/* The attribute at offset in e's message, or NULL for offset 0 (none). */
+static const struct nlattr *attr_at(const struct ct_entry *e, uint16_t offset)
+{
+	return offset ? (const struct nlattr *)((const char *)e->nlh + offset) : NULL;
+}
+
 /* Attribute attr of e, an indexed entry, or NULL when the message has none. */
 static const struct nlattr *attr_of(const struct ct_entry *e, enum nf_conntrack_attr attr)
 {
-	return e->at[attr] ? (const struct nlattr *)((const char *)e->nlh + e->at[attr]) : NULL;
+	return attr_at(e, e->at[attr]);
 }
 
 /* Appends attribute a, as it is, to request nlh of at most CT_REQUEST_MAX bytes. */
@@ -507,4 +522,33 @@ void ct_entry_identity(const struct ct_entry *e, struct ct_identity *out)
 		out->sport = u16_or_zero(e, ATTR_ORIG_PORT_SRC);
 		out->dport = u16_or_zero(e, ATTR_ORIG_PORT_DST);
 	}
+}
+
+/*
+ * The ICMP fields of e's original or reply tuple, zero where the message
+ * has none (as libnfct's storage). The reply's only of an indexed entry: a
+ * parse keeps them in no attribute.
+ */
+struct ct_icmp ct_entry_icmp(const struct ct_entry *e, bool reply)
+{
+	const struct nlattr *type, *code, *id_attr;
+	struct ct_icmp icmp;
+	uint16_t id;
+
+	if (!reply) {
+		icmp.type = ct_entry_u8(e, ATTR_ICMP_TYPE);
+		icmp.code = ct_entry_u8(e, ATTR_ICMP_CODE);
+		icmp.id = ntohs(ct_entry_u16(e, ATTR_ICMP_ID));
+		return icmp;
+	}
+	type = attr_at(e, e->reply_icmp[0]);
+	code = attr_at(e, e->reply_icmp[1]);
+	id_attr = attr_at(e, e->reply_icmp[2]);
+	icmp.type = type ? *(const uint8_t *)ct_attr_data(type) : 0;
+	icmp.code = code ? *(const uint8_t *)ct_attr_data(code) : 0;
+	id = 0;
+	if (id_attr)
+		memcpy(&id, ct_attr_data(id_attr), sizeof(id));
+	icmp.id = ntohs(id);
+	return icmp;
 }

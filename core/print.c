@@ -5,9 +5,10 @@
  * bytes directly. It covers the entries a table holds (IPv4/IPv6, the
  * protocols of conntrack, states, zones, counters, status, marks, ids,
  * delta-time, helpers) and declines the rest, which the caller prints with
- * libnetfilter_conntrack: ICMP (the reply's type, code and id are in no
- * attribute libnfct exports), DCCP (whose state names libnfct takes from
- * the SCTP table), security contexts, labels and the ktimestamp dates.
+ * libnetfilter_conntrack: ICMP of a parsed entry (the reply's type, code
+ * and id are in no attribute libnfct exports; an indexed entry has them
+ * from its message), DCCP (whose state names libnfct takes from the SCTP
+ * table), security contexts, labels and the ktimestamp dates.
  * It reads an entry through entry.c's accessors: a parsed nf_conntrack, or
  * the attributes of the message it came in (h:write, ev:writer). Its
  * writers of text, numbers and addresses serve json_print.c too.
@@ -213,13 +214,19 @@ static bool ports_known(const struct ct_entry *e, bool reply)
 		ct_entry_has(e, reply ? ATTR_REPL_PORT_DST : ATTR_ORIG_PORT_DST));
 }
 
-/* The layer-4 part of a tuple: ports or GRE keys (ICMP is declined). */
+/* The layer-4 part of a tuple: ports, GRE keys or ICMP fields. */
 static void put_l4(struct ct_line *l, const struct ct_entry *e, uint8_t proto, bool reply)
 {
 	uint16_t sport = ntohs(ct_entry_u16(e, reply ? ATTR_REPL_PORT_SRC : ATTR_ORIG_PORT_SRC));
 	uint16_t dport = ntohs(ct_entry_u16(e, reply ? ATTR_REPL_PORT_DST : ATTR_ORIG_PORT_DST));
 
-	if (ct_l4_of(proto) == CT_L4_PORTS) {
+	if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
+		struct ct_icmp icmp = ct_entry_icmp(e, reply);
+
+		put_field(l, "type=", icmp.type);
+		put_field(l, "code=", icmp.code);
+		put_field(l, "id=", icmp.id);
+	} else if (ct_l4_of(proto) == CT_L4_PORTS) {
 		put_field(l, "sport=", sport);
 		put_field(l, "dport=", dport);
 	} else if (ct_l4_of(proto) == CT_L4_KEYS) {
@@ -283,6 +290,18 @@ bool ct_print_known(const struct ct_entry *e)
 	return ports_known(e, false) && ports_known(e, true);
 }
 
+/*
+ * Whether these printers know an ICMP entry: an indexed one (a parse keeps
+ * the reply's ICMP fields in no attribute) whose tuples have no ports
+ * (libnfct would print a port's bytes as the type, code and id, which
+ * share its storage; only a forged message has them).
+ */
+static bool icmp_known(const struct ct_entry *e)
+{
+	return !e->ct && !ct_entry_has(e, ATTR_ORIG_PORT_SRC) && !ct_entry_has(e, ATTR_ORIG_PORT_DST) &&
+	       !ct_entry_has(e, ATTR_REPL_PORT_SRC) && !ct_entry_has(e, ATTR_REPL_PORT_DST);
+}
+
 /* What only libnetfilter_conntrack prints (see the top of the file). */
 static bool declined(const struct ct_entry *e, unsigned int flags, bool labels)
 {
@@ -290,7 +309,8 @@ static bool declined(const struct ct_entry *e, unsigned int flags, bool labels)
 
 	/* libnfct prints each tuple's layer 4 by its own protocol, this line by the
 	 * original's: a reply of another protocol only a forged message has */
-	return !ct_print_known(e) || proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6 ||
+	return !ct_print_known(e) ||
+	       ((proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) && !icmp_known(e)) ||
 	       ct_entry_u8(e, ATTR_REPL_L4PROTO) != proto ||
 	       ct_entry_has(e, ATTR_DCCP_STATE) || ct_entry_has(e, ATTR_SECCTX) ||
 	       (labels && ct_entry_has(e, ATTR_CONNLABELS)) || (flags & NFCT_OF_TIMESTAMP);
