@@ -297,26 +297,41 @@ static int handle_flush(lua_State *L)
 	return 1;
 }
 
+static const char *family_name(uint8_t family)
+{
+	return family == AF_INET ? "ipv4" : family == AF_INET6 ? "ipv6" : "both";
+}
+
 /*
  * h:explain([filter]) -> { kernel = { field, ... }, c = { field, ... },
- * predicate = bool }: which terms of the filter a dump of the conntrack
- * table leaves to the kernel (C checks them all again) and whether a Lua
- * predicate runs last.
+ * predicate = bool, dumps = { family, ... } }: which terms of the filter a
+ * dump of the conntrack table leaves to the kernel (C checks them all
+ * again), whether a Lua predicate runs last, and the family each request
+ * of the dump asks for ("ipv4", "ipv6" or "both"), in order.
  */
 static int handle_explain(lua_State *L)
 {
 	struct ct_arg a = { L, 2, 3, true };
 	char buf[MNL_SOCKET_BUFFER_SIZE];
 	struct ct_filter filter;
+	uint8_t then;
 
 	ct_handle_check(L, 1);
 	lua_settop(L, 2);
 	lua_getiuservalue(L, 1, CT_UV_LABELMAP);
 	ct_filter_compile(&a, 2, &filter);
-	ct_filter_split_family(&filter);	/* the second family's dump takes the same terms */
+	then = ct_filter_split_family(&filter);	/* its dump takes the same terms */
 	ct_filter_to_request(&filter, ct_request_header(buf, CT_MSG(IPCTNL_MSG_CT_GET), NLM_F_DUMP,
 							 filter.family, 0), true);
 	ct_filter_explain(L, &filter);
+	lua_createtable(L, 2, 0);
+	lua_pushstring(L, family_name(filter.family));
+	lua_rawseti(L, -2, 1);
+	if (then != AF_UNSPEC) {
+		lua_pushstring(L, family_name(then));
+		lua_rawseti(L, -2, 2);
+	}
+	lua_setfield(L, -2, "dumps");
 	return 1;
 }
 

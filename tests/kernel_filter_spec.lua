@@ -54,7 +54,7 @@ local CASES = {
   { { dst = "10.2.0.53", proto = "udp", sport = 5353 },
     function(f) return f.dst == "10.2.0.53" and f.proto == "udp" and f.sport == 5353 end },
   { { family = "ipv4", proto = "tcp" }, function(f) return is_ipv4(f) and f.proto == "tcp" end,
-    kernel = { "family", "proto" } },
+    kernel = { "family", "proto" }, dumps = { "ipv4" } },
   { { reply_src = "192.168.0.9" }, function(f) return f.reply_src == "192.168.0.9" end,
     kernel = { "reply_src" } },
   { { reply_dst = "100.64.0.1", proto = "udp", reply_dport = 4000 },
@@ -74,7 +74,7 @@ local CASES = {
     kernel = { "dport", "proto" } },
   -- a protocol without a family: the dump is split, IPv4 then IPv6, each filtered by the kernel
   { { proto = "tcp", dport = 22 }, function(f) return f.proto == "tcp" and f.dport == 22 end,
-    kernel = { "dport", "proto" } },
+    kernel = { "dport", "proto" }, dumps = { "ipv4", "ipv6" } },
   { { status = { ASSURED = true } }, function(f) return f.status.ASSURED == true end,
     kernel = { "status" } },
   { { status = "ASSURED" }, function(f) return f.status.ASSURED == true end,
@@ -118,11 +118,28 @@ local CASES = {
   { { reply_dport = 4000 }, function(f) return f.reply_dport == 4000 end },
   -- a negated family leaves the other one: one dump, the tuple in the kernel
   { { family = "!ipv6", proto = "icmp" }, function(f) return is_ipv4(f) and f.proto == "icmp" end,
-    kernel = { "proto" } },
+    kernel = { "proto" }, dumps = { "ipv4" } },
   { { family = "!ipv4", proto = "udp", dport = 53 },
     function(f) return f.family == "ipv6" and f.proto == "udp" and f.dport == 53 end,
-    kernel = { "dport", "proto" } },
+    kernel = { "dport", "proto" }, dumps = { "ipv6" } },
 }
+
+-- The family each request of a dump asks for (h:explain's dumps), by README's rule: a
+-- family, given or implied by an address, is one dump of it, a negated one one of the
+-- other; a protocol without either splits the dump, IPv4 then IPv6; else one of both.
+local function expected_dumps(filter)
+  local family
+  for k, v in pairs(filter) do
+    if k == "family" then
+      family = v:sub(1, 1) == "!" and (v == "!ipv4" and "ipv6" or "ipv4") or v
+    elseif type(v) == "string" and (k:find("src$") or k:find("dst$")) and v:sub(1, 1) ~= "!" then
+      family = v:find(":", 1, true) and "ipv6" or "ipv4"
+    end
+  end
+  if family then return { family } end
+  if filter.proto and not tostring(filter.proto):find("^!") then return { "ipv4", "ipv6" } end
+  return { "both" }
+end
 
 -- the entry's id: unlike its text, it does not change while the timeout counts down
 local function key(f)
@@ -176,6 +193,7 @@ describe("filters the kernel applies to dumps", function()
         end
         assert.equal(named, #all, "every term is placed once")
         assert.equal(filter[1] ~= nil, e.predicate)
+        assert.same(case.dumps or expected_dumps(filter), e.dumps)
       end)
     end
   end
