@@ -365,8 +365,9 @@ struct ct_icmp ct_entry_icmp(const struct ct_entry *e, bool reply);
 /*
  * What names one entry while it lives: the kernel's id, a 32-bit hash that
  * two entries may share, with the original tuple, the zone and the
- * original-direction zone, which no two entries of a table share. Zero-filled where the entry has none and free of
- * padding, so memcmp compares two and flow:key() is its bytes.
+ * original-direction zone, which no two entries of a table share.
+ * Zero-filled where the entry has none and free of padding, so memcmp
+ * compares two and flow:key() is its bytes.
  */
 struct ct_identity {
 	uint32_t id;

@@ -101,6 +101,14 @@ static int index_cb(const struct nlmsghdr *nlh, void *data)
 
 static int send_request(struct ct_dump *d);
 
+/* Whether a dump of type reads the conntrack table itself, the only dump
+ * that is sent a filter (an expectation dump would take its attribute
+ * numbers for others). */
+static bool of_conntrack_table(uint16_t type)
+{
+	return type == CT_MSG(IPCTNL_MSG_CT_GET) || type == CT_MSG(IPCTNL_MSG_CT_GET_CTRZERO);
+}
+
 /*
  * A kernel built without marks or zones refuses a dump request that names
  * them (EOPNOTSUPP), before it sends any entry. The C filter checks every
@@ -325,7 +333,7 @@ int ct_dump_push(lua_State *L, int handle_idx, int filter_idx, int arg, const ch
 	lua_getiuservalue(L, handle_idx, CT_UV_LABELMAP);
 	a.labelmap = lua_gettop(L);
 	ct_filter_compile(&a, filter_idx, &d->filter);
-	if (type == CT_MSG(IPCTNL_MSG_CT_GET) || type == CT_MSG(IPCTNL_MSG_CT_GET_CTRZERO))
+	if (of_conntrack_table(type))
 		d->then_family = ct_filter_split_family(&d->filter);
 	lua_setiuservalue(L, -2, UV_LABELMAP);
 	ct_filter_push_predicate(L, filter_idx);
@@ -347,9 +355,8 @@ int ct_dump_push(lua_State *L, int handle_idx, int filter_idx, int arg, const ch
 
 /*
  * Send the dump's request for filter.family, with the terms the kernel can
- * filter unless it refused them (only the main table's dump reads a filter:
- * an expectation dump would take these attribute numbers for others), and
- * make the prefilter of the terms left to us. Returns 0 or an errno.
+ * filter unless it refused them, and make the prefilter of the terms left
+ * to us. Returns 0 or an errno.
  */
 static int send_request(struct ct_dump *d)
 {
@@ -358,8 +365,7 @@ static int send_request(struct ct_dump *d)
 
 	d->seq = ++d->sock.seq;
 	nlh = ct_request_header(req, d->type, NLM_F_DUMP, d->filter.family, d->seq);
-	d->kernel_filtered = !d->refused && (d->type == CT_MSG(IPCTNL_MSG_CT_GET) ||
-					     d->type == CT_MSG(IPCTNL_MSG_CT_GET_CTRZERO)) &&
+	d->kernel_filtered = !d->refused && of_conntrack_table(d->type) &&
 			     ct_filter_to_request(&d->filter, nlh, true);
 	d->prefilter_len = !d->expect && terms_left(&d->filter) ?
 			   ct_bpf_compile(&d->filter, d->prefilter) : 0;

@@ -493,7 +493,7 @@ static uint16_t u16_or_zero(const struct ct_entry *e, enum nf_conntrack_attr att
 	return ct_entry_has(e, attr) ? ct_entry_u16(e, attr) : 0;
 }
 
-/* An address of e into to (zeroed first), when e has it. */
+/* An address of e into to, which stays as it is when e has none. */
 static void copy_addr(uint8_t *to, const struct ct_entry *e, enum nf_conntrack_attr attr,
 		      size_t len)
 {
