@@ -18,7 +18,8 @@ MODULE_SRCS := core/module.c core/handle.c core/dump.c core/batch.c core/stats.c
                core/labelmap.c core/expect.c core/expect_ops.c core/events.c core/seen.c \
                core/bpf.c core/bpf_run.c core/poll.c core/signals.c core/file.c core/netns.c core/nl.c \
                core/nlvalidate.c core/error.c core/requester.c core/write.c core/print.c \
-               core/entry.c core/print_xml.c core/json_print.c core/event_write.c
+               core/entry.c core/print_xml.c core/json_print.c core/event_write.c \
+               core/save_line.c
 MODULE_OBJS := $(MODULE_SRCS:core/%.c=build/%.o)
 EMBEDDED    := $(sort $(wildcard lua/*.lua lua/*/*.lua lua/*/*/*.lua)) $(sort $(wildcard scripts/*.lua))
 

@@ -380,7 +380,7 @@ static int mutate(lua_State *L, const char *op, const struct ct_change *changes,
 
 /*
  * h:create{ spec, spec, ... } -> count | nil, message, errno, report: many
- * entries in pipelined batches. Every spec is checked before the first is
+ * entries in pipelined batches (a spec is a table or a save line). Every spec is checked before the first is
  * sent; the report names each spec that failed by its index.
  */
 int ct_handle_create_many(lua_State *L)
@@ -396,8 +396,10 @@ int ct_handle_create_many(lua_State *L)
 	for (lua_Integer i = 1; i <= n; i++) {
 		struct nf_conntrack *entry;
 
-		if (lua_geti(L, 2, i) != LUA_TTABLE)	/* 5: the spec */
-			luaL_argerror(L, 2, lua_pushfstring(L, "item %d is a %s, not a spec table",
+		int type = lua_geti(L, 2, i);	/* 5: the spec */
+
+		if (type != LUA_TTABLE && type != LUA_TSTRING)
+			luaL_argerror(L, 2, lua_pushfstring(L, "item %d is a %s, not a spec",
 							    (int)i, luaL_typename(L, 5)));
 		entry = ct_flow_alloc(L);
 		ct_spec_build(&a, 5, F_CREATE, entry);

@@ -102,6 +102,20 @@ struct ct_field {
 	const char *doc;
 };
 
+/* ct_fields[] by name: ct_fields[CT_F_SPORT] is "sport". */
+enum ct_field_id {
+	CT_F_FAMILY, CT_F_PROTO, CT_F_SRC, CT_F_DST, CT_F_SPORT, CT_F_DPORT, CT_F_SRCKEY,
+	CT_F_DSTKEY, CT_F_ICMP_TYPE, CT_F_ICMP_CODE, CT_F_ICMP_ID, CT_F_REPLY_SRC,
+	CT_F_REPLY_DST, CT_F_REPLY_SPORT, CT_F_REPLY_DPORT, CT_F_REPLY_SRCKEY,
+	CT_F_REPLY_DSTKEY, CT_F_REPLY_ICMP_TYPE, CT_F_REPLY_ICMP_CODE, CT_F_REPLY_ICMP_ID,
+	CT_F_STATE, CT_F_TIMEOUT, CT_F_MARK, CT_F_SECMARK, CT_F_ZONE, CT_F_ORIG_ZONE,
+	CT_F_REPLY_ZONE, CT_F_STATUS, CT_F_LABELS, CT_F_LABELS_ADD, CT_F_LABELS_DEL,
+	CT_F_PACKETS, CT_F_BYTES, CT_F_REPLY_PACKETS, CT_F_REPLY_BYTES, CT_F_START, CT_F_STOP,
+	CT_F_ID, CT_F_USE, CT_F_HELPER, CT_F_SECCTX, CT_F_SNAT, CT_F_DNAT, CT_F_TCP_FLAGS,
+	CT_F_REPLY_TCP_FLAGS, CT_F_VTAG, CT_F_REPLY_VTAG,
+	CT_NFIELDS
+};
+
 /* A parsed value: what a filter compares with, or what a write stores. */
 struct ct_value {
 	union {
@@ -174,17 +188,32 @@ const char *ct_proto_name(uint8_t num);
 int ct_state_number(uint8_t proto, const char *name);
 const char *ct_state_text(int attr, uint8_t s);
 
-/* ---- spec.c: a Lua table of fields applied to a conntrack object --------- */
+/* ---- spec.c: a spec of fields applied to a conntrack object -------------- */
+
+/* Parsed values by field: values[i] is ct_fields[i]'s when bit i of given is set. */
+struct ct_spec {
+	uint64_t given;
+	struct ct_value values[CT_NFIELDS];
+};
 
 struct ct_change {
 	const struct ct_field *field;
 	struct ct_value value;
 };
 
+const char *ct_spec_apply(const struct ct_spec *spec, unsigned need, struct nf_conntrack *ct,
+			  const char **name);
 void ct_spec_build(const struct ct_arg *a, int idx, unsigned need, struct nf_conntrack *ct);
 void ct_spec_identity(struct nf_conntrack *req, const struct nf_conntrack *entry, bool with_id);
 void ct_spec_changes(const struct ct_arg *a, int idx, struct ct_change *changes, size_t *n);
 void ct_spec_complete(struct nf_conntrack *req, const struct nf_conntrack *entry);
+
+/* ---- save_line.c: a line of conntrack's save format as a create spec ---- */
+
+/* The spec of a -I or -A line of the grammar: its command, 'I' or 'A', or 0. */
+char ct_save_line_read(const char *line, size_t len, struct ct_spec *spec);
+void ct_save_line_build(const struct ct_arg *a, int idx, struct nf_conntrack *ct);
+void ct_save_line_open(lua_State *L);
 
 /* ---- filter.c: a filter spec compiled for the kernel and for C ---------- */
 

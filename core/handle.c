@@ -191,13 +191,15 @@ static int handle_get(lua_State *L)
 	return 1;
 }
 
-/* h:create(spec) -> true | nil, message, errno; h:create{ spec, ... } -> count */
+/* h:create(spec) -> true | nil, message, errno; h:create{ spec, ... } -> count.
+ * A spec is a table or a line of conntrack's save format. */
 static int handle_create(lua_State *L)
 {
 	struct ct_handle *h = ct_handle_check(L, 1);
 	int err;
 
-	if (lua_type(L, 2) == LUA_TTABLE && lua_rawgeti(L, 2, 1) == LUA_TTABLE)
+	if (lua_type(L, 2) == LUA_TTABLE &&
+	    (lua_rawgeti(L, 2, 1) == LUA_TTABLE || lua_type(L, -1) == LUA_TSTRING))
 		return ct_handle_create_many(L);
 	err = entry_request(h, CT_MSG(IPCTNL_MSG_CT_NEW), NLM_F_CREATE | NLM_F_EXCL,
 			    entry_arg(L, F_CREATE), NULL, NULL);

@@ -64,6 +64,7 @@ int luaopen_conntrack_core(lua_State *L)
 	ct_events_open(L);
 	lua_newtable(L);
 	ct_handle_open(L);
+	ct_save_line_open(L);
 	ct_poll_open(L);
 	ct_file_open(L);
 	ct_requester_open(L);

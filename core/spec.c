@@ -1,6 +1,7 @@
 /*
- * A Lua table of fields turned into a conntrack object: the tuple of get,
- * the entry of create, the changes of update. Fields are applied in
+ * A spec of fields turned into a conntrack object: the tuple of get, the
+ * entry of create, the changes of update. A spec comes from a Lua table or
+ * (save_line.c) a line of conntrack's save format. Fields are applied in
  * ct_fields[] order, so family and proto are known before ports and states.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
@@ -29,38 +30,52 @@ static void spec_error(const struct ct_arg *a, const char *fmt, const char *name
 	luaL_argerror(a->L, a->arg, lua_pushfstring(a->L, fmt, name));
 }
 
-/* One pass over the fields of the spec: those in the reply tuple, or the others. */
-static void apply(const struct ct_arg *a, int idx, unsigned need, bool reply,
-		  struct nf_conntrack *ct, uint8_t *family)
+/* The values of the table at idx for the fields that have one of the need flags. */
+static void read_values(const struct ct_arg *a, int idx, unsigned need, struct ct_spec *spec)
 {
 	lua_State *L = a->L;
 
+	spec->given = 0;
+	for (size_t i = 0; i < ct_nfields; i++) {
+		if (!(ct_fields[i].flags & need))
+			continue;
+		if (lua_getfield(L, idx, ct_fields[i].name) != LUA_TNIL) {
+			ct_field_parse(a, &ct_fields[i], -1, &spec->values[i]);
+			spec->given |= UINT64_C(1) << i;
+		}
+		lua_pop(L, 1);
+	}
+}
+
+/*
+ * One pass over the given fields: those in the reply tuple, or the others.
+ * Returns NULL, or what is wrong as a format naming the field (*name).
+ */
+static const char *apply(const struct ct_spec *spec, bool reply, struct nf_conntrack *ct,
+			 uint8_t *family, const char **name)
+{
 	for (size_t i = 0; i < ct_nfields; i++) {
 		const struct ct_field *f = &ct_fields[i];
-		struct ct_value val;
+		const struct ct_value *val = &spec->values[i];
 
-		if (!(f->flags & need) || !(f->flags & F_REPLY) != !reply)
+		if (!(spec->given & (UINT64_C(1) << i)) || !(f->flags & F_REPLY) != !reply)
 			continue;
-		if (lua_getfield(L, idx, f->name) == LUA_TNIL) {
-			lua_pop(L, 1);
-			continue;
-		}
-		ct_field_parse(a, f, -1, &val);
-		lua_pop(L, 1);
+		*name = f->name;
 		if (f->kind == K_FAMILY || f->kind == K_ADDR || f->kind == K_NAT) {
-			uint8_t fam = f->kind == K_FAMILY ? (uint8_t)val.v.num : val.family;
+			uint8_t fam = f->kind == K_FAMILY ? (uint8_t)val->v.num : val->family;
 
 			if (*family && *family != fam)
-				spec_error(a, "field '%s' mixes IPv4 and IPv6", f->name);
+				return "field '%s' mixes IPv4 and IPv6";
 			*family = fam;
 		}
 		if (!nfct_attr_is_set(ct, ATTR_ORIG_L4PROTO) && f->scope != S_ANY)
-			spec_error(a, "field 'proto' is required with field '%s'", f->name);
+			return "field 'proto' is required with field '%s'";
 		if (!ct_field_applies(f, CT_ENTRY_OF(ct)))
-			spec_error(a, "field '%s' does not apply to this protocol", f->name);
-		if (ct_field_store(f, &val, ct, NULL) != 0)
-			spec_error(a, "field 'state': not a state of this protocol", f->name);
+			return "field '%s' does not apply to this protocol";
+		if (ct_field_store(f, val, ct, NULL) != 0)
+			return "field 'state': not a state of this protocol";
 	}
+	return NULL;
 }
 
 /* The tuple of one direction is complete when its addresses and layer-4 ids are set. */
@@ -106,34 +121,58 @@ static void lookup_by_reply(struct nf_conntrack *ct)
 }
 
 /*
- * Fill ct from the table at idx. For create (F_CREATE) the original tuple
- * must be complete and the reply tuple is its inverse unless the spec
- * overrides parts of it, as for a NAT entry. For get (F_TUPLE) one
- * complete direction is enough.
+ * Fill ct from spec. For create (F_CREATE) the original tuple must be
+ * complete and the reply tuple is its inverse unless the spec overrides
+ * parts of it, as for a NAT entry. For get (F_TUPLE) one complete
+ * direction is enough. Returns NULL, or what is wrong as a format naming
+ * a field (*name).
  */
-void ct_spec_build(const struct ct_arg *a, int idx, unsigned need, struct nf_conntrack *ct)
+const char *ct_spec_apply(const struct ct_spec *spec, unsigned need, struct nf_conntrack *ct,
+			  const char **name)
 {
 	uint8_t family = 0;
-	const char *missing;
+	const char *missing, *err;
 
-	idx = lua_absindex(a->L, idx);
-	luaL_checktype(a->L, a->arg, LUA_TTABLE);
-	check_keys(a, idx, need);
-	apply(a, idx, need, false, ct, &family);
+	err = apply(spec, false, ct, &family, name);
+	if (err)
+		return err;
 	missing = missing_tuple_field(ct, false);
 	if (need & F_CREATE) {
-		if (missing)
-			spec_error(a, "field '%s' is required", missing);
-		if (!nfct_attr_is_set(ct, ATTR_TIMEOUT))
-			spec_error(a, "field '%s' is required", "timeout");
+		*name = missing ? missing : "timeout";
+		if (missing || !nfct_attr_is_set(ct, ATTR_TIMEOUT))
+			return "field '%s' is required";
 		nfct_setobjopt(ct, NFCT_SOPT_SETUP_REPLY);
 	}
-	apply(a, idx, need, true, ct, &family);
+	err = apply(spec, true, ct, &family, name);
+	if (err)
+		return err;
 	if (!(need & F_CREATE) && missing) {
+		*name = missing;
 		if (missing_tuple_field(ct, true))
-			spec_error(a, "field '%s' is required", missing);
+			return "field '%s' is required";
 		lookup_by_reply(ct);
 	}
+	return NULL;
+}
+
+/* Fill ct from the table at idx (ct_spec_apply), or for create from a
+ * line of conntrack's save format, raising what is wrong. */
+void ct_spec_build(const struct ct_arg *a, int idx, unsigned need, struct nf_conntrack *ct)
+{
+	struct ct_spec spec;
+	const char *err, *name;
+
+	idx = lua_absindex(a->L, idx);
+	if ((need & F_CREATE) && lua_type(a->L, idx) == LUA_TSTRING) {
+		ct_save_line_build(a, idx, ct);
+		return;
+	}
+	luaL_checktype(a->L, a->arg, LUA_TTABLE);
+	check_keys(a, idx, need);
+	read_values(a, idx, need, &spec);
+	err = ct_spec_apply(&spec, need, ct, &name);
+	if (err)
+		spec_error(a, err, name);
 }
 
 /*

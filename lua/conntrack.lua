@@ -78,4 +78,7 @@ return {
   -- conntrack.requester(portid[, previous]) -> { portid =, inode =, pid =, name = } | nil:
   -- the process whose ctnetlink request made an event (event.portid), in this namespace.
   requester = core.requester,
+  -- conntrack.save_command(line) -> "-I" | "-A" | nil: the command of a line of
+  -- conntrack's save format that h:create takes as a spec, nil for any other line.
+  save_command = core.save_command,
 }

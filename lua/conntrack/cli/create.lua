@@ -114,46 +114,52 @@ end
 
 --- -I and -A of many lines (-R) in pipelined batches, with the results that create on
 -- each in turn would have: queue.add(command, netns, spec) for each, queue.flush() before
--- anything else runs and at the end. The kernel goes on past a failed request, so the
--- entries a batch created after its first failure are deleted again before the failure
--- is raised: the table is left as conntrack, which stops at the failing line, leaves it.
-function M.queue(ctx)
-  local items, queue = {}, {}
+-- anything else runs and at the end. A spec may be a save line (conntrack.save_command),
+-- whose spec table spec_of(line) gives when one is needed. The kernel goes on past a
+-- failed request, so the entries a batch created after its first failure are deleted
+-- again before the failure is raised: the table is left as conntrack, which stops at the
+-- failing line, leaves it.
+function M.queue(ctx, spec_of)
+  local commands, specs, netns, n = {}, {}, nil, 0
+  local queue = {}
+  local function undo(h, spec)
+    undo_create(h, type(spec) == "string" and spec_of(spec) or spec)
+  end
   function queue.flush()
-    if #items == 0 then return end
-    local batch = items
-    items = {}
-    local h = kernel.handle(ctx, { netns = batch[1].netns })
-    local specs = {}
-    for i, item in ipairs(batch) do specs[i] = item.spec end
-    local ok, n, _, _, report = pcall(h.create, h, specs)
+    if n == 0 then return end
+    local batch, batch_commands, count = specs, commands, n
+    specs, commands, n = {}, {}, 0
+    local h = kernel.handle(ctx, { netns = netns })
+    local ok, created, _, _, report = pcall(h.create, h, batch)
     if not ok then    -- a spec the library refuses (nothing was sent): one at a time
-      for _, item in ipairs(batch) do create_one(ctx, h, item.spec, item.command) end
+      for i = 1, count do create_one(ctx, h, batch[i], batch_commands[i]) end
       return
     end
-    if n then
-      ctx.counter = ctx.counter + n
+    if created then
+      ctx.counter = ctx.counter + created
       return
     end
     local failed = {}
     for _, r in ipairs(report) do failed[r.index] = r end
-    for i, item in ipairs(batch) do
+    for i = 1, count do
       local r = failed[i]
       if not r then
         ctx.counter = ctx.counter + 1
-      elseif r.unknown or create_fails(item.command, r.errno) then
+      elseif r.unknown or create_fails(batch_commands[i], r.errno) then
         -- only what the kernel said it created: a lost answer may hide a refusal, and
         -- the entry of its tuple may then be one that was there before the run
-        for later = i + 1, #batch do
-          if not failed[later] then undo_create(h, batch[later].spec) end
+        for later = i + 1, count do
+          if not failed[later] then undo(h, batch[later]) end
         end
-        kernel.failed(item.command, r.errno, r.message)
+        kernel.failed(batch_commands[i], r.errno, r.message)
       end
     end
   end
-  function queue.add(command, netns, spec)
-    items[#items + 1] = { command = command, netns = netns, spec = spec }
-    if #items == CREATE_BATCH then queue.flush() end
+  function queue.add(command, spec_netns, spec)
+    if n == 0 then netns = spec_netns end
+    n = n + 1
+    commands[n], specs[n] = command, spec
+    if n == CREATE_BATCH then queue.flush() end
   end
   return queue
 end

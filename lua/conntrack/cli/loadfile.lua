@@ -2,12 +2,15 @@
 -- of -I, -A, -U, -D or -F. All lines are parsed first, then run in order; the first
 -- failure stops the run. No summary lines are printed, and acting on nothing is no error.
 -- Each line is parsed once (spool.lua keeps what it asks for between the passes), except
--- -U, -D and -F, parsed again when they run.
+-- -U, -D and -F, parsed again when they run. The -I and -A lines of conntrack's save
+-- format, most of a file that `-o save` wrote, go to the library as they are: it reads
+-- them in C, with the meaning this parser gives them.
 -- @module conntrack.cli.loadfile
 local parse = require "conntrack.cli.parse"
 local create = require "conntrack.cli.create"
 local kernel = require "conntrack.cli.kernel"
 local spool = require "conntrack.cli.spool"
+local save_command = require("conntrack").save_command
 
 local M = {}
 
@@ -24,7 +27,8 @@ local NAMES = {
   EXP_COUNT = "-C expect", CT_STATS = "-S", EXP_STATS = "-S expect",
 }
 
-local sub, find, gmatch, concat = string.sub, string.find, string.gmatch, table.concat
+local sub, find, gmatch, concat, byte = string.sub, string.find, string.gmatch, table.concat,
+                                        string.byte
 
 local function fail(status, msg) error({ status = status, msg = msg }, 0) end
 
@@ -85,6 +89,8 @@ local function split(line, argv)
   return n
 end
 
+local DASH = byte("-")
+
 -- Calls fn with each buffer fgets(buffer, 10240) reads from f: a line, or a 10239-byte
 -- piece of a longer one.
 local function each_buffer(f, fn)
@@ -104,12 +110,15 @@ local function parse_buffer(ctx, buffer, words, parse_line, output)
   return parse_line(ctx, words, split(buffer, words) + 1, output)
 end
 
--- Parses every command line of f in order and calls fn with each command and its text.
--- The -o flags of one line carry over to the next (conntrack's are one global mask);
--- returns their sum.
-local function each_command(ctx, f, argv0, parse_line, fn)
+-- Parses every command line of f in order and calls fn with each command and its text,
+-- or saved with the text of a line that the library takes as it is (a -I or -A line of
+-- conntrack's save format: its meaning is the parse's, and it has no -o). The -o flags
+-- of one line carry over to the next (conntrack's are one global mask); returns their sum.
+local function each_command(ctx, f, argv0, parse_line, fn, saved)
   local output, words = {}, { [0] = argv0 }
   each_buffer(f, function(buffer)
+    -- (a saved line has no NUL and no leading blank: the lines below cut and trim)
+    if byte(buffer) == DASH and save_command(buffer) then return saved(buffer) end
     local nul = find(buffer, "\0", 1, true)   -- (the end of fgets' line as C reads it)
     if nul then buffer = sub(buffer, 1, nul - 1) end
     local start = find(buffer, "[^ \t]")
@@ -134,6 +143,7 @@ end
 
 local SILENT = { write = function(self) return self end }
 local CREATES = { CT_CREATE = true, CT_ADD = true }
+local SAVED = { [byte("I")] = "CT_CREATE", [byte("A")] = "CT_ADD" }   -- by the command's letter
 
 -- The record of a command for the second pass: a create's spec, or the failure building
 -- it found, or (any other command) the line to parse again then.
@@ -159,17 +169,24 @@ function M.run(ctx, argv)
     elseif not refused then
       spool_command(records, cmd, buffer)
     end
+  end, function(line)
+    if not refused then records:saved(line) end
   end)
   if refused then
     fail(2, string.format("Cannot use command `%s' with --load-file", NAMES[refused] or "unknown"))
   end
   local cli = require "conntrack.cli"
-  local creates = create.queue(ctx)
   -- a line parsed again says nothing: its warnings were printed by the first pass
   local quiet = setmetatable({ err = SILENT }, { __index = ctx })
+  local creates = create.queue(ctx, function(line)   -- (the spec of a saved line)
+    local cmd = parse_buffer(quiet, line, { [0] = argv[0] }, parse_line)
+    return create.create_spec(cmd, cmd.command)
+  end)
   for kind, a, b, c in records:records() do
     if kind == "create" then
       creates.add(a, b, c)
+    elseif kind == "saved" then
+      for line in gmatch(a, "[^\n]+") do creates.add(SAVED[byte(line, 2)], nil, line) end
     else
       creates.flush()
       if kind == "failure" then

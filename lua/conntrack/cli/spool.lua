@@ -8,10 +8,13 @@
 --              --netns
 --   "line"     the line itself, parsed again when it runs (-U, -D and -F act on the table
 --              as the lines before them left it)
+--   "saved"    a run of -I and -A lines of conntrack's save format, which the library
+--              takes as they are (conntrack.save_command): newline-terminated, in order
 -- @module conntrack.cli.spool
 local M = {}
 
-local pack, unpack, concat = string.pack, string.unpack, table.concat
+local pack, unpack, concat, byte = string.pack, string.unpack, table.concat, string.byte
+local NEWLINE = byte("\n")
 
 -- The fields of a create spec (create.create_spec) in packing order, and how each is
 -- packed: an integer, a string, or a list or set of names as one comma-separated string.
@@ -123,16 +126,39 @@ end
 local Spool = {}
 Spool.__index = Spool
 
+local SAVED_RUN = 64   -- lines per "saved" record
+
 --- A new, empty spool in a temporary file; close it (or let `<close>` do it) when done.
 function M.new()
   local f, msg = io.tmpfile()
   if not f then error({ status = 1, msg = "cannot make a temporary file: " .. tostring(msg) }, 0) end
-  return setmetatable({ file = f }, Spool)
+  return setmetatable({ file = f, run = {} }, Spool)
+end
+
+local function write_record(self, body)
+  local ok, msg = self.file:write(pack("<I4", #body), body)
+  if not ok then error({ status = 1, msg = "cannot write a temporary file: " .. msg }, 0) end
+end
+
+-- The run of saved lines so far as a record.
+local function end_run(self)
+  local run = self.run
+  if #run > 0 then
+    write_record(self, "S" .. concat(run))
+    self.run = {}
+  end
 end
 
 function Spool:write(body)
-  local ok, msg = self.file:write(pack("<I4", #body), body)
-  if not ok then error({ status = 1, msg = "cannot write a temporary file: " .. msg }, 0) end
+  end_run(self)
+  write_record(self, body)
+end
+
+--- Spools a -I or -A line of conntrack's save format (conntrack.save_command).
+function Spool:saved(line)
+  local run = self.run
+  run[#run + 1] = byte(line, -1) == NEWLINE and line or line .. "\n"
+  if #run == SAVED_RUN then end_run(self) end
 end
 
 --- Spools a create: command is CT_CREATE or CT_ADD, netns a string or nil.
@@ -159,6 +185,7 @@ function Spool:read()
   local body = f:read((unpack("<I4", header)))
   local kind = body:sub(1, 1)
   if kind == "I" or kind == "A" then return "create", unpack_create(body) end
+  if kind == "S" then return "saved", body:sub(2) end
   if kind == "F" then
     local status, msg, has_netns, netns = unpack("<js4Bs4", body, 2)
     return "failure", { status = status, msg = msg }, has_netns == 1 and netns or nil
@@ -166,8 +193,10 @@ function Spool:read()
   return "line", body:sub(2)
 end
 
---- Iterates over the records from the first: kind, then its values.
+--- Iterates over the records from the first: kind, then its values ("saved": the
+-- lines, each ending in a newline, as one string).
 function Spool:records()
+  end_run(self)
   assert(self.file:seek("set", 0))
   return function() return self:read() end
 end

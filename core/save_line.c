@@ -1,0 +1,398 @@
+/*
+ * Lines of conntrack's save format read straight into a create spec, with
+ * no Lua table between: what makes `ct-lua conntrack -R` of a saved table
+ * fast. The grammar is what `conntrack -L -o save` prints (ct-lua's -o save
+ * too), with the command -I or -A, in that order:
+ *
+ *   -I|-A -t TIMEOUT [-u STATUS[,STATUS...]] [-w ZONE] [--orig-zone ZONE]
+ *         [--reply-zone ZONE] -s ADDR -d ADDR -r ADDR -q ADDR -p PROTO OPTIONS
+ *
+ *   tcp:          --sport P --dport P --reply-port-src P --reply-port-dst P --state S
+ *   udp, udplite: the four ports
+ *   sctp:         the four ports --state S --orig-vtag T --reply-vtag T
+ *   gre:          --srckey K --dstkey K --reply-key-src K --reply-key-dst K
+ *   icmp:         --icmp-type N --icmp-code N --icmp-id N (icmpv6: --icmpv6-...)
+ *
+ * Words are separated by spaces and tabs; numbers are decimal with no sign
+ * and no leading zero, within their field; addresses are literal and of one
+ * family. A line outside this grammar is declined, not refused: conntrack's
+ * command line says much more, and its parser (lua/conntrack/cli/parse.lua)
+ * gives any line its meaning or its error. A line read here means what that
+ * parser and cli/create.lua make of it, field for field (the same
+ * truncations, the swapped SCTP tags, the TCP window flags that conntrack's
+ * tcp handler sets); tests/save_line_spec.lua checks that on random lines.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#include "ct.h"
+
+#include <arpa/inet.h>
+#include <stddef.h>
+#include <linux/netfilter/nf_conntrack_tcp.h>
+#include <string.h>
+#include <sys/socket.h>
+
+/* The protocol options of a save line, by protocol. */
+enum options { OPT_PORTS, OPT_TCP, OPT_SCTP, OPT_GRE, OPT_ICMP, OPT_ICMPV6 };
+
+static const struct {
+	const char *name;
+	uint8_t num;
+	enum options options;
+} protocols[] = {
+	{ "tcp", IPPROTO_TCP, OPT_TCP }, { "udp", IPPROTO_UDP, OPT_PORTS },
+	{ "udplite", IPPROTO_UDPLITE, OPT_PORTS }, { "sctp", IPPROTO_SCTP, OPT_SCTP },
+	{ "gre", IPPROTO_GRE, OPT_GRE }, { "icmp", IPPROTO_ICMP, OPT_ICMP },
+	{ "icmpv6", IPPROTO_ICMPV6, OPT_ICMPV6 },
+};
+
+/* The states conntrack 1.4.7's handlers know (the kernel knows more). */
+static const char *const tcp_states[] = {
+	"NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK",
+	"TIME_WAIT", "CLOSE", "SYN_SENT2", NULL
+};
+static const char *const sctp_states[] = {
+	"NONE", "CLOSED", "COOKIE_WAIT", "COOKIE_ECHOED", "ESTABLISHED", "SHUTDOWN_SENT",
+	"SHUTDOWN_RECD", "SHUTDOWN_ACK_SENT", NULL
+};
+/* conntrack's tcp handler lets an entry in these states reopen (CLOSE_INIT) */
+static const char *const reopening_states[] = { "TIME_WAIT", "CLOSE", "SYN_SENT2", NULL };
+
+static const struct {
+	const char *name;
+	uint32_t bit;
+} status_names[] = {
+	{ "ASSURED", IPS_ASSURED }, { "SEEN_REPLY", IPS_SEEN_REPLY }, { "UNSET", 0 },
+	{ "FIXED_TIMEOUT", IPS_FIXED_TIMEOUT }, { "EXPECTED", IPS_EXPECTED },
+	{ "OFFLOAD", IPS_OFFLOAD }, { "HW_OFFLOAD", IPS_HW_OFFLOAD },
+};
+
+/* The line's words, one at a time: word is the next one (len 0 at the end
+ * of the line), value the value of the option just read. */
+struct reader {
+	const char *p, *end;
+	const char *word, *value;
+	size_t len, vlen;
+	bool bad;	/* a character or an option outside the grammar: declined */
+};
+
+static bool blank(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+/* Reads the next word. A character that conntrack's -R splits otherwise
+ * (quotes, other blanks, NUL) or that no word of the grammar has is bad. */
+static void next_word(struct reader *r)
+{
+	const char *p = r->p, *end = r->end, *start;
+
+	while (p < end && blank(*p))
+		p++;
+	start = p;
+	while (p < end && !blank(*p) && *p != '\n') {
+		unsigned char c = (unsigned char)*p;
+
+		if (c < ' ' || c == '"' || c >= 0x7f) {
+			r->bad = true;
+			break;
+		}
+		p++;
+	}
+	r->p = p;
+	r->word = start;
+	r->len = (size_t)(p - start);
+}
+
+/* Whether the len bytes at s are the string word. */
+static bool same(const char *s, size_t len, const char *word)
+{
+	for (size_t i = 0; i < len; i++)
+		if (s[i] != word[i])	/* (stops at word's NUL, which s has not) */
+			return false;
+	return word[len] == '\0';
+}
+
+/* The end of the line, after its last word: nothing but blanks and one newline. */
+static bool at_end(const struct reader *r)
+{
+	return r->len == 0 && !r->bad && (r->p == r->end || (*r->p == '\n' && r->p + 1 == r->end));
+}
+
+/* Whether the next word is option; its value is then read. An option
+ * without a value is bad. */
+static bool option(struct reader *r, const char *option)
+{
+	if (!same(r->word, r->len, option))
+		return false;
+	next_word(r);
+	r->value = r->word;
+	r->vlen = r->len;
+	next_word(r);
+	if (r->vlen > 0)
+		return true;
+	r->bad = true;
+	return false;
+}
+
+static bool known(const char *const *names, const char *s, size_t len)
+{
+	for (size_t i = 0; names[i]; i++)
+		if (same(s, len, names[i]))
+			return true;
+	return false;
+}
+
+static struct ct_value *give(struct ct_spec *spec, enum ct_field_id field)
+{
+	struct ct_value *val = &spec->values[field];
+
+	/* str, most of the value, is read only for strings and states */
+	memset(val, 0, offsetof(struct ct_value, str));
+	val->str[0] = '\0';
+	spec->given |= UINT64_C(1) << field;
+	return val;
+}
+
+/* The option's value into field as a decimal number of at most max. */
+static bool number(const struct reader *r, uint64_t max, struct ct_spec *spec,
+		   enum ct_field_id field)
+{
+	uint64_t n = 0;
+
+	if (r->vlen > 10 || (r->value[0] == '0' && r->vlen > 1))
+		return false;
+	for (size_t i = 0; i < r->vlen; i++) {
+		if (r->value[i] < '0' || r->value[i] > '9')
+			return false;
+		n = n * 10 + (uint64_t)(r->value[i] - '0');
+	}
+	if (n > max)
+		return false;
+	give(spec, field)->v.num = n;
+	return true;
+}
+
+/* The option name and its number, next on the line. */
+static bool number_option(struct reader *r, const char *name, uint64_t max,
+			  struct ct_spec *spec, enum ct_field_id field)
+{
+	return option(r, name) && number(r, max, spec, field);
+}
+
+/* The same when the line has it here; true when it has not. */
+static bool optional_number(struct reader *r, const char *name, uint64_t max,
+			    struct ct_spec *spec, enum ct_field_id field)
+{
+	return !option(r, name) || number(r, max, spec, field);
+}
+
+/* -u: status names, comma-separated. */
+static bool status_option(const struct reader *r, struct ct_spec *spec)
+{
+	const size_t names = sizeof(status_names) / sizeof(status_names[0]);
+	const char *name = r->value, *end = r->value + r->vlen;
+	uint32_t bits = 0;
+	struct ct_value *val;
+
+	for (;;) {
+		const char *comma = memchr(name, ',', (size_t)(end - name));
+		size_t len = (size_t)((comma ? comma : end) - name), i = 0;
+
+		while (i < names && !same(name, len, status_names[i].name))
+			i++;
+		if (i == names)
+			return false;
+		bits |= status_names[i].bit;
+		if (!comma)
+			break;
+		name = comma + 1;
+	}
+	val = give(spec, CT_F_STATUS);
+	val->v.num = val->mask.num = bits;
+	return true;
+}
+
+/* -s, -d, -r or -q: an address of the line's family (*family once known). */
+static bool address_option(struct reader *r, const char *name, struct ct_spec *spec,
+			   enum ct_field_id field, uint8_t *family)
+{
+	struct ct_value val = { 0 };
+	char text[INET6_ADDRSTRLEN];
+
+	if (!option(r, name) || r->vlen >= sizeof(text))
+		return false;
+	memcpy(text, r->value, r->vlen);
+	text[r->vlen] = '\0';
+	if (inet_pton(AF_INET, text, &val.v.addr) == 1)
+		val.family = AF_INET;
+	else if (inet_pton(AF_INET6, text, &val.v.addr) == 1)
+		val.family = AF_INET6;
+	else
+		return false;
+	if (*family && *family != val.family)
+		return false;
+	*family = val.family;
+	*give(spec, field) = val;
+	return true;
+}
+
+static bool state_option(struct reader *r, const char *const *states, struct ct_spec *spec)
+{
+	char *str;
+
+	if (!option(r, "--state") || !known(states, r->value, r->vlen))
+		return false;
+	str = give(spec, CT_F_STATE)->str;
+	memcpy(str, r->value, r->vlen);	/* a known state: far shorter than str */
+	str[r->vlen] = '\0';
+	return true;
+}
+
+static bool ports(struct reader *r, struct ct_spec *spec)
+{
+	return number_option(r, "--sport", UINT16_MAX, spec, CT_F_SPORT) &&
+	       number_option(r, "--dport", UINT16_MAX, spec, CT_F_DPORT) &&
+	       number_option(r, "--reply-port-src", UINT16_MAX, spec, CT_F_REPLY_SPORT) &&
+	       number_option(r, "--reply-port-dst", UINT16_MAX, spec, CT_F_REPLY_DPORT);
+}
+
+/* The window tracking flags of both directions: tracking off, so that an
+ * entry made by hand passes real packets, and reopening allowed from the
+ * states that close. */
+static void window_flags(struct ct_spec *spec)
+{
+	uint64_t flags = IP_CT_TCP_FLAG_BE_LIBERAL | IP_CT_TCP_FLAG_SACK_PERM;
+	const char *state = spec->values[CT_F_STATE].str;
+	struct ct_value *val;
+
+	if (known(reopening_states, state, strlen(state)))
+		flags |= IP_CT_TCP_FLAG_CLOSE_INIT;
+	val = give(spec, CT_F_TCP_FLAGS);
+	val->v.num = val->mask.num = flags;
+	val->has_mask = true;
+	spec->values[CT_F_REPLY_TCP_FLAGS] = *val;
+	spec->given |= UINT64_C(1) << CT_F_REPLY_TCP_FLAGS;
+}
+
+/* conntrack byte-swaps a tag it is given (htonl on a value libnfct swaps again) */
+static bool vtag_option(struct reader *r, const char *name, struct ct_spec *spec,
+			enum ct_field_id field)
+{
+	if (!number_option(r, name, UINT32_MAX, spec, field))
+		return false;
+	spec->values[field].v.num = __builtin_bswap32((uint32_t)spec->values[field].v.num);
+	return true;
+}
+
+static bool icmp(struct reader *r, const char *type, const char *code, const char *id,
+		 struct ct_spec *spec)
+{
+	return number_option(r, type, UINT8_MAX, spec, CT_F_ICMP_TYPE) &&
+	       number_option(r, code, UINT8_MAX, spec, CT_F_ICMP_CODE) &&
+	       number_option(r, id, UINT16_MAX, spec, CT_F_ICMP_ID);
+}
+
+static bool protocol_options(struct reader *r, enum options options, struct ct_spec *spec)
+{
+	switch (options) {
+	case OPT_PORTS:
+		return ports(r, spec);
+	case OPT_TCP:
+		if (!ports(r, spec) || !state_option(r, tcp_states, spec))
+			return false;
+		window_flags(spec);
+		return true;
+	case OPT_SCTP:
+		return ports(r, spec) && state_option(r, sctp_states, spec) &&
+		       vtag_option(r, "--orig-vtag", spec, CT_F_VTAG) &&
+		       vtag_option(r, "--reply-vtag", spec, CT_F_REPLY_VTAG);
+	case OPT_GRE:
+		return number_option(r, "--srckey", UINT16_MAX, spec, CT_F_SRCKEY) &&
+		       number_option(r, "--dstkey", UINT16_MAX, spec, CT_F_DSTKEY) &&
+		       number_option(r, "--reply-key-src", UINT16_MAX, spec, CT_F_REPLY_SRCKEY) &&
+		       number_option(r, "--reply-key-dst", UINT16_MAX, spec, CT_F_REPLY_DSTKEY);
+	case OPT_ICMP:
+		return icmp(r, "--icmp-type", "--icmp-code", "--icmp-id", spec);
+	case OPT_ICMPV6:
+		return icmp(r, "--icmpv6-type", "--icmpv6-code", "--icmpv6-id", spec);
+	}
+	return false;
+}
+
+static bool protocol(struct reader *r, struct ct_spec *spec)
+{
+	if (!option(r, "-p"))
+		return false;
+	for (size_t i = 0; i < sizeof(protocols) / sizeof(protocols[0]); i++)
+		if (same(r->value, r->vlen, protocols[i].name)) {
+			give(spec, CT_F_PROTO)->v.num = protocols[i].num;
+			return protocol_options(r, protocols[i].options, spec);
+		}
+	return false;
+}
+
+char ct_save_line_read(const char *line, size_t len, struct ct_spec *spec)
+{
+	struct reader r = { line, line + len, NULL, NULL, 0, 0, false };
+	uint8_t family = 0;
+	char command;
+
+	spec->given = 0;
+	next_word(&r);
+	if (!same(r.word, r.len, "-I") && !same(r.word, r.len, "-A"))
+		return 0;
+	command = r.word[1];
+	next_word(&r);
+	if (!number_option(&r, "-t", UINT32_MAX, spec, CT_F_TIMEOUT) ||
+	    (option(&r, "-u") && !status_option(&r, spec)) ||
+	    !optional_number(&r, "-w", UINT16_MAX, spec, CT_F_ZONE) ||
+	    !optional_number(&r, "--orig-zone", UINT16_MAX, spec, CT_F_ORIG_ZONE) ||
+	    !optional_number(&r, "--reply-zone", UINT16_MAX, spec, CT_F_REPLY_ZONE) ||
+	    !address_option(&r, "-s", spec, CT_F_SRC, &family) ||
+	    !address_option(&r, "-d", spec, CT_F_DST, &family) ||
+	    !address_option(&r, "-r", spec, CT_F_REPLY_SRC, &family) ||
+	    !address_option(&r, "-q", spec, CT_F_REPLY_DST, &family) ||
+	    !protocol(&r, spec) || r.bad || !at_end(&r))
+		return 0;
+	return command;
+}
+
+/* Fill ct from the save line at idx, raising when it is none of the grammar or its spec is refused. */
+void ct_save_line_build(const struct ct_arg *a, int idx, struct nf_conntrack *ct)
+{
+	struct ct_spec spec;
+	size_t len;
+	const char *line = lua_tolstring(a->L, idx, &len);
+	const char *err, *name;
+
+	if (!ct_save_line_read(line, len, &spec))
+		luaL_argerror(a->L, a->arg,
+			      lua_pushfstring(a->L, "not a line of conntrack's save format "
+					      "(-I or -A, as conntrack -L -o save prints): '%s'", line));
+	err = ct_spec_apply(&spec, F_CREATE, ct, &name);
+	if (err)
+		luaL_argerror(a->L, a->arg, lua_pushfstring(a->L, err, name));
+}
+
+/* conntrack.save_command(line) -> "-I" | "-A" | nil: the command of a line
+ * that h:create takes (the grammar above), or nil for any other line. */
+static int save_command(lua_State *L)
+{
+	struct ct_spec spec;
+	size_t len;
+	const char *line = luaL_checklstring(L, 1, &len);
+	char command = ct_save_line_read(line, len, &spec);
+
+	if (!command)
+		lua_pushnil(L);
+	else
+		lua_pushstring(L, command == 'I' ? "-I" : "-A");
+	return 1;
+}
+
+void ct_save_line_open(lua_State *L)
+{
+	lua_pushcfunction(L, save_command);
+	lua_setfield(L, -2, "save_command");
+}
