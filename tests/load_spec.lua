@@ -7,6 +7,7 @@
 
 local H = require "helpers"
 local random_lines = require "helpers.random_lines"
+local conntrack = require "conntrack"
 
 -- The table as sorted lines, normalised (timeouts count down between the runs).
 local function table_now()
@@ -39,15 +40,65 @@ local function create_line(i, command)
                        command or "-I", i // 256, i % 256)
 end
 
-local function creates(first, last, command)
+-- The same entry as conntrack -L -o save writes it: a line the library reads in C.
+local function saved_line(i, command)
+  return string.format("%s -t 300 -u UNSET -s 10.30.%d.%d -d 10.31.0.1 -r 10.31.0.1 " ..
+                       "-q 10.30.%d.%d -p udp --sport 1000 --dport 53 --reply-port-src 53 " ..
+                       "--reply-port-dst 1000", command or "-I", i // 256, i % 256, i // 256,
+                       i % 256)
+end
+assert(conntrack.save_command(saved_line(1)), "saved_line is no save line")
+
+local function creates(first, last, command, line)
   local lines = {}
-  for i = first, last do lines[#lines + 1] = create_line(i, command) end
+  for i = first, last do lines[#lines + 1] = (line or create_line)(i, command) end
   return lines
 end
 
 local function same(theirs, ours)
   assert.same(theirs, ours)
 end
+
+describe("-R of many creates as conntrack -o save writes them", function()
+  it("creates them all", function()
+    local theirs, ours = both(creates(1, 700, "-I", saved_line))
+    assert.equal(0, theirs.status)
+    assert.equal(700, #theirs.table)
+    same(theirs, ours)
+  end)
+
+  it("stops at an entry that exists, in the middle of a batch: none after it stays", function()
+    local theirs, ours = both(creates(1, 700, "-I", saved_line), { create_line(300) })
+    assert.equal(1, theirs.status)
+    assert.equal(300, #theirs.table)
+    same(theirs, ours)
+  end)
+
+  it("goes on past -A of an entry that exists", function()
+    local theirs, ours = both(creates(1, 600, "-A", saved_line), { create_line(10), create_line(400) })
+    assert.equal(0, theirs.status)
+    assert.equal(600, #theirs.table)
+    same(theirs, ours)
+  end)
+
+  it("runs them in file order with other lines: hand-written creates, -D, -F, comments", function()
+    local lines = creates(1, 100, "-I", saved_line)
+    for _, l in ipairs({ "", "# a comment", "  " .. saved_line(101), saved_line(102) .. "\0 -L",
+                         "-D -s 10.30.0.7", saved_line(7, "-A"), create_line(103),
+                         saved_line(104) .. "  ", "-D -s 10.30.0.8" }) do
+      lines[#lines + 1] = l
+    end
+    for _, l in ipairs(creates(105, 300, "-I", saved_line)) do lines[#lines + 1] = l end
+    lines[#lines + 1] = "-F"
+    for _, l in ipairs(creates(301, 400, "-A", saved_line)) do lines[#lines + 1] = l end
+    lines[#lines + 1] = saved_line(350)      -- exists: -I fails there
+    lines[#lines + 1] = saved_line(401)
+    local theirs, ours = both(lines)
+    assert.equal(1, theirs.status)
+    assert.equal(100, #theirs.table)
+    same(theirs, ours)
+  end)
+end)
 
 describe("-R of many creates", function()
   it("creates them all", function()
@@ -125,7 +176,8 @@ describe("-R of many creates", function()
   end)
 
   -- Files of mostly good creates over 2000 tuples (so that a file often makes one twice),
-  -- random -I and -A lines (any of which may fail to parse or be refused) and -D lines:
+  -- half of them as -o save writes them, random -I and -A lines (any of which may fail to
+  -- parse or be refused) and -D lines:
   -- where each run stops, and what it leaves, must be conntrack's. (LOAD_SEED replaces
   -- the seed.)
   it("ends random files as conntrack does", function()
@@ -141,7 +193,8 @@ describe("-R of many creates", function()
         elseif r < 0.02 then
           lines[i] = string.format("-D -s 10.30.%d.%d", math.floor(rand() * 2), math.floor(rand() * 256))
         else
-          lines[i] = create_line(math.floor(rand() * 2000), rand() < 0.2 and "-A" or "-I")
+          local line = rand() < 0.5 and saved_line or create_line
+          lines[i] = line(math.floor(rand() * 2000), rand() < 0.2 and "-A" or "-I")
         end
       end
       local theirs, ours = both(lines)
