@@ -103,7 +103,7 @@ check-valgrind: deps all
 # minimises both into tests/fuzz-corpus; `make fuzz-regress` replays the
 # corpora and every kept crash (tests/fuzz-crashes/NAME) without fuzzing.
 # FUZZ_TARGETS=dump make fuzz picks targets.
-FUZZ_TARGETS  ?= dump entry expect stats events filter cli
+FUZZ_TARGETS  ?= dump entry expect stats events filter cli save_line
 FUZZ_SECONDS  ?= 60
 FUZZ_CC       ?= clang
 FUZZ_PACKAGES := clang libclang-rt-14-dev
