@@ -27,8 +27,8 @@
 #include "ct.h"
 
 #include <arpa/inet.h>
-#include <stddef.h>
 #include <linux/netfilter/nf_conntrack_tcp.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/socket.h>
 
