@@ -254,9 +254,16 @@ local CASES = {
     function(e) e.h:create{ e.S, with(e.S, { sport = 70000 }) } end,
     "bad argument #1 to 'create' (field 'sport' is out of range (0..65535))" },
   { "create of a list whose second item is a number", function(e) e.h:create{ e.S, 5 } end,
-    "^bad argument #1 to 'create' %(.*2.*table.*%)$" },
-  { "create of a list whose second item is a string", function(e) e.h:create{ e.S, "x" } end,
-    "^bad argument #1 to 'create' %(.*2.*table.*%)$" },
+    "bad argument #1 to 'create' (item 2 is a number, not a spec)" },
+  { "create of a list whose second item is a string but no save line",
+    function(e) e.h:create{ e.S, "x" } end,
+    "bad argument #1 to 'create' (not a line of conntrack's save format (-I or -A, as " ..
+    "conntrack -L -o save prints): 'x')" },
+  { "create of a save line cut short", function(e) e.h:create("-I -t 5 -s 10.0.0.1 -d") end,
+    "bad argument #1 to 'create' (not a line of conntrack's save format (-I or -A, as " ..
+    "conntrack -L -o save prints): '-I -t 5 -s 10.0.0.1 -d')" },
+  { "save_command of a table", function() conntrack.save_command({}) end,
+    "bad argument #1 to 'save_command' (string expected, got table)" },
 
   -- h:update, h:delete, h:flush
   { "update without a target", function(e) e.h:update(nil, { mark = 1 }) end,
