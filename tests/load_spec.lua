@@ -216,3 +216,38 @@ describe("-R of many creates", function()
     same(theirs, ours)
   end)
 end)
+
+describe("a table saved with -L -o save", function()
+  -- The whole of it, every protocol and state of the benchmark's mix (bench/fill.lua),
+  -- zones and source-NATed reply tuples included.
+  it("comes back whole from -R - in another namespace, as conntrack restores it", function()
+    H.run(H.CONNTRACK .. " -F")
+    H.must("./ct-lua bench/fill.lua 3000 7")
+    local file = os.tmpname()
+    H.must("./ct-lua conntrack -L -o save >" .. file .. " 2>/dev/null")
+    local function saved(text)   -- without the timeouts, which count down
+      local lines = {}
+      for line in text:gmatch("[^\n]+") do lines[#lines + 1] = (line:gsub("%-t %d+ ", "")) end
+      table.sort(lines)
+      return lines
+    end
+    local here = saved(H.must("./ct-lua conntrack -L -o save 2>/dev/null"))
+    assert.equal(3000, #here)
+    local taken = 0
+    for line in io.lines(file) do
+      if conntrack.save_command(line) then taken = taken + 1 end
+    end
+    assert.equal(3000, taken)      -- (every line read in C)
+    local peer = H.peer()
+    local restored = {}
+    for _, who in ipairs({ "./ct-lua conntrack", H.CONNTRACK }) do
+      peer:exec(H.CONNTRACK .. " -F 2>/dev/null; " .. who .. " -R - <" .. file)
+      restored[#restored + 1] = saved(peer:exec("./ct-lua conntrack -L -o save 2>/dev/null"))
+    end
+    peer:close()
+    os.remove(file)
+    H.run(H.CONNTRACK .. " -F")
+    assert.same(here, restored[1])
+    assert.same(restored[2], restored[1])
+  end)
+end)
