@@ -380,8 +380,9 @@ static int mutate(lua_State *L, const char *op, const struct ct_change *changes,
 
 /*
  * h:create{ spec, spec, ... } -> count | nil, message, errno, report: many
- * entries in pipelined batches (a spec is a table or a save line). Every spec is checked before the first is
- * sent; the report names each spec that failed by its index.
+ * entries in pipelined batches (a spec is a table or a save line). Every
+ * spec is checked before the first is sent; the report names each spec
+ * that failed by its index.
  */
 int ct_handle_create_many(lua_State *L)
 {

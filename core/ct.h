@@ -201,7 +201,7 @@ struct ct_change {
 	struct ct_value value;
 };
 
-const char *ct_spec_apply(const struct ct_spec *spec, unsigned need, struct nf_conntrack *ct,
+const char *ct_spec_apply(struct ct_spec *spec, unsigned need, struct nf_conntrack *ct,
 			  const char **name);
 void ct_spec_build(const struct ct_arg *a, int idx, unsigned need, struct nf_conntrack *ct);
 void ct_spec_identity(struct nf_conntrack *req, const struct nf_conntrack *entry, bool with_id);

@@ -32,6 +32,9 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#define PARAM_MAX 1024	/* conntrack -R refuses a word this long ("Parameter too long!") */
+#define QUOTED_MAX 120	/* of a line an error quotes */
+
 /* The protocol options of a save line, by protocol. */
 enum options { OPT_PORTS, OPT_TCP, OPT_SCTP, OPT_GRE, OPT_ICMP, OPT_ICMPV6 };
 
@@ -82,7 +85,8 @@ static bool blank(char c)
 }
 
 /* Reads the next word. A character that conntrack's -R splits otherwise
- * (quotes, other blanks, NUL) or that no word of the grammar has is bad. */
+ * (quotes, other blanks, NUL) or that no word of the grammar has is bad,
+ * and so is a word that -R refuses for its length. */
 static void next_word(struct reader *r)
 {
 	const char *p = r->p, *end = r->end, *start;
@@ -102,6 +106,8 @@ static void next_word(struct reader *r)
 	r->p = p;
 	r->word = start;
 	r->len = (size_t)(p - start);
+	if (r->len >= PARAM_MAX)
+		r->bad = true;
 }
 
 /* Whether the len bytes at s are the string word. */
@@ -358,21 +364,26 @@ char ct_save_line_read(const char *line, size_t len, struct ct_spec *spec)
 	return command;
 }
 
-/* Fill ct from the save line at idx, raising when it is none of the grammar or its spec is refused. */
+/* Fill ct from the save line at idx, raising when the line is outside the
+ * grammar (quoting its start) or its spec is refused. */
 void ct_save_line_build(const struct ct_arg *a, int idx, struct nf_conntrack *ct)
 {
+	lua_State *L = a->L;
 	struct ct_spec spec;
 	size_t len;
-	const char *line = lua_tolstring(a->L, idx, &len);
+	const char *line = lua_tolstring(L, idx, &len);
 	const char *err, *name;
 
-	if (!ct_save_line_read(line, len, &spec))
-		luaL_argerror(a->L, a->arg,
-			      lua_pushfstring(a->L, "not a line of conntrack's save format "
-					      "(-I or -A, as conntrack -L -o save prints): '%s'", line));
+	if (!ct_save_line_read(line, len, &spec)) {
+		lua_pushlstring(L, line, len < QUOTED_MAX ? len : QUOTED_MAX);
+		luaL_argerror(L, a->arg, lua_pushfstring(L, "not a line of conntrack's save format "
+							 "(-I or -A, as conntrack -L -o save "
+							 "prints): '%s%s'", lua_tostring(L, -1),
+							 len > QUOTED_MAX ? "..." : ""));
+	}
 	err = ct_spec_apply(&spec, F_CREATE, ct, &name);
 	if (err)
-		luaL_argerror(a->L, a->arg, lua_pushfstring(a->L, err, name));
+		luaL_argerror(L, a->arg, lua_pushfstring(L, err, name));
 }
 
 /* conntrack.save_command(line) -> "-I" | "-A" | nil: the command of a line

@@ -30,35 +30,48 @@ static void spec_error(const struct ct_arg *a, const char *fmt, const char *name
 	luaL_argerror(a->L, a->arg, lua_pushfstring(a->L, fmt, name));
 }
 
-/* The values of the table at idx for the fields that have one of the need flags. */
-static void read_values(const struct ct_arg *a, int idx, unsigned need, struct ct_spec *spec)
-{
-	lua_State *L = a->L;
+/*
+ * Where a build takes its values: a spec filled already (a save line), or
+ * the table at idx, read field by field as the build reaches it, so that
+ * of several faults the first in field order is the one raised (a value
+ * that does not parse, or one that does not fit the fields before it).
+ */
+struct source {
+	struct ct_spec *spec;
+	const struct ct_arg *a;		/* NULL: spec is filled */
+	int idx;
+	unsigned need;			/* the uses of the fields read from the table */
+};
 
-	spec->given = 0;
-	for (size_t i = 0; i < ct_nfields; i++) {
-		if (!(ct_fields[i].flags & need))
-			continue;
-		if (lua_getfield(L, idx, ct_fields[i].name) != LUA_TNIL) {
-			ct_field_parse(a, &ct_fields[i], -1, &spec->values[i]);
-			spec->given |= UINT64_C(1) << i;
+/* Whether the source gives field i. */
+static bool given(struct source *src, size_t i)
+{
+	uint64_t bit = UINT64_C(1) << i;
+
+	if (src->a && (ct_fields[i].flags & src->need)) {
+		lua_State *L = src->a->L;
+
+		if (lua_getfield(L, src->idx, ct_fields[i].name) != LUA_TNIL) {
+			ct_field_parse(src->a, &ct_fields[i], -1, &src->spec->values[i]);
+			src->spec->given |= bit;
 		}
 		lua_pop(L, 1);
 	}
+	return (src->spec->given & bit) != 0;
 }
 
 /*
  * One pass over the given fields: those in the reply tuple, or the others.
  * Returns NULL, or what is wrong as a format naming the field (*name).
  */
-static const char *apply(const struct ct_spec *spec, bool reply, struct nf_conntrack *ct,
+static const char *apply(struct source *src, bool reply, struct nf_conntrack *ct,
 			 uint8_t *family, const char **name)
 {
 	for (size_t i = 0; i < ct_nfields; i++) {
 		const struct ct_field *f = &ct_fields[i];
-		const struct ct_value *val = &spec->values[i];
+		const struct ct_value *val = &src->spec->values[i];
 
-		if (!(spec->given & (UINT64_C(1) << i)) || !(f->flags & F_REPLY) != !reply)
+		if (!(f->flags & F_REPLY) != !reply || !given(src, i))
 			continue;
 		*name = f->name;
 		if (f->kind == K_FAMILY || f->kind == K_ADDR || f->kind == K_NAT) {
@@ -121,19 +134,19 @@ static void lookup_by_reply(struct nf_conntrack *ct)
 }
 
 /*
- * Fill ct from spec. For create (F_CREATE) the original tuple must be
+ * Fill ct from the source. For create (F_CREATE) the original tuple must be
  * complete and the reply tuple is its inverse unless the spec overrides
  * parts of it, as for a NAT entry. For get (F_TUPLE) one complete
  * direction is enough. Returns NULL, or what is wrong as a format naming
  * a field (*name).
  */
-const char *ct_spec_apply(const struct ct_spec *spec, unsigned need, struct nf_conntrack *ct,
-			  const char **name)
+static const char *build(struct source *src, unsigned need, struct nf_conntrack *ct,
+			 const char **name)
 {
 	uint8_t family = 0;
 	const char *missing, *err;
 
-	err = apply(spec, false, ct, &family, name);
+	err = apply(src, false, ct, &family, name);
 	if (err)
 		return err;
 	missing = missing_tuple_field(ct, false);
@@ -143,7 +156,7 @@ const char *ct_spec_apply(const struct ct_spec *spec, unsigned need, struct nf_c
 			return "field '%s' is required";
 		nfct_setobjopt(ct, NFCT_SOPT_SETUP_REPLY);
 	}
-	err = apply(spec, true, ct, &family, name);
+	err = apply(src, true, ct, &family, name);
 	if (err)
 		return err;
 	if (!(need & F_CREATE) && missing) {
@@ -155,11 +168,21 @@ const char *ct_spec_apply(const struct ct_spec *spec, unsigned need, struct nf_c
 	return NULL;
 }
 
-/* Fill ct from the table at idx (ct_spec_apply), or for create from a
- * line of conntrack's save format, raising what is wrong. */
+/* Fill ct from spec (build); NULL, or what is wrong. */
+const char *ct_spec_apply(struct ct_spec *spec, unsigned need, struct nf_conntrack *ct,
+			  const char **name)
+{
+	struct source src = { spec, NULL, 0, need };
+
+	return build(&src, need, ct, name);
+}
+
+/* Fill ct from the table at idx (build), or for create from a line of
+ * conntrack's save format, raising what is wrong. */
 void ct_spec_build(const struct ct_arg *a, int idx, unsigned need, struct nf_conntrack *ct)
 {
 	struct ct_spec spec;
+	struct source src = { &spec, a, 0, need };
 	const char *err, *name;
 
 	idx = lua_absindex(a->L, idx);
@@ -169,8 +192,9 @@ void ct_spec_build(const struct ct_arg *a, int idx, unsigned need, struct nf_con
 	}
 	luaL_checktype(a->L, a->arg, LUA_TTABLE);
 	check_keys(a, idx, need);
-	read_values(a, idx, need, &spec);
-	err = ct_spec_apply(&spec, need, ct, &name);
+	spec.given = 0;
+	src.idx = idx;
+	err = build(&src, need, ct, &name);
 	if (err)
 		spec_error(a, err, name);
 }

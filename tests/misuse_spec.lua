@@ -259,6 +259,17 @@ local CASES = {
     function(e) e.h:create{ e.S, "x" } end,
     "bad argument #1 to 'create' (not a line of conntrack's save format (-I or -A, as " ..
     "conntrack -L -o save prints): 'x')" },
+  -- of several faults, the first in field order is reported (the reply fields come after
+  -- the original tuple's check)
+  { "create without dst and with a reply port that is no number",
+    function(e) e.h:create{ proto = "tcp", src = "1.2.3.4", reply_sport = "x", timeout = 1 } end,
+    "bad argument #1 to 'create' (field 'dst' is required)" },
+  { "create of a udp state, then a timeout that is no number",
+    function(e)
+      e.h:create{ proto = "udp", state = "ESTABLISHED", timeout = "bad", src = "1.1.1.1",
+                  dst = "2.2.2.2", sport = 1, dport = 2 }
+    end,
+    "bad argument #1 to 'create' (field 'state': not a state of this protocol)" },
   { "create of a save line cut short", function(e) e.h:create("-I -t 5 -s 10.0.0.1 -d") end,
     "bad argument #1 to 'create' (not a line of conntrack's save format (-I or -A, as " ..
     "conntrack -L -o save prints): '-I -t 5 -s 10.0.0.1 -d')" },

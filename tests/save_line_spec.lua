@@ -108,6 +108,18 @@ local NAMED = { ["--state"] = true, ["-u"] = true }
 local function odd_name(w, rand) odd_value(w, rand, NAMED) end
 local CHANGES = {
   odd_value, odd_value, odd_name, odd_name,
+  function(w, rand)   -- a status list too long for -R (1031 bytes), or just short (1023)
+    local names = {}
+    for i = 1, rand() < 0.5 and 129 or 128 do names[i] = "ASSURED" end
+    local at = 4
+    while w[at] and w[at] ~= "-u" do at = at + 1 end
+    if not w[at] then
+      at = 4
+      table.insert(w, at, "-u")
+      table.insert(w, at + 1, "")
+    end
+    w[at + 1] = table.concat(names, ",")
+  end,
   function(w, rand) w[math.floor(rand() * #w) + 1] = pick(rand, BAD_NUMBERS) end,
   function(w, rand) w[math.floor(rand() * #w) + 1] = pick(rand, ODD_WORDS) end,
   function(w, rand) table.insert(w, math.floor(rand() * #w) + 2, pick(rand, ODD_WORDS)) end,
@@ -143,10 +155,11 @@ end
 
 -- What the CLI makes of line: its command, create.create_spec's spec and the warnings
 -- its parse printed, or nil when the parse or the spec fails. (Words split as -R splits
--- a line without quotes.)
+-- a line without quotes, which refuses a word of 1024 bytes or more.)
 local function cli_spec(line)
   local words, n = { [0] = "conntrack" }, 0
   for word in line:gmatch("[^ \t\n]+") do
+    if #word >= 1024 then return nil end
     n = n + 1
     words[n] = word
   end
