@@ -464,3 +464,56 @@ int ct_handle_update(lua_State *L)
 	lua_settop(L, 4);
 	return mutate(L, "update", changes, n, lua_isnil(L, 4) ? 0 : 4);
 }
+
+/*
+ * h:restore(text) -> count | nil, message, errno, report: the entries that
+ * text's lines of conntrack's save format describe, in pipelined batches.
+ * Blank lines and comments are skipped, as conntrack -R skips them; every
+ * other line is checked before the first is sent, and the report names a
+ * line that failed by its number in text.
+ */
+int ct_handle_restore(lua_State *L)
+{
+	struct ct_handle *h = ct_handle_check(L, 1);
+	struct ct_save_text text;
+	struct ct_spec spec;
+	struct ct_flow *scratch;
+	struct ct_batch b;
+	const char *line, *s;
+	size_t len;
+
+	s = luaL_checklstring(L, 2, &len);
+	lua_settop(L, 2);
+	ct_save_text_init(&text, s, len);
+	while (ct_save_text_next(&text, &line, &len))
+		if (!ct_save_line_read(line, len, &spec))
+			luaL_argerror(L, 2, lua_pushfstring(L, "line %d is not a line of conntrack's "
+							    "save format (-I or -A, as conntrack "
+							    "-L -o save prints)", text.number));
+	/* each line's object, owned by Lua while the batch may call it */
+	ct_flow_alloc(L);
+	scratch = lua_touserdata(L, -1);
+	batch_init(&b, L, "restore", &h->sock, false, 0);
+	ct_save_text_init(&text, s, lua_rawlen(L, 2));
+	while (!b.raised && ct_save_text_next(&text, &line, &len)) {
+		const char *name;
+
+		if (!scratch->ct) {
+			batch_fail(&b, ENOMEM);
+			break;
+		}
+		ct_save_line_read(line, len, &spec);
+		if (ct_spec_apply(&spec, F_CREATE, scratch->ct, &name)) {
+			batch_fail(&b, EINVAL);	/* (the grammar makes only specs that apply) */
+			break;
+		}
+		lua_pushinteger(L, text.number);
+		batch_queue(&b, CT_MSG(IPCTNL_MSG_CT_NEW), NLM_F_CREATE | NLM_F_EXCL, scratch->ct,
+			    lua_gettop(L));
+		lua_pop(L, 1);
+		nfct_destroy(scratch->ct);
+		scratch->ct = nfct_new();
+	}
+	batch_send(&b);
+	return batch_results(&b, false);
+}

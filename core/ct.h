@@ -215,6 +215,16 @@ char ct_save_line_read(const char *line, size_t len, struct ct_spec *spec);
 void ct_save_line_build(const struct ct_arg *a, int idx, struct nf_conntrack *ct);
 void ct_save_line_open(lua_State *L);
 
+/* The lines of a text that are neither blank nor comments (#), as -R reads them. */
+struct ct_save_text {
+	const char *p, *end;
+	int number;		/* of the line last returned, from 1 */
+};
+
+void ct_save_text_init(struct ct_save_text *t, const char *text, size_t len);
+/* The next line (without its newline), or false at the end. */
+bool ct_save_text_next(struct ct_save_text *t, const char **line, size_t *len);
+
 /* ---- filter.c: a filter spec compiled for the kernel and for C ---------- */
 
 struct ct_filter {
@@ -572,6 +582,7 @@ int ct_handle_write(lua_State *L);
 int ct_dump_iter(lua_State *L);
 
 int ct_handle_create_many(lua_State *L);
+int ct_handle_restore(lua_State *L);
 int ct_handle_listen(lua_State *L);
 void ct_expect_methods(lua_State *L);
 void ct_stats_methods(lua_State *L);

@@ -341,6 +341,7 @@ static const luaL_Reg handle_methods[] = {
 	{ "dump", handle_dump },
 	{ "get", handle_get },
 	{ "create", handle_create },
+	{ "restore", ct_handle_restore },
 	{ "update", ct_handle_update },
 	{ "delete", ct_handle_delete },
 	{ "flush", handle_flush },

@@ -33,6 +33,7 @@
 #include <sys/socket.h>
 
 #define PARAM_MAX 1024	/* conntrack -R refuses a word this long ("Parameter too long!") */
+#define PIECE_MAX 10239	/* -R reads longer lines in pieces (fgets into 10240 bytes) */
 #define QUOTED_MAX 120	/* of a line an error quotes */
 
 /* The protocol options of a save line, by protocol. */
@@ -345,6 +346,8 @@ char ct_save_line_read(const char *line, size_t len, struct ct_spec *spec)
 	char command;
 
 	spec->given = 0;
+	if (len > PIECE_MAX)
+		return 0;
 	next_word(&r);
 	if (!same(r.word, r.len, "-I") && !same(r.word, r.len, "-A"))
 		return 0;
@@ -386,6 +389,39 @@ void ct_save_line_build(const struct ct_arg *a, int idx, struct nf_conntrack *ct
 		luaL_argerror(L, a->arg, lua_pushfstring(L, err, name));
 }
 
+/* The line at p: its length without the newline, and *next the start of the line after it. */
+static size_t line_at(const char *p, const char *end, const char **next)
+{
+	const char *nl = memchr(p, '\n', (size_t)(end - p));
+
+	*next = nl ? nl + 1 : end;
+	return (size_t)((nl ? nl : end) - p);
+}
+
+void ct_save_text_init(struct ct_save_text *t, const char *text, size_t len)
+{
+	t->p = text;
+	t->end = text + len;
+	t->number = 0;
+}
+
+bool ct_save_text_next(struct ct_save_text *t, const char **line, size_t *len)
+{
+	while (t->p < t->end) {
+		const char *start = t->p, *first = start;
+
+		*len = line_at(start, t->end, &t->p);
+		t->number++;
+		while (first < start + *len && blank(*first))
+			first++;
+		if (first < start + *len && *first != '#') {
+			*line = start;
+			return true;
+		}
+	}
+	return false;
+}
+
 /* conntrack.save_command(line) -> "-I" | "-A" | nil: the command of a line
  * that h:create takes (the grammar above), or nil for any other line. */
 static int save_command(lua_State *L)
@@ -402,8 +438,40 @@ static int save_command(lua_State *L)
 	return 1;
 }
 
+/*
+ * conntrack.save_lines(text[, init]) -> count, next: how many lines of text
+ * from position init on are lines that h:create takes, each ended by a
+ * newline, and the position of the line after them. A reader of a large
+ * file skips them with one call, where save_command would take one a line.
+ */
+static int save_lines(lua_State *L)
+{
+	struct ct_spec spec;
+	size_t len;
+	const char *text = luaL_checklstring(L, 1, &len);
+	lua_Integer init = luaL_optinteger(L, 2, 1);
+	const char *p, *end = text + len, *next;
+	lua_Integer count = 0;
+
+	luaL_argcheck(L, init >= 1 && (size_t)init <= len + 1, 2, "out of the text");
+	for (p = text + init - 1; p < end; p = next) {
+		size_t n = line_at(p, end, &next);
+
+		if (p + n == end)
+			break;	/* a last line without a newline: maybe only a part of one */
+		if (!ct_save_line_read(p, n + 1, &spec))
+			break;
+		count++;
+	}
+	lua_pushinteger(L, count);
+	lua_pushinteger(L, p - text + 1);
+	return 2;
+}
+
 void ct_save_line_open(lua_State *L)
 {
 	lua_pushcfunction(L, save_command);
 	lua_setfield(L, -2, "save_command");
+	lua_pushcfunction(L, save_lines);
+	lua_setfield(L, -2, "save_lines");
 }

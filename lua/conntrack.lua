@@ -81,4 +81,7 @@ return {
   -- conntrack.save_command(line) -> "-I" | "-A" | nil: the command of a line of
   -- conntrack's save format that h:create takes as a spec, nil for any other line.
   save_command = core.save_command,
+  -- conntrack.save_lines(text[, init]) -> count, next: how many newline-ended lines from
+  -- init on save_command takes, and where the line after them begins.
+  save_lines = core.save_lines,
 }

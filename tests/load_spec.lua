@@ -207,6 +207,16 @@ describe("-R of many creates", function()
     assert.is_true(applied > 300, "the runs left only " .. applied .. " entries")
   end)
 
+  it("reads a line longer than 10239 bytes in pieces, as conntrack's fgets does", function()
+    local pad = string.rep(" ", 10300)
+    same(both({
+      saved_line(1) .. pad,                                   -- a save line, then blanks
+      (saved_line(2):gsub(" %-d ", pad .. "-d ", 1)),         -- cut before -d
+      saved_line(3),
+    }))
+    same(both({ saved_line(4), (saved_line(5):gsub(" %-p ", pad .. "-p ", 1)) }))
+  end)
+
   it("leaves the table untouched when a line does not parse", function()
     local lines = creates(1, 500)
     lines[#lines + 1] = "-I -p udp -s 10.33.0.1 -d 10.33.0.2 --sport 1 --dport 2 -t 100 --bogus"

@@ -273,6 +273,17 @@ local CASES = {
   { "create of a save line cut short", function(e) e.h:create("-I -t 5 -s 10.0.0.1 -d") end,
     "bad argument #1 to 'create' (not a line of conntrack's save format (-I or -A, as " ..
     "conntrack -L -o save prints): '-I -t 5 -s 10.0.0.1 -d')" },
+  { "restore of a table", function(e) e.h:restore({}) end,
+    "bad argument #1 to 'restore' (string expected, got table)" },
+  { "restore of a text whose third line is no save line",
+    function(e)
+      e.h:restore("# saved\n-A -t 5 -s 10.0.0.1 -d 10.0.0.2 -r 10.0.0.2 -q 10.0.0.1 -p udp " ..
+                  "--sport 1 --dport 2 --reply-port-src 2 --reply-port-dst 1\n-L\n")
+    end,
+    "bad argument #1 to 'restore' (line 3 is not a line of conntrack's save format (-I or " ..
+    "-A, as conntrack -L -o save prints))" },
+  { "save_lines from beyond the text", function() conntrack.save_lines("-L\n", 5) end,
+    "bad argument #2 to 'save_lines' (out of the text)" },
   { "save_command of a table", function() conntrack.save_command({}) end,
     "bad argument #1 to 'save_command' (string expected, got table)" },
 

@@ -266,6 +266,60 @@ describe("lines of conntrack's save format", function()
     assert(h:flush())
   end)
 
+  it("are found in a text by save_lines as save_command finds them one by one", function()
+    math.randomseed(SEED + 1)
+    local rand = math.random
+    for _ = 1, 200 do
+      local lines = {}
+      for i = 1, 1 + math.floor(rand() * 12) do
+        local words = save_words(rand)
+        if rand() < 0.15 then pick(rand, CHANGES)(words, rand) end
+        lines[i] = line_of(words, rand):gsub("\n*$", "") .. (rand() < 0.05 and "" or "\n")
+      end
+      local text = table.concat(lines)
+      local init = rand() < 0.3 and #lines[1] + 1 or 1
+      local count, at = 0, init
+      for i = init == 1 and 1 or 2, #lines do
+        local line = lines[i]
+        if line:sub(-1) ~= "\n" or not conntrack.save_command(line) then break end
+        count, at = count + 1, at + #line
+      end
+      assert.same({ count, at }, { conntrack.save_lines(text, init) }, text)
+    end
+  end)
+
+  it("are created from a text by h:restore, with failures named by line number", function()
+    local h = H.open()
+    assert(h:flush())
+    local line = function(i, command)
+      return string.format("%s -t 100 -u ASSURED -s 10.9.2.%d -d 10.9.3.1 -r 10.9.3.1 " ..
+                           "-q 10.9.2.%d -p tcp --sport 999 --dport 80 --reply-port-src 80 " ..
+                           "--reply-port-dst 999 --state ESTABLISHED", command, i, i)
+    end
+    local text = { "# made by hand", "", "   " }
+    for i = 1, 150 do text[#text + 1] = line(i, i % 2 == 0 and "-A" or "-I") end
+    assert.equal(150, h:restore(table.concat(text, "\n") .. "\n"))
+    local from_restore = {}
+    for f in h:dump() do from_restore[#from_restore + 1] = f:format() end
+    assert(h:flush())
+    local lines = {}
+    for i = 4, #text do lines[#lines + 1] = text[i] end
+    assert.equal(150, h:create(lines))
+    local from_create = {}
+    for f in h:dump() do from_create[#from_create + 1] = f:format() end
+    assert.same(H.sorted(from_create), H.sorted(from_restore))
+    -- lines 5 and 100 exist: the kernel refuses them and goes on with the others
+    assert(h:flush())
+    assert(h:create{ line(2, "-I"), line(97, "-I") })
+    local n, _, errno, report = h:restore(table.concat(text, "\n"))
+    assert.is_nil(n)
+    assert.equal(17, errno)
+    assert.equal(148, report.done)
+    assert.same({ 5, 100 }, { report[1].index, report[2].index })
+    assert.equal(150, h:count())
+    assert(h:flush())
+  end)
+
   it("are refused by h:create when they leave the grammar, naming the line", function()
     local h = H.open()
     for _, line in ipairs({ "-L", "-I -p tcp -s 10.9.0.1", "" }) do

@@ -5,6 +5,7 @@
 local kernel = require "conntrack.cli.kernel"
 local tuples = require "conntrack.cli.tuple"
 local protocols = require "conntrack.cli.protocols"
+local conntrack = require "conntrack"
 
 local M = {}
 
@@ -112,18 +113,45 @@ local function undo_create(h, spec)
   if ok and fl then h:delete(fl) end
 end
 
+-- The results of a batch of count items (h:create's or h:restore's: created, report):
+-- counts the entries made, and raises the first failure that fails its command, after
+-- deleting the entries that the items after it made (the kernel goes on past a failed
+-- request). command_of(i) and spec_of(i) are item i's.
+local function settle(ctx, h, count, created, report, command_of, spec_of)
+  if created then
+    ctx.counter = ctx.counter + created
+    return
+  end
+  local failed = {}
+  for _, r in ipairs(report) do failed[r.index] = r end
+  for i = 1, count do
+    local r = failed[i]
+    if not r then
+      ctx.counter = ctx.counter + 1
+    elseif r.unknown or create_fails(command_of(i), r.errno) then
+      -- only what the kernel said it created: a lost answer may hide a refusal, and
+      -- the entry of its tuple may then be one that was there before the run
+      for later = i + 1, count do
+        if not failed[later] then undo_create(h, spec_of(later)) end
+      end
+      kernel.failed(command_of(i), r.errno, r.message)
+    end
+  end
+end
+
+local SAVED = { ["-I"] = "CT_CREATE", ["-A"] = "CT_ADD" }
+
 --- -I and -A of many lines (-R) in pipelined batches, with the results that create on
--- each in turn would have: queue.add(command, netns, spec) for each, queue.flush() before
--- anything else runs and at the end. A spec may be a save line (conntrack.save_command),
--- whose spec table spec_of(line) gives when one is needed. The kernel goes on past a
--- failed request, so the entries a batch created after its first failure are deleted
--- again before the failure is raised: the table is left as conntrack, which stops at the
--- failing line, leaves it.
+-- each in turn would have: queue.add(command, netns, spec) for each, queue.restore(text)
+-- for a run of lines of conntrack's save format (conntrack.save_lines), queue.flush()
+-- before anything else runs and at the end. A spec may be a save line too; spec_of(line)
+-- gives a save line's spec table when one is needed. The table is left as conntrack,
+-- which stops at the failing line, leaves it.
 function M.queue(ctx, spec_of)
   local commands, specs, netns, n = {}, {}, nil, 0
   local queue = {}
-  local function undo(h, spec)
-    undo_create(h, type(spec) == "string" and spec_of(spec) or spec)
+  local function spec_table(spec)
+    return type(spec) == "string" and spec_of(spec) or spec
   end
   function queue.flush()
     if n == 0 then return end
@@ -135,31 +163,26 @@ function M.queue(ctx, spec_of)
       for i = 1, count do create_one(ctx, h, batch[i], batch_commands[i]) end
       return
     end
-    if created then
-      ctx.counter = ctx.counter + created
-      return
-    end
-    local failed = {}
-    for _, r in ipairs(report) do failed[r.index] = r end
-    for i = 1, count do
-      local r = failed[i]
-      if not r then
-        ctx.counter = ctx.counter + 1
-      elseif r.unknown or create_fails(batch_commands[i], r.errno) then
-        -- only what the kernel said it created: a lost answer may hide a refusal, and
-        -- the entry of its tuple may then be one that was there before the run
-        for later = i + 1, count do
-          if not failed[later] then undo(h, batch[later]) end
-        end
-        kernel.failed(batch_commands[i], r.errno, r.message)
-      end
-    end
+    settle(ctx, h, count, created, report, function(i) return batch_commands[i] end,
+           function(i) return spec_table(batch[i]) end)
   end
   function queue.add(command, spec_netns, spec)
     if n == 0 then netns = spec_netns end
     n = n + 1
     commands[n], specs[n] = command, spec
     if n == CREATE_BATCH then queue.flush() end
+  end
+  function queue.restore(text)
+    queue.flush()
+    local h = kernel.handle(ctx, {})
+    local created, _, _, report = h:restore(text)
+    local lines = {}   -- (the lines are needed only to settle a failure)
+    if not created then
+      for line in text:gmatch("([^\n]*)\n") do lines[#lines + 1] = line end
+    end
+    settle(ctx, h, #lines, created, report,
+           function(i) return SAVED[conntrack.save_command(lines[i])] end,
+           function(i) return spec_of(lines[i]) end)
   end
   return queue
 end

@@ -3,14 +3,16 @@
 -- failure stops the run. No summary lines are printed, and acting on nothing is no error.
 -- Each line is parsed once (spool.lua keeps what it asks for between the passes), except
 -- -U, -D and -F, parsed again when they run. The -I and -A lines of conntrack's save
--- format, most of a file that `-o save` wrote, go to the library as they are: it reads
--- them in C, with the meaning this parser gives them.
+-- format, most of a file that `-o save` wrote, go to the library as they are: it finds
+-- and reads them in C (conntrack.save_lines, h:restore), with the meaning this parser
+-- gives them.
 -- @module conntrack.cli.loadfile
 local parse = require "conntrack.cli.parse"
 local create = require "conntrack.cli.create"
 local kernel = require "conntrack.cli.kernel"
 local spool = require "conntrack.cli.spool"
-local save_command = require("conntrack").save_command
+local conntrack = require "conntrack"
+local save_command, save_lines = conntrack.save_command, conntrack.save_lines
 
 local M = {}
 
@@ -27,8 +29,7 @@ local NAMES = {
   EXP_COUNT = "-C expect", CT_STATS = "-S", EXP_STATS = "-S expect",
 }
 
-local sub, find, gmatch, concat, byte = string.sub, string.find, string.gmatch, table.concat,
-                                        string.byte
+local sub, find, gmatch, concat = string.sub, string.find, string.gmatch, table.concat
 
 local function fail(status, msg) error({ status = status, msg = msg }, 0) end
 
@@ -89,18 +90,36 @@ local function split(line, argv)
   return n
 end
 
-local DASH = byte("-")
+local BLOCK = 16384   -- bytes read at a time
 
--- Calls fn with each buffer fgets(buffer, 10240) reads from f: a line, or a 10239-byte
--- piece of a longer one.
-local function each_buffer(f, fn)
-  for line in f:lines("L") do
+-- Reads f as conntrack's fgets(buffer, 10240) loop does, in order: saved(text) with each
+-- run of lines that conntrack.save_lines takes (newline-ended, one string), and
+-- other(buffer) with each other buffer: a line, or a 10239-byte piece of a longer one.
+local function each_buffer(f, saved, other)
+  local function pieces(line)
     while #line > 10239 do
-      fn(sub(line, 1, 10239))
+      other(sub(line, 1, 10239))
       line = sub(line, 10240)
     end
-    fn(line)
+    other(line)
   end
+  local rest = ""   -- the start of a line that the next block ends
+  for block in function() return f:read(BLOCK) end do
+    local text, pos = rest .. block, 1
+    while true do
+      local n, after = save_lines(text, pos)
+      if n > 0 then
+        saved(sub(text, pos, after - 1))
+        pos = after
+      end
+      local newline = find(text, "\n", pos, true)
+      if not newline then break end
+      pieces(sub(text, pos, newline))
+      pos = newline + 1
+    end
+    rest = sub(text, pos)
+  end
+  if rest ~= "" then pieces(rest) end   -- (a last line without a newline)
 end
 
 -- The command of a buffer (parse_line is a parse.parser()), with output as its -o seed.
@@ -111,14 +130,14 @@ local function parse_buffer(ctx, buffer, words, parse_line, output)
 end
 
 -- Parses every command line of f in order and calls fn with each command and its text,
--- or saved with the text of a line that the library takes as it is (a -I or -A line of
--- conntrack's save format: its meaning is the parse's, and it has no -o). The -o flags
--- of one line carry over to the next (conntrack's are one global mask); returns their sum.
+-- or saved with the text of lines that the library takes as they are (-I and -A lines of
+-- conntrack's save format: their meaning is the parse's, and they have no -o). The -o
+-- flags of one line carry over to the next (conntrack's are one global mask); returns
+-- their sum.
 local function each_command(ctx, f, argv0, parse_line, fn, saved)
   local output, words = {}, { [0] = argv0 }
-  each_buffer(f, function(buffer)
-    -- (a saved line has no NUL and no leading blank: the lines below cut and trim)
-    if byte(buffer) == DASH and save_command(buffer) then return saved(buffer) end
+  each_buffer(f, saved, function(buffer)
+    if save_command(buffer) then return saved(buffer) end   -- (the file's last line)
     local nul = find(buffer, "\0", 1, true)   -- (the end of fgets' line as C reads it)
     if nul then buffer = sub(buffer, 1, nul - 1) end
     local start = find(buffer, "[^ \t]")
@@ -143,7 +162,6 @@ end
 
 local SILENT = { write = function(self) return self end }
 local CREATES = { CT_CREATE = true, CT_ADD = true }
-local SAVED = { [byte("I")] = "CT_CREATE", [byte("A")] = "CT_ADD" }   -- by the command's letter
 
 -- The record of a command for the second pass: a create's spec, or the failure building
 -- it found, or (any other command) the line to parse again then.
@@ -169,8 +187,8 @@ function M.run(ctx, argv)
     elseif not refused then
       spool_command(records, cmd, buffer)
     end
-  end, function(line)
-    if not refused then records:saved(line) end
+  end, function(text)
+    if not refused then records:saved(text) end
   end)
   if refused then
     fail(2, string.format("Cannot use command `%s' with --load-file", NAMES[refused] or "unknown"))
@@ -186,7 +204,7 @@ function M.run(ctx, argv)
     if kind == "create" then
       creates.add(a, b, c)
     elseif kind == "saved" then
-      for line in gmatch(a, "[^\n]+") do creates.add(SAVED[byte(line, 2)], nil, line) end
+      creates.restore(a)
     else
       creates.flush()
       if kind == "failure" then

@@ -9,7 +9,7 @@
 --   "line"     the line itself, parsed again when it runs (-U, -D and -F act on the table
 --              as the lines before them left it)
 --   "saved"    a run of -I and -A lines of conntrack's save format, which the library
---              takes as they are (conntrack.save_command): newline-terminated, in order
+--              takes as they are (h:restore): newline-terminated, in order
 -- @module conntrack.cli.spool
 local M = {}
 
@@ -126,13 +126,13 @@ end
 local Spool = {}
 Spool.__index = Spool
 
-local SAVED_RUN = 64   -- lines per "saved" record
+local SAVED_RUN = 16384   -- bytes of lines per "saved" record, at least
 
 --- A new, empty spool in a temporary file; close it (or let `<close>` do it) when done.
 function M.new()
   local f, msg = io.tmpfile()
   if not f then error({ status = 1, msg = "cannot make a temporary file: " .. tostring(msg) }, 0) end
-  return setmetatable({ file = f, run = {} }, Spool)
+  return setmetatable({ file = f, run = {}, run_bytes = 0 }, Spool)
 end
 
 local function write_record(self, body)
@@ -145,7 +145,7 @@ local function end_run(self)
   local run = self.run
   if #run > 0 then
     write_record(self, "S" .. concat(run))
-    self.run = {}
+    self.run, self.run_bytes = {}, 0
   end
 end
 
@@ -154,11 +154,13 @@ function Spool:write(body)
   write_record(self, body)
 end
 
---- Spools a -I or -A line of conntrack's save format (conntrack.save_command).
-function Spool:saved(line)
+--- Spools -I and -A lines of conntrack's save format (conntrack.save_lines), as one text
+-- (the last line may lack its newline).
+function Spool:saved(text)
   local run = self.run
-  run[#run + 1] = byte(line, -1) == NEWLINE and line or line .. "\n"
-  if #run == SAVED_RUN then end_run(self) end
+  run[#run + 1] = byte(text, -1) == NEWLINE and text or text .. "\n"
+  self.run_bytes = self.run_bytes + #text
+  if self.run_bytes >= SAVED_RUN then end_run(self) end
 end
 
 --- Spools a create: command is CT_CREATE or CT_ADD, netns a string or nil.
