@@ -1,12 +1,13 @@
 /*
- * libFuzzer target: lines of conntrack's save format (core/save_line.c).
- * Whatever the bytes, reading them must stay inside them; and a line the
- * reader takes must give a spec that ct_spec_apply accepts whole and that
- * makes a request, as the grammar promises: h:create never refuses a line
- * that conntrack.save_command took. (That the line means what the CLI's
- * parser makes of it is tests/save_line_spec.lua's, against the kernel.)
+ * libFuzzer target: conntrack's save format as core/save_line.c reads it:
+ * the input as one line (h:create of a string) and as a text of lines
+ * (h:restore). Whatever the bytes, reading them must stay inside them; and
+ * a line the reader takes must give a spec that ct_spec_apply accepts whole
+ * and that makes a request, as the grammar promises: h:create never refuses
+ * a line that conntrack.save_command took. (That the line means what the
+ * CLI's parser makes of it is tests/save_line_spec.lua's, against the kernel.)
  *
- * Input: the line.
+ * Input: the text.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -16,21 +17,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static void check_line(const char *line, size_t len)
 {
 	static struct ct_spec spec;
-	char *line = malloc(size ? size : 1);	/* exactly the input: no NUL after it */
 	struct nf_conntrack *ct;
 	const char *err, *name = NULL;
 	char buf[CT_REQUEST_MAX];
 
-	if (!line)
-		return 0;
-	memcpy(line, data, size);
-	if (!ct_save_line_read(line, size, &spec)) {
-		free(line);
-		return 0;
-	}
+	if (!ct_save_line_read(line, len, &spec))
+		return;
 	ct = nfct_new();
 	if (!ct)
 		abort();
@@ -38,15 +33,36 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (err) {
 		fprintf(stderr, "finding: a line taken, its spec refused: ");
 		fprintf(stderr, err, name);
-		fprintf(stderr, "\n%.*s\n", (int)size, line);
+		fprintf(stderr, "\n%.*s\n", (int)len, line);
 		abort();
 	}
 	if (nfct_nlmsg_build(ct_request_header(buf, CT_MSG(IPCTNL_MSG_CT_NEW), 0,
 					       nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO), 0), ct) < 0) {
-		fprintf(stderr, "finding: a line taken makes no request:\n%.*s\n", (int)size, line);
+		fprintf(stderr, "finding: a line taken makes no request:\n%.*s\n", (int)len, line);
 		abort();
 	}
 	nfct_destroy(ct);
-	free(line);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	char *text = malloc(size ? size : 1);	/* exactly the input: no NUL after it */
+	struct ct_save_text lines;
+	const char *line;
+	size_t len;
+
+	if (!text)
+		return 0;
+	memcpy(text, data, size);
+	check_line(text, size);
+	ct_save_text_init(&lines, text, size);
+	while (ct_save_text_next(&lines, &line, &len)) {
+		if (line < text || line + len > text + size) {
+			fprintf(stderr, "finding: a line outside the text\n");
+			abort();
+		}
+		check_line(line, len);
+	}
+	free(text);
 	return 0;
 }
