@@ -95,15 +95,11 @@ static void next_word(struct reader *r)
 	while (p < end && blank(*p))
 		p++;
 	start = p;
-	while (p < end && !blank(*p) && *p != '\n') {
-		unsigned char c = (unsigned char)*p;
-
-		if (c < ' ' || c == '"' || c >= 0x7f) {
-			r->bad = true;
-			break;
-		}
+	/* printable, not a blank and not a quote: '!'..'~' but '"' */
+	while (p < end && (unsigned char)(*p - '!') <= '~' - '!' && *p != '"')
 		p++;
-	}
+	if (p < end && !blank(*p) && *p != '\n')
+		r->bad = true;
 	r->p = p;
 	r->word = start;
 	r->len = (size_t)(p - start);
