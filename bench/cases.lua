@@ -91,8 +91,8 @@ end
 
 local function tmp(name) return cfg.tmp .. "/" .. name end
 
--- Reads /usr/bin/time's file: { cpu =, rss =, status = }, status being the
--- child's exit status or 128 + the signal that ended it.
+-- Reads /usr/bin/time's file: { cpu =, sys =, rss =, status = } (cpu is user + sys),
+-- status being the child's exit status or 128 + the signal that ended it.
 local function read_time(path)
   local text = read_file(path) or ""
   local _, user, sys, rss = text:match("([%d.]+) ([%d.]+) ([%d.]+) (%d+)%s*$")
@@ -100,10 +100,11 @@ local function read_time(path)
   local status = tonumber(text:match("non%-zero status (%d+)")) or 0
   local signal = tonumber(text:match("terminated by signal (%d+)"))
   if signal then status = 128 + signal end
-  return { cpu = tonumber(user) + tonumber(sys), rss = tonumber(rss), status = status }
+  return { cpu = tonumber(user) + tonumber(sys), sys = tonumber(sys), rss = tonumber(rss),
+           status = status }
 end
 
---- Runs one command under /usr/bin/time: { wall =, cpu =, rss =, status = }.
+--- Runs one command under /usr/bin/time: { wall =, cpu =, sys =, rss =, status = }.
 -- stdout goes to out (default /dev/null), stderr to err.
 local function run(cmd, out, err)
   local timefile = tmp("time")
@@ -113,7 +114,7 @@ local function run(cmd, out, err)
   local t0 = monotonic()
   os.execute(line)
   local wall = monotonic() - t0
-  local r = read_time(timefile) or { cpu = 0, rss = 0, status = 255 }
+  local r = read_time(timefile) or { cpu = 0, sys = 0, rss = 0, status = 255 }
   r.wall = wall
   return r
 end
@@ -275,13 +276,14 @@ end
 -- skip_a leaves a out (it failed its check). Returns per-side lists and the
 -- per-pair ratios of wall time.
 local function run_pairs(ctx, n, a, b, prepare, skip_a)
-  local res = { a = { wall = {}, cpu = {}, rss = {}, status = {} },
-                b = { wall = {}, cpu = {}, rss = {}, status = {} }, ratio = {} }
+  local res = { a = { wall = {}, cpu = {}, sys = {}, rss = {}, status = {} },
+                b = { wall = {}, cpu = {}, sys = {}, rss = {}, status = {} }, ratio = {} }
   local function one(side, cmd)
     if prepare then prepare(ctx) end
     local r = run(cmd, nil, tmp(side .. ".timed.err"))
     local s = res[side]
     s.wall[#s.wall + 1], s.cpu[#s.cpu + 1], s.rss[#s.rss + 1] = r.wall, r.cpu, r.rss
+    s.sys[#s.sys + 1] = r.sys
     s.status[#s.status + 1] = r.status
     return r
   end
@@ -308,16 +310,19 @@ end
 -- The check runs as the only timed pair (stdout went to a file, not /dev/null).
 local function pairs_from_check(ro, rt, skip_a)
   local function side(r)
-    return { wall = { r.wall }, cpu = { r.cpu }, rss = { r.rss }, status = { r.status } }
+    return { wall = { r.wall }, cpu = { r.cpu }, sys = { r.sys }, rss = { r.rss },
+             status = { r.status } }
   end
-  return { a = skip_a and { wall = {}, cpu = {}, rss = {}, status = {} } or side(ro), b = side(rt),
+  return { a = skip_a and { wall = {}, cpu = {}, sys = {}, rss = {}, status = {} } or side(ro),
+           b = side(rt),
            ratio = skip_a and {} or { ro.wall / rt.wall } }
 end
 
 local function summarize(row, res)
   for _, side in ipairs({ "a", "b" }) do
     local s = res[side]
-    row[side] = { wall = median(s.wall), cpu = median(s.cpu), rss = max(s.rss) }
+    row[side] = { wall = median(s.wall), cpu = median(s.cpu), sys = median(s.sys),
+                  rss = max(s.rss) }
   end
   row.ratio = median(res.ratio)
 end
@@ -764,6 +769,13 @@ local function md_header(names)
   return md_row(names) .. "\n" .. md_row(rule)
 end
 
+-- A side's CPU time and the kernel's part of it: "370 ms (sys 60.0 ms)".
+local function cpu_text(side)
+  if not side.cpu then return "—" end
+  if not side.sys then return ms(side.cpu) end
+  return string.format("%s (sys %s)", ms(side.cpu), ms(side.sys))
+end
+
 local function size_table(rows, raw)
   local out = { md_header({ "case", "ours wall", "conntrack wall", "ratio", "ours CPU", "conntrack CPU",
                             "ours RSS", "conntrack RSS", "outputs match", "target", "result" }) }
@@ -783,7 +795,8 @@ local function size_table(rows, raw)
     end
     local failed = row.error ~= nil
     out[#out + 1] = md_row({ name, failed and "ERROR" or ms(a.wall), ms(b.wall), ratio,
-                             failed and "—" or ms(a.cpu), ms(b.cpu), failed and "—" or kib(a.rss),
+                             failed and "—" or cpu_text(a), cpu_text(b),
+                             failed and "—" or kib(a.rss),
                              kib(b.rss), row.match, target_text(row), verdict(row, raw) })
   end
   return table.concat(out, "\n")
@@ -896,7 +909,8 @@ local function main()
   local launch = {}
   for i = 1, 10 do launch[i] = run("/bin/true").wall end
   report[#report + 1] = string.format("Launching a command (sh, time, exec) costs %s of each wall time " ..
-                                      "(median of 10 runs of /bin/true). CPU times have a 10 ms " ..
+                                      "(median of 10 runs of /bin/true). CPU times (user + sys, " ..
+                                      "the kernel's part in parentheses) have a 10 ms " ..
                                       "resolution (/usr/bin/time). %d pairs per case, seed %d.",
                                       ms(median(launch)), cfg.pairs, cfg.seed)
   print(table.concat(report, "\n"))
@@ -928,7 +942,8 @@ local function main()
         rows[#rows + 1] = row
         local a, b = row.a or {}, row.b or {}
         print(string.format("  ours %s (CPU %s), conntrack %s (CPU %s), ratio %s, match: %s%s",
-                            row.error and "ERROR" or ms(a.wall), ms(a.cpu), ms(b.wall), ms(b.cpu),
+                            row.error and "ERROR" or ms(a.wall), cpu_text(a), ms(b.wall),
+                            cpu_text(b),
                             ratio_text(row.ratio), row.match, row.error and ("; " .. row.error) or ""))
       end
     end
