@@ -466,8 +466,11 @@ static int save_lines(lua_State *L)
 
 void ct_save_line_open(lua_State *L)
 {
-	lua_pushcfunction(L, save_command);
-	lua_setfield(L, -2, "save_command");
-	lua_pushcfunction(L, save_lines);
-	lua_setfield(L, -2, "save_lines");
+	static const luaL_Reg functions[] = {
+		{ "save_command", save_command },
+		{ "save_lines", save_lines },
+		{ NULL, NULL }
+	};
+
+	luaL_setfuncs(L, functions, 0);
 }
