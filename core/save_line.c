@@ -1,8 +1,10 @@
 /*
  * Lines of conntrack's save format read straight into a create spec, with
- * no Lua table between: what makes `ct-lua conntrack -R` of a saved table
- * fast. The grammar is what `conntrack -L -o save` prints (ct-lua's -o save
- * too), with the command -I or -A, in that order:
+ * no Lua table between (h:create of a line, h:restore of a text of them,
+ * conntrack.save_lines finding a run of them in a text): what makes
+ * `ct-lua conntrack -R` of a saved table fast. The grammar is what
+ * `conntrack -L -o save` prints (ct-lua's -o save too), with the command
+ * -I or -A, in that order:
  *
  *   -I|-A -t TIMEOUT [-u STATUS[,STATUS...]] [-w ZONE] [--orig-zone ZONE]
  *         [--reply-zone ZONE] -s ADDR -d ADDR -r ADDR -q ADDR -p PROTO OPTIONS
@@ -13,8 +15,9 @@
  *   gre:          --srckey K --dstkey K --reply-key-src K --reply-key-dst K
  *   icmp:         --icmp-type N --icmp-code N --icmp-id N (icmpv6: --icmpv6-...)
  *
- * Words are separated by spaces and tabs; numbers are decimal with no sign
- * and no leading zero, within their field; addresses are literal and of one
+ * Words are separated by spaces and tabs, and shorter than -R's 1024 bytes
+ * (a line at most its 10239); numbers are decimal with no sign and no
+ * leading zero, within their field; addresses are literal and of one
  * family. A line outside this grammar is declined, not refused: conntrack's
  * command line says much more, and its parser (lua/conntrack/cli/parse.lua)
  * gives any line its meaning or its error. A line read here means what that
