@@ -215,6 +215,8 @@ describe("-R of many creates", function()
       saved_line(3),
     }))
     same(both({ saved_line(4), (saved_line(5):gsub(" %-p ", pad .. "-p ", 1)) }))
+    -- pieces across the blocks the file is read in
+    same(both({ saved_line(6), string.rep(" ", 40000) .. saved_line(7), saved_line(8) }))
   end)
 
   it("leaves the table untouched when a line does not parse", function()

@@ -91,19 +91,13 @@ local function split(line, argv)
 end
 
 local BLOCK = 16384   -- bytes read at a time
+local PIECE = 10239   -- the most a buffer holds (fgets into 10240 bytes)
 
 -- Reads f as conntrack's fgets(buffer, 10240) loop does, in order: saved(text) with each
 -- run of lines that conntrack.save_lines takes (newline-ended, one string), and
 -- other(buffer) with each other buffer: a line, or a 10239-byte piece of a longer one.
 local function each_buffer(f, saved, other)
-  local function pieces(line)
-    while #line > 10239 do
-      other(sub(line, 1, 10239))
-      line = sub(line, 10240)
-    end
-    other(line)
-  end
-  local rest = ""   -- the start of a line that the next block ends
+  local rest = ""   -- the start of a buffer that the next block ends
   for block in function() return f:read(BLOCK) end do
     local text, pos = rest .. block, 1
     while true do
@@ -113,13 +107,14 @@ local function each_buffer(f, saved, other)
         pos = after
       end
       local newline = find(text, "\n", pos, true)
-      if not newline then break end
-      pieces(sub(text, pos, newline))
-      pos = newline + 1
+      local last = math.min(newline or math.huge, pos + PIECE - 1)
+      if last > #text then break end
+      other(sub(text, pos, last))
+      pos = last + 1
     end
     rest = sub(text, pos)
   end
-  if rest ~= "" then pieces(rest) end   -- (a last line without a newline)
+  if rest ~= "" then other(rest) end   -- (a last line without a newline)
 end
 
 -- The command of a buffer (parse_line is a parse.parser()), with output as its -o seed.
@@ -137,7 +132,8 @@ end
 local function each_command(ctx, f, argv0, parse_line, fn, saved)
   local output, words = {}, { [0] = argv0 }
   each_buffer(f, saved, function(buffer)
-    if save_command(buffer) then return saved(buffer) end   -- (the file's last line)
+    -- (a last line without a newline, or what follows a piece of a longer one)
+    if save_command(buffer) then return saved(buffer) end
     local nul = find(buffer, "\0", 1, true)   -- (the end of fgets' line as C reads it)
     if nul then buffer = sub(buffer, 1, nul - 1) end
     local start = find(buffer, "[^ \t]")
