@@ -1,14 +1,16 @@
 /*
  * luaopen_conntrack_core: registers the metatables and returns the module
- * table: open(), the list of fields (from ct_fields[]) and the version.
+ * table: open(), the list of fields (from ct_fields[], built when asked for)
+ * and the version.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 #include "ct.h"
 #include "module.h"
 
-/* fields = { { name =, doc =, set =, read =, filter =, create =, change =, tuple = }, ... } */
-static void push_field_list(lua_State *L)
+/* field_list() -> { { name =, doc =, set =, read =, filter =, create =, change =,
+ * tuple = }, ... }: lua/conntrack.lua builds conntrack.fields with it on first use */
+static int field_list(lua_State *L)
 {
 	static const struct {
 		const char *key;
@@ -33,6 +35,7 @@ static void push_field_list(lua_State *L)
 		}
 		lua_rawseti(L, -2, (lua_Integer)i + 1);
 	}
+	return 1;
 }
 
 /* methods = { handle = ..., events = ... }: the method tables, which
@@ -71,8 +74,8 @@ int luaopen_conntrack_core(lua_State *L)
 	ct_signals_open(L);
 	push_method_tables(L);
 	lua_setfield(L, -2, "methods");
-	push_field_list(L);
-	lua_setfield(L, -2, "fields");
+	lua_pushcfunction(L, field_list);
+	lua_setfield(L, -2, "field_list");
 	lua_pushliteral(L, CT_VERSION);
 	lua_setfield(L, -2, "version");
 	return 1;

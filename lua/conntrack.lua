@@ -58,11 +58,9 @@ function events:each(settle)
 end
 
 -- The C module's functions (their reference is doc/api.luadoc: make docs).
-return {
+local M = {
   -- conntrack.open([opts]) -> handle | nil, message, errno
   open = core.open,
-  -- Every flow field: { name =, doc =, read =, filter =, tuple =, create =, change = }.
-  fields = core.fields,
   version = core.version,
   -- conntrack.poll(objects, [seconds]) -> the ready ones: waits on any
   -- objects with :pollfd(), :events() and :timeout() (events, signals, ...).
@@ -85,3 +83,13 @@ return {
   -- init on save_command takes, and where the line after them begins.
   save_lines = core.save_lines,
 }
+
+-- conntrack.fields, every flow field: { name =, doc =, read =, filter =, tuple =, create =,
+-- change = }. Built on first use: 47 tables that ct-lua conntrack's commands never read,
+-- and building them was a tenth of -C's start-up.
+return setmetatable(M, { __index = function(t, k)
+  if k ~= "fields" then return nil end
+  local list = core.field_list()
+  rawset(t, "fields", list)
+  return list
+end })

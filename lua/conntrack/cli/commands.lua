@@ -5,16 +5,10 @@
 -- @module conntrack.cli.commands
 local kernel = require "conntrack.cli.kernel"
 local tuples = require "conntrack.cli.tuple"
-local values = require "conntrack.cli.values"
+local lazy = require "conntrack.cli.lazy"
 
--- loaded by the commands that print or filter (not by -C, -S, -F)
-local function lazy(name)
-  return setmetatable({}, { __index = function(t, k)
-    local m = require(name)
-    setmetatable(t, { __index = m })
-    return m[k]
-  end })
-end
+-- loaded by the commands that print, filter or name an address (not by -C, -S, -F)
+local values = lazy "conntrack.cli.values"
 local filter = lazy "conntrack.cli.filter"
 local output = lazy "conntrack.cli.output"
 local protocols = lazy "conntrack.cli.protocols"

@@ -21,19 +21,12 @@
 -- @module conntrack.cli.parse
 local getopt = require "conntrack.cli.getopt"
 local options = require "conntrack.cli.options"
-local values = require "conntrack.cli.values"
 local rules = require "conntrack.cli.rules"
+local lazy = require "conntrack.cli.lazy"
 -- loaded when an option needs them (start-up time matters for -C and -G)
-local protocols = setmetatable({}, { __index = function(t, k)
-  local m = require "conntrack.cli.protocols"
-  setmetatable(t, { __index = m })
-  return m[k]
-end })
-local labelmap = setmetatable({}, { __index = function(t, k)
-  local m = require "conntrack.cli.labelmap"
-  setmetatable(t, { __index = m })
-  return m[k]
-end })
+local values = lazy "conntrack.cli.values"
+local protocols = lazy "conntrack.cli.protocols"
+local labelmap = lazy "conntrack.cli.labelmap"
 
 local M = {}
 
