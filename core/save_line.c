@@ -7,7 +7,7 @@
  * -I or -A, in that order:
  *
  *   -I|-A -t TIMEOUT [-u STATUS[,STATUS...]] [-w ZONE] [--orig-zone ZONE]
- *         [--reply-zone ZONE] -s ADDR -d ADDR -r ADDR -q ADDR -p PROTO OPTIONS
+ *         [--reply-zone ZONE] -s ADDR -d ADDR -r|-g ADDR -q|-n ADDR -p PROTO OPTIONS
  *
  *   tcp:          --sport P --dport P --reply-port-src P --reply-port-dst P --state S
  *   udp, udplite: the four ports
@@ -220,27 +220,77 @@ static bool status_option(const struct reader *r, struct ct_spec *spec)
 }
 
 /* -s, -d, -r or -q: an address of the line's family (*family once known). */
+/* The literal address of len bytes at s into val. */
+static bool address(const char *s, size_t len, struct ct_value *val)
+{
+	char text[INET6_ADDRSTRLEN];
+
+	if (len >= sizeof(text))
+		return false;
+	memcpy(text, s, len);
+	text[len] = '\0';
+	if (inet_pton(AF_INET, text, &val->v.addr) == 1)
+		val->family = AF_INET;
+	else if (inet_pton(AF_INET6, text, &val->v.addr) == 1)
+		val->family = AF_INET6;
+	else
+		return false;
+	return true;
+}
+
+/* An address option into field (an address, or a NAT target without a port): false
+ * when the line has no such option here, or bad when its address is none or of
+ * another family than the line's (*family once known). */
 static bool address_option(struct reader *r, const char *name, struct ct_spec *spec,
 			   enum ct_field_id field, uint8_t *family)
 {
 	struct ct_value val = { 0 };
-	char text[INET6_ADDRSTRLEN];
 
-	if (!option(r, name) || r->vlen >= sizeof(text))
+	if (!option(r, name))
 		return false;
-	memcpy(text, r->value, r->vlen);
-	text[r->vlen] = '\0';
-	if (inet_pton(AF_INET, text, &val.v.addr) == 1)
-		val.family = AF_INET;
-	else if (inet_pton(AF_INET6, text, &val.v.addr) == 1)
-		val.family = AF_INET6;
-	else
+	if (!address(r->value, r->vlen, &val) || (*family && *family != val.family)) {
+		r->bad = true;
 		return false;
-	if (*family && *family != val.family)
-		return false;
+	}
 	*family = val.family;
 	*give(spec, field) = val;
 	return true;
+}
+
+/*
+ * The reply tuple's addresses, -r and -q, or in their place the NAT targets
+ * that conntrack -o save writes for a NATed entry, -g and -n, with which
+ * conntrack -I has the kernel set up the NAT. As conntrack's template is
+ * sent, once one reply address is given the other is the family's zero
+ * address if not, and with neither there is no reply tuple (*reply false:
+ * the reply ports or keys given are not sent either).
+ */
+static bool reply_addresses(struct reader *r, struct ct_spec *spec, uint8_t *family,
+			    bool *reply)
+{
+	bool src, dst;
+
+	src = address_option(r, "-r", spec, CT_F_REPLY_SRC, family);
+	if (!src && !address_option(r, "-g", spec, CT_F_DNAT, family))
+		return false;
+	dst = address_option(r, "-q", spec, CT_F_REPLY_DST, family);
+	if (!dst && !address_option(r, "-n", spec, CT_F_SNAT, family))
+		return false;
+	if (src != dst)
+		give(spec, src ? CT_F_REPLY_DST : CT_F_REPLY_SRC)->family = *family;
+	*reply = src || dst;
+	return true;
+}
+
+/* The reply tuple's ids (ports, keys) out of the spec. */
+static void drop_reply_ids(struct ct_spec *spec)
+{
+	static const enum ct_field_id ids[] = {
+		CT_F_REPLY_SPORT, CT_F_REPLY_DPORT, CT_F_REPLY_SRCKEY, CT_F_REPLY_DSTKEY
+	};
+
+	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++)
+		spec->given &= ~(UINT64_C(1) << ids[i]);
 }
 
 static bool state_option(struct reader *r, const char *const *states, struct ct_spec *spec)
@@ -342,6 +392,7 @@ char ct_save_line_read(const char *line, size_t len, struct ct_spec *spec)
 {
 	struct reader r = { line, line + len, NULL, NULL, 0, 0, false };
 	uint8_t family = 0;
+	bool reply;
 	char command;
 
 	spec->given = 0;
@@ -359,10 +410,11 @@ char ct_save_line_read(const char *line, size_t len, struct ct_spec *spec)
 	    !optional_number(&r, "--reply-zone", UINT16_MAX, spec, CT_F_REPLY_ZONE) ||
 	    !address_option(&r, "-s", spec, CT_F_SRC, &family) ||
 	    !address_option(&r, "-d", spec, CT_F_DST, &family) ||
-	    !address_option(&r, "-r", spec, CT_F_REPLY_SRC, &family) ||
-	    !address_option(&r, "-q", spec, CT_F_REPLY_DST, &family) ||
+	    !reply_addresses(&r, spec, &family, &reply) ||
 	    !protocol(&r, spec) || r.bad || !at_end(&r))
 		return 0;
+	if (!reply)
+		drop_reply_ids(spec);
 	return command;
 }
 

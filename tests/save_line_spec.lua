@@ -55,8 +55,10 @@ local function save_words(rand)
   if rand() < 0.2 then add("-w", number(rand, 65535)) end
   if rand() < 0.1 then add("--orig-zone", number(rand, 65535)) end
   if rand() < 0.1 then add("--reply-zone", number(rand, 65535)) end
-  add("-s", pick(rand, addrs), "-d", pick(rand, addrs), "-r", pick(rand, addrs),
-      "-q", pick(rand, addrs), "-p", proto)
+  -- (-o save writes a NATed entry's reply addresses as the NAT targets: -g, -n)
+  add("-s", pick(rand, addrs), "-d", pick(rand, addrs),
+      rand() < 0.2 and "-g" or "-r", pick(rand, addrs),
+      rand() < 0.2 and "-n" or "-q", pick(rand, addrs), "-p", proto)
   if proto == "gre" then
     add("--srckey", number(rand, 65535), "--dstkey", number(rand, 65535),
         "--reply-key-src", number(rand, 65535), "--reply-key-dst", number(rand, 65535))

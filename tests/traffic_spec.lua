@@ -3,6 +3,7 @@
 -- check compares the binding with /usr/sbin/conntrack reading the same table, matching
 -- entries by the kernel's id so that two reads of the table are never compared by position.
 local H = require "helpers"
+local conntrack = require "conntrack"
 
 -- ctime(3)'s layout, as conntrack prints [start=...] (local time zone, day padded by a space)
 local CTIME = "%a %b %e %H:%M:%S %Y"
@@ -267,6 +268,31 @@ table ip6 nat {
         assert.is_not_nil(next(expected), case.args .. " lists nothing: a vacuous comparison")
         assert.same(expected, our_ids(h, case.filter), case.args)
       end
+    end)
+
+    -- -o save writes a NATed entry's reply addresses as its NAT targets (-g, -n): such
+    -- lines are read in C too, and restoring them must do what conntrack's -R does.
+    it("is saved with -L -o save in lines that -R restores as conntrack restores them",
+       function()
+      nat_exchanges()
+      local file = os.tmpname()
+      H.must("./ct-lua conntrack -L -o save >" .. file .. " 2>/dev/null")
+      local nat_lines = 0
+      for line in io.lines(file) do
+        assert.is_not_nil(conntrack.save_command(line), line)
+        if line:find(" %-[gn] ") then nat_lines = nat_lines + 1 end
+      end
+      assert.is_true(nat_lines >= 4, nat_lines .. " NATed lines")
+      local function restored(who)   -- into the peer's table: status, messages, listing
+        peer:exec(H.CONNTRACK .. " -F 2>/dev/null || true")
+        local out = peer:exec("{ " .. who .. " -R " .. file .. " 2>&1; echo status $?; } | " ..
+                              "sed 's/^/R /'; " .. H.CONNTRACK .. " -L -o save 2>/dev/null | " ..
+                              "sed -E 's/-t [0-9]+ //' | sort")
+        return out:gsub("ct%-lua ", "")
+      end
+      local theirs, ours = restored(H.CONNTRACK), restored("./ct-lua conntrack")
+      os.remove(file)
+      assert.equal(theirs, ours)
     end)
 
     it("finds a NATed entry by its reply tuple", function()
