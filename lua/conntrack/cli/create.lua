@@ -144,15 +144,12 @@ local SAVED = { ["-I"] = "CT_CREATE", ["-A"] = "CT_ADD" }
 --- -I and -A of many lines (-R) in pipelined batches, with the results that create on
 -- each in turn would have: queue.add(command, netns, spec) for each, queue.restore(text)
 -- for a run of lines of conntrack's save format (conntrack.save_lines), queue.flush()
--- before anything else runs and at the end. A spec may be a save line too; spec_of(line)
--- gives a save line's spec table when one is needed. The table is left as conntrack,
--- which stops at the failing line, leaves it.
+-- before anything else runs and at the end. spec_of(line) gives a save line's spec table
+-- when one is needed. The table is left as conntrack, which stops at the failing line,
+-- leaves it.
 function M.queue(ctx, spec_of)
   local commands, specs, netns, n = {}, {}, nil, 0
   local queue = {}
-  local function spec_table(spec)
-    return type(spec) == "string" and spec_of(spec) or spec
-  end
   function queue.flush()
     if n == 0 then return end
     local batch, batch_commands, count = specs, commands, n
@@ -164,7 +161,7 @@ function M.queue(ctx, spec_of)
       return
     end
     settle(ctx, h, count, created, report, function(i) return batch_commands[i] end,
-           function(i) return spec_table(batch[i]) end)
+           function(i) return batch[i] end)
   end
   function queue.add(command, spec_netns, spec)
     if n == 0 then netns = spec_netns end
