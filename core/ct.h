@@ -183,6 +183,8 @@ bool ct_field_match(const struct ct_field *f, const struct ct_value *want,
 		    const struct ct_entry *e);
 int ct_field_store(const struct ct_field *f, const struct ct_value *val,
 		   struct nf_conntrack *ct, const struct nf_conntrack *old);
+/* The literal address (no prefix, no port) of len bytes at s into val's family and v. */
+bool ct_address_parse(const char *s, size_t len, struct ct_value *val);
 int ct_proto_number(const char *name);
 const char *ct_proto_name(uint8_t num);
 int ct_state_number(uint8_t proto, const char *name);

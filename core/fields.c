@@ -356,7 +356,6 @@ static void parse_nat(const struct ct_arg *a, const struct ct_field *f, int idx,
 		      struct ct_value *out)
 {
 	const char *s = lua_tostring(a->L, idx), *start, *port = NULL, *colon;
-	char text[INET6_ADDRSTRLEN];
 	size_t len;
 
 	if (lua_type(a->L, idx) != LUA_TSTRING)
@@ -379,15 +378,7 @@ static void parse_nat(const struct ct_arg *a, const struct ct_field *f, int idx,
 		len = (size_t)(colon - s);
 		port = colon + 1;
 	}
-	if (len >= sizeof(text))
-		arg_error(a, "field '%s': invalid NAT target '%s'", f->name, s);
-	memcpy(text, start, len);
-	text[len] = '\0';
-	if (inet_pton(AF_INET, text, &out->v.addr) == 1)
-		out->family = AF_INET;
-	else if (inet_pton(AF_INET6, text, &out->v.addr) == 1)
-		out->family = AF_INET6;
-	else
+	if (!ct_address_parse(start, len, out))
 		arg_error(a, "field '%s': invalid NAT target '%s'", f->name, s);
 	if (port) {
 		out->port = (uint16_t)parse_number(a, f, idx, port, UINT16_MAX);
@@ -429,34 +420,37 @@ static void set_prefix(struct ct_value *out, unsigned bits)
 	out->has_mask = true;
 }
 
+bool ct_address_parse(const char *s, size_t len, struct ct_value *val)
+{
+	char text[INET6_ADDRSTRLEN];
+
+	if (len >= sizeof(text))
+		return false;
+	memcpy(text, s, len);
+	text[len] = '\0';
+	if (inet_pton(AF_INET, text, &val->v.addr) == 1)
+		val->family = AF_INET;
+	else if (inet_pton(AF_INET6, text, &val->v.addr) == 1)
+		val->family = AF_INET6;
+	else
+		return false;
+	return true;
+}
+
 static void parse_addr(const struct ct_arg *a, const struct ct_field *f, int idx, bool cidr,
 		       struct ct_value *out)
 {
 	const char *s = lua_tostring(a->L, idx);
 	const char *slash;
-	char text[INET6_ADDRSTRLEN];
-	size_t len;
 	unsigned maxbits;
 
 	if (lua_type(a->L, idx) != LUA_TSTRING)
 		arg_error(a, "field '%s' expects an address string, got %s", f->name,
 			  luaL_typename(a->L, idx));
 	slash = strchr(s, '/');
-	len = slash ? (size_t)(slash - s) : strlen(s);
-	if (len >= sizeof(text))
+	if (!ct_address_parse(s, slash ? (size_t)(slash - s) : strlen(s), out))
 		arg_error(a, "field '%s': invalid address '%s'", f->name, s);
-	memcpy(text, s, len);
-	text[len] = '\0';
-	if (inet_pton(AF_INET, text, &out->v.addr) == 1) {
-		out->family = AF_INET;
-		maxbits = 32;
-	} else if (inet_pton(AF_INET6, text, &out->v.addr) == 1) {
-		out->family = AF_INET6;
-		maxbits = 128;
-	} else {
-		arg_error(a, "field '%s': invalid address '%s'", f->name, s);
-		return;
-	}
+	maxbits = out->family == AF_INET ? 32 : 128;
 	if (!slash) {
 		set_prefix(out, maxbits);
 		return;

@@ -220,24 +220,6 @@ static bool status_option(const struct reader *r, struct ct_spec *spec)
 }
 
 /* -s, -d, -r or -q: an address of the line's family (*family once known). */
-/* The literal address of len bytes at s into val. */
-static bool address(const char *s, size_t len, struct ct_value *val)
-{
-	char text[INET6_ADDRSTRLEN];
-
-	if (len >= sizeof(text))
-		return false;
-	memcpy(text, s, len);
-	text[len] = '\0';
-	if (inet_pton(AF_INET, text, &val->v.addr) == 1)
-		val->family = AF_INET;
-	else if (inet_pton(AF_INET6, text, &val->v.addr) == 1)
-		val->family = AF_INET6;
-	else
-		return false;
-	return true;
-}
-
 /* An address option into field (an address, or a NAT target without a port): false
  * when the line has no such option here, or bad when its address is none or of
  * another family than the line's (*family once known). */
@@ -248,7 +230,7 @@ static bool address_option(struct reader *r, const char *name, struct ct_spec *s
 
 	if (!option(r, name))
 		return false;
-	if (!address(r->value, r->vlen, &val) || (*family && *family != val.family)) {
+	if (!ct_address_parse(r->value, r->vlen, &val) || (*family && *family != val.family)) {
 		r->bad = true;
 		return false;
 	}
