@@ -480,11 +480,11 @@ int ct_handle_restore(lua_State *L)
 	struct ct_flow *scratch;
 	struct ct_batch b;
 	const char *line, *s;
-	size_t len;
+	size_t s_len, len;
 
-	s = luaL_checklstring(L, 2, &len);
+	s = luaL_checklstring(L, 2, &s_len);
 	lua_settop(L, 2);
-	ct_save_text_init(&text, s, len);
+	ct_save_text_init(&text, s, s_len);
 	while (ct_save_text_next(&text, &line, &len))
 		if (!ct_save_line_read(line, len, &spec))
 			luaL_argerror(L, 2, lua_pushfstring(L, "line %d is not a line of conntrack's "
@@ -494,7 +494,7 @@ int ct_handle_restore(lua_State *L)
 	ct_flow_alloc(L);
 	scratch = lua_touserdata(L, -1);
 	batch_init(&b, L, "restore", &h->sock, false, 0);
-	ct_save_text_init(&text, s, lua_rawlen(L, 2));
+	ct_save_text_init(&text, s, s_len);
 	while (!b.raised && ct_save_text_next(&text, &line, &len)) {
 		const char *name;
 

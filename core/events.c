@@ -334,8 +334,9 @@ static struct ct_flow *filtered_flow(lua_State *L, struct ct_events *ev, const s
  * Make one message's flow and, if it passes the filter, append its event.
  * The flow holds the message, read through its index (flow.c), unless the
  * message is odd; the C filter and the resync view read the index too.
- * Lua runs only for the predicate, after the C filter. A malformed message (EBADMSG, see nlvalidate.c) is an error for recv to
- * report after the events before it, never a silent gap in the stream.
+ * Lua runs only for the predicate, after the C filter. A malformed message
+ * (EBADMSG, see nlvalidate.c) is an error for recv to report after the
+ * events before it, never a silent gap in the stream.
  */
 void ct_events_queue(lua_State *L, struct ct_events *ev, int self, int queue,
 		     const struct nlmsghdr *nlh)

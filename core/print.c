@@ -298,7 +298,8 @@ bool ct_print_known(const struct ct_entry *e)
  */
 static bool icmp_known(const struct ct_entry *e)
 {
-	return !e->ct && !ct_entry_has(e, ATTR_ORIG_PORT_SRC) && !ct_entry_has(e, ATTR_ORIG_PORT_DST) &&
+	return !e->ct &&
+	       !ct_entry_has(e, ATTR_ORIG_PORT_SRC) && !ct_entry_has(e, ATTR_ORIG_PORT_DST) &&
 	       !ct_entry_has(e, ATTR_REPL_PORT_SRC) && !ct_entry_has(e, ATTR_REPL_PORT_DST);
 }
 

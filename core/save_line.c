@@ -219,7 +219,6 @@ static bool status_option(const struct reader *r, struct ct_spec *spec)
 	return true;
 }
 
-/* -s, -d, -r or -q: an address of the line's family (*family once known). */
 /* An address option into field (an address, or a NAT target without a port): false
  * when the line has no such option here, or bad when its address is none or of
  * another family than the line's (*family once known). */

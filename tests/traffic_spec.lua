@@ -293,6 +293,10 @@ table ip6 nat {
       local theirs, ours = restored(H.CONNTRACK), restored("./ct-lua conntrack")
       os.remove(file)
       assert.equal(theirs, ours)
+      -- (not two failures alike: conntrack restored the NATed entries)
+      assert.matches("R status 0\n", theirs, 1, true)
+      local _, restored_nat = theirs:gsub("\n%-A [^\n]* %-[gn] ", "")
+      assert.is_true(restored_nat >= nat_lines, restored_nat .. " of " .. nat_lines .. " NATed")
     end)
 
     it("finds a NATed entry by its reply tuple", function()
