@@ -11,6 +11,9 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC -pthread $(WARNINGS) $(CPPFLAGS) $(CFL
              $(shell pkg-config --cflags $(PKGS))
 NL_LIBS    = $(shell pkg-config --libs libmnl libnetfilter_conntrack)
 LUA_LIBS   = $(shell pkg-config --libs lua5.4)
+# ct-lua holds Lua itself, as Debian's lua5.4 does: one file is the whole product, and
+# starting it maps one library fewer and resolves no Lua symbol.
+LUA_STATIC = $(shell pkg-config --variable=libdir lua5.4)/liblua5.4.a
 LUA        = lua5.4
 
 MODULE_SRCS := core/module.c core/handle.c core/dump.c core/batch.c core/stats.c \
@@ -52,7 +55,7 @@ build/embedded.o: build/embedded.c core/embedded.h
 
 # -Wl,-E exports the Lua API so C modules loaded by scripts bind to our Lua.
 ct-lua: build/main.o build/embedded.o $(MODULE_OBJS)
-	$(CC) -Wl,-E $(LDFLAGS) -o $@ $^ $(LUA_LIBS) $(NL_LIBS) -lm -ldl -pthread
+	$(CC) -Wl,-E $(LDFLAGS) -o $@ $^ $(LUA_STATIC) $(NL_LIBS) -lm -ldl -pthread
 
 # Installs the Debian packages that are missing (as root), or says how.
 deps:

@@ -210,6 +210,29 @@ describe("main(argv, out, err)", function()
     assert.equal(PREFIX .. "cannot combine save output with any other output type, use -o save only\n", err)
   end)
 
+  -- ready marks the end of start-up: the bundled script restarts its collector there
+  it("calls ready once the command line is parsed, before the command writes", function()
+    local log
+    local function recorder(name)
+      return { write = function(_, ...) log[#log + 1] = name .. ":" .. table.concat({ ... }) end }
+    end
+    local function ready() log[#log + 1] = "ready" end
+    local function main(...)
+      log = {}
+      return cli.main({ [0] = "conntrack", ... }, recorder("out"), recorder("err"), ready)
+    end
+
+    assert.equal(0, main("-V"))
+    assert.same({ "ready", "out:conntrack v1.4.7 (conntrack-tools)\n" }, log)
+    -- a command line that does not parse never gets there
+    assert.equal(2, main("--bogus"))
+    assert.same({ "err:" .. PREFIX .. "unknown option `--bogus'\n", "err:" .. TRY }, log)
+    -- -R: before its file is opened
+    assert.equal(2, main("-R", "/nonexistent/ct-lua-file"))
+    assert.same({ "ready", "err:" .. PREFIX .. "Failed to open file /nonexistent/ct-lua-file for reading\n",
+                  "err:" .. TRY }, log)
+  end)
+
   it("warns about SRC_NAT in a list before going on", function()
     local _, _, err = run("-E", "-e", "S", "-s", "1.1.1.300")
     assert.equal("WARNING: ignoring SRC_NAT, use --src-nat instead\n" .. PREFIX ..

@@ -3,10 +3,12 @@
 --   local cli = require "conntrack.cli"
 --   local status = cli.main(arg, io.stdout, io.stderr)
 --
--- main(argv, out, err) takes the script's `arg` table (argv[0] is the program name) and
--- two handles with :write (and :flush for -E), prints exactly what conntrack prints, and
--- returns the exit status. It never exits and keeps nothing between calls, so tests can
--- call it in-process. Modules are loaded only when a command needs them.
+-- main(argv, out, err[, ready]) takes the script's `arg` table (argv[0] is the program
+-- name) and two handles with :write (and :flush for -E), prints exactly what conntrack
+-- prints, and returns the exit status. It never exits and keeps nothing between calls, so
+-- tests can call it in-process. Modules are loaded only when a command needs them.
+-- ready, if given, is called once start-up is over: the command line is parsed (or -R's
+-- file is about to be read) and the command's own work begins.
 -- @module conntrack.cli
 local M = {}
 
@@ -62,17 +64,22 @@ function M.summary(ctx, cmd)
   return 0
 end
 
-local function run(ctx, argv, argc)
+local function run(ctx, argv, argc, ready)
   if argc > 2 and (argv[1] == "-R" or argv[1] == "--load-file") then
-    return require("conntrack.cli.loadfile").run(ctx, argv, argc)
+    local loadfile = require "conntrack.cli.loadfile"
+    ready()
+    return loadfile.run(ctx, argv, argc)
   end
   local cmd = require("conntrack.cli.parse").parse(ctx, argv, argc)
+  ready()
   M.execute(ctx, cmd)
   return M.summary(ctx, cmd)
 end
 
+local function nothing() end
+
 --- conntrack's main: returns the exit status.
-function M.main(argv, out, err)
+function M.main(argv, out, err, ready)
   local args, n = { [0] = argv[0] or options.PROGNAME }, 0
   while argv[n + 1] ~= nil do
     n = n + 1
@@ -81,7 +88,7 @@ function M.main(argv, out, err)
   local ctx = { out = out, err = err, counter = 0 }
   local labelmap = package.loaded["conntrack.cli.labelmap"]
   if labelmap then labelmap.reset() end
-  local ok, res = pcall(run, ctx, args, n + 1)
+  local ok, res = pcall(run, ctx, args, n + 1, ready or nothing)
   if ctx.handle then ctx.handle:close() end
   if ok then return res end
   if type(res) == "table" and res.status then
