@@ -224,6 +224,30 @@ describe("ct-lua interpreter", function()
     assert.are.equal("ct-lua: custom\n", ct.stderr)
   end)
 
+  -- tools/embed.lua keeps the bundled chunks' lines and drops the names of their locals
+  it("names the repository file and line of an error inside a bundled module", function()
+    local lua_dir = CT_LUA:gsub("ct%-lua$", "lua")
+    local line
+    local n = 0
+    for text in io.lines(lua_dir .. "/conntrack/cli/values.lua") do
+      n = n + 1
+      if not line and text:find('match(s, "^[1-9]', 1, true) then line = n end
+    end
+    assert.is_number(line)
+    local r = run({ CT_LUA, "-e", "require('conntrack.cli.values').strtoul(nil, 10)" })
+    assert.are.equal(1, r.status)
+    assert.truthy(r.stderr:find("^ct%-lua: lua/conntrack/cli/values%.lua:" .. line .. ": bad argument #1"),
+                  r.stderr)
+    assert.truthy(r.stderr:find("\n\tlua/conntrack/cli/values%.lua:" .. line ..
+                                ": in function 'conntrack%.cli%.values%.strtoul'\n"), r.stderr)
+    -- a parameter's name is debug information the chunk no longer has
+    r = run({ CT_LUA, "-e", "print(debug.getlocal(require('conntrack.cli.values').strtoul, 1))" })
+    assert.are.equal("nil\n", r.stdout)
+    r = run({ "lua5.4", "-e", string.format("package.path = %q", lua_dir .. "/?.lua"), "-e",
+              "print(debug.getlocal(require('conntrack.cli.values').strtoul, 1))" })
+    assert.are.equal("s\n", r.stdout)
+  end)
+
   it("reports a syntax error and exits 1", function()
     write_file(in_work("syntax.lua"), "x = = 1\n")
     local ct, ref = both({ "syntax.lua" })

@@ -4,10 +4,11 @@
 --
 -- Each FILE is a repository-relative path under lua/ (a module) or scripts/ (a bundled
 -- script). OUT.c defines ct_embedded_modules[] and ct_embedded_scripts[] as declared in
--- core/embedded.h. Each file is stored precompiled (string.dump, with its debug
--- information, so tracebacks keep the repository's file names and lines): loading
--- bytecode takes a tenth of the time of compiling source, and ct-lua's start-up is what
--- every short command pays (`ct-lua conntrack -C`). The interpreter running this script
+-- core/embedded.h. Each file is stored precompiled: loading bytecode takes a tenth of the
+-- time of compiling source, and ct-lua's start-up is what every short command pays
+-- (`ct-lua conntrack -C`). The debug information keeps the source and its lines, so
+-- tracebacks name the repository's files and lines, but not the names of locals and
+-- upvalues (drop_names). The interpreter running this script
 -- must be the Lua the binary links (the Makefile uses lua5.4 for both); a mismatch fails
 -- loudly when the chunk is loaded. A syntax error fails the build. Chunks are emitted as
 -- unsigned char arrays rather than string literals: C11 only guarantees 4095 characters per
@@ -49,13 +50,82 @@ local function read_file(path)
   return data
 end
 
+-- Lua 5.4's binary chunk (lundump.c) with no names of locals and upvalues in its debug
+-- information, which keeps the source and the line of every instruction. Interning
+-- those names was a sixth of the instructions of `ct-lua conntrack -G`, all of start-up;
+-- what they gave is a name in a few messages ("(local 'x')", "bad argument #1 to 'find'"
+-- for a local alias of a library function), where a stripped chunk says '?'.
+local function drop_names(chunk)
+  local pos, out = 1, {}
+  local function take(n)
+    local s = chunk:sub(pos, pos + n - 1)
+    if #s < n then die("drop_names: truncated chunk") end
+    pos = pos + n
+    return s
+  end
+  local function keep(n) out[#out + 1] = take(n) end
+  -- a size: 7-bit groups, most significant first, the last one with 0x80 set
+  local function size()
+    local start, v = pos, 0
+    repeat
+      local b = take(1):byte()
+      v = (v << 7) | (b & 0x7f)
+    until b & 0x80 ~= 0
+    return v, chunk:sub(start, pos - 1)
+  end
+  local function keep_size()
+    local v, raw = size()
+    out[#out + 1] = raw
+    return v
+  end
+  local function keep_string()    -- size + 1, then the bytes; 0 is no string
+    local n = keep_size()
+    if n > 0 then keep(n - 1) end
+  end
+  local function skip_string()
+    local n = size()
+    if n > 0 then take(n - 1) end
+  end
+  local NONE = "\x80"            -- a count of 0
+  local NUMBER, STRING = { [0x03] = true, [0x13] = true }, { [0x04] = true, [0x14] = true }
+  local function func()
+    keep_string()                 -- source
+    keep_size(); keep_size()      -- linedefined, lastlinedefined
+    keep(3)                       -- numparams, is_vararg, maxstacksize
+    keep(4 * keep_size())         -- code
+    for _ = 1, keep_size() do     -- constants: a type tag, then the value
+      local tag = take(1)
+      out[#out + 1] = tag
+      if NUMBER[tag:byte()] then keep(8)
+      elseif STRING[tag:byte()] then keep_string() end
+    end
+    keep(3 * keep_size())         -- upvalues: instack, idx, kind
+    for _ = 1, keep_size() do func() end
+    keep(keep_size())             -- lineinfo
+    for _ = 1, keep_size() do keep_size(); keep_size() end   -- abslineinfo: pc, line
+    out[#out + 1] = NONE          -- locvars: name, startpc, endpc
+    for _ = 1, size() do skip_string(); size(); size() end
+    out[#out + 1] = NONE          -- upvalue names
+    for _ = 1, size() do skip_string() end
+  end
+  -- the header: signature, version 5.4, format 0, LUAC_DATA, the sizes of an instruction,
+  -- an integer and a number, LUAC_INT, LUAC_NUM; then the main closure's upvalue count
+  local signature = take(6)
+  if signature ~= "\x1bLua\x54\0" then die("drop_names: not a Lua 5.4 chunk") end
+  out[1] = signature
+  keep(6 + 3 + 8 + 8 + 1)
+  func()
+  if pos ~= #chunk + 1 then die("drop_names: bytes after the main function") end
+  return table.concat(out)
+end
+
 -- The file compiled as luaL_loadfile would: a first line starting with '#' (a shebang) is
 -- skipped, keeping its newline so that line numbers stay those of the file.
 local function compile(path)
   local source = read_file(path):gsub("^#[^\n]*", "", 1)
   local chunk, err = load(source, "@" .. path, "t")
   if not chunk then die(err) end
-  return string.dump(chunk)
+  return drop_names(string.dump(chunk))
 end
 
 -- A C string literal for names and chunk names. Everything outside a conservative set is
