@@ -754,6 +754,9 @@ end
 
 local function verdict(row, raw)
   if row.error then return "ERROR: " .. row.error end
+  if not row.ratio and (row.theirs_failed or 0) > 0 then
+    return "n/a (conntrack failed in every timed run)"
+  end
   local missed = {}
   if row.target and row.target.ratio and not (row.ratio and row.ratio <= row.target.ratio) then
     missed[#missed + 1] = "ratio"
