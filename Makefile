@@ -12,8 +12,9 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC -pthread $(WARNINGS) $(CPPFLAGS) $(CFL
 NL_LIBS    = $(shell pkg-config --libs libmnl libnetfilter_conntrack)
 LUA_LIBS   = $(shell pkg-config --libs lua5.4)
 # ct-lua holds Lua itself, as Debian's lua5.4 does: one file is the whole product, and
-# starting it maps one library fewer and resolves no Lua symbol.
-LUA_STATIC = $(shell pkg-config --variable=libdir lua5.4)/liblua5.4.a
+# starting it maps one library fewer and resolves no Lua symbol. (Without the static
+# library, from liblua5.4-dev, it links the shared one.)
+LUA_STATIC = $(or $(wildcard $(shell pkg-config --variable=libdir lua5.4)/liblua5.4.a),$(LUA_LIBS))
 LUA        = lua5.4
 
 MODULE_SRCS := core/module.c core/handle.c core/dump.c core/batch.c core/stats.c \

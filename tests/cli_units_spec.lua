@@ -210,7 +210,7 @@ describe("main(argv, out, err)", function()
     assert.equal(PREFIX .. "cannot combine save output with any other output type, use -o save only\n", err)
   end)
 
-  -- ready marks the end of start-up: the bundled script restarts its collector there
+  -- ready marks the end of start-up: the bundled script sets its collector's pause there
   it("calls ready once the command line is parsed, before the command writes", function()
     local log
     local function recorder(name)

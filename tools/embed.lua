@@ -50,11 +50,13 @@ local function read_file(path)
   return data
 end
 
--- Lua 5.4's binary chunk (lundump.c) with no names of locals and upvalues in its debug
--- information, which keeps the source and the line of every instruction. Interning
--- those names was a sixth of the instructions of `ct-lua conntrack -G`, all of start-up;
--- what they gave is a name in a few messages ("(local 'x')", "bad argument #1 to 'find'"
--- for a local alias of a library function), where a stripped chunk says '?'.
+-- Lua 5.4's binary chunk (lundump.c) without the names of locals and upvalues in its
+-- debug information, which keeps the source and the line of every instruction, and the
+-- name _ENV, by which messages say "global 'x'". Interning the names was a sixth of the
+-- instructions of `ct-lua conntrack -G`, all of start-up. What they gave is a name in a
+-- few messages of an error inside a bundled chunk: "(local 'x')" and "(upvalue 'x')",
+-- and "bad argument #1 to 'find'" through a local alias of a library function, which
+-- now say nothing, '?' and '?'.
 local function drop_names(chunk)
   local pos, out = 1, {}
   local function take(n)
@@ -82,12 +84,14 @@ local function drop_names(chunk)
     local n = keep_size()
     if n > 0 then keep(n - 1) end
   end
-  local function skip_string()
+  local function read_string()
     local n = size()
-    if n > 0 then take(n - 1) end
+    return n > 0 and take(n - 1) or nil
   end
-  local NONE = "\x80"            -- a count of 0
-  local NUMBER, STRING = { [0x03] = true, [0x13] = true }, { [0x04] = true, [0x14] = true }
+  local NONE = "\x80"            -- a count of 0, or no string
+  -- the constants' type tags and the size of their value (a string's is its own)
+  local VALUE = { [0x00] = 0, [0x01] = 0, [0x11] = 0, [0x03] = 8, [0x13] = 8, [0x04] = "s",
+                  [0x14] = "s" }
   local function func()
     keep_string()                 -- source
     keep_size(); keep_size()      -- linedefined, lastlinedefined
@@ -95,25 +99,30 @@ local function drop_names(chunk)
     keep(4 * keep_size())         -- code
     for _ = 1, keep_size() do     -- constants: a type tag, then the value
       local tag = take(1)
+      local value = VALUE[tag:byte()]
+      if not value then die(string.format("drop_names: constant of type 0x%02x", tag:byte())) end
       out[#out + 1] = tag
-      if NUMBER[tag:byte()] then keep(8)
-      elseif STRING[tag:byte()] then keep_string() end
+      if value == "s" then keep_string() else keep(value) end
     end
     keep(3 * keep_size())         -- upvalues: instack, idx, kind
     for _ = 1, keep_size() do func() end
     keep(keep_size())             -- lineinfo
     for _ = 1, keep_size() do keep_size(); keep_size() end   -- abslineinfo: pc, line
     out[#out + 1] = NONE          -- locvars: name, startpc, endpc
-    for _ = 1, size() do skip_string(); size(); size() end
-    out[#out + 1] = NONE          -- upvalue names
-    for _ = 1, size() do skip_string() end
+    for _ = 1, size() do read_string(); size(); size() end
+    for _ = 1, keep_size() do     -- upvalue names
+      local name = read_string()
+      out[#out + 1] = name == "_ENV" and "\x85_ENV" or NONE
+    end
   end
   -- the header: signature, version 5.4, format 0, LUAC_DATA, the sizes of an instruction,
   -- an integer and a number, LUAC_INT, LUAC_NUM; then the main closure's upvalue count
-  local signature = take(6)
-  if signature ~= "\x1bLua\x54\0" then die("drop_names: not a Lua 5.4 chunk") end
-  out[1] = signature
-  keep(6 + 3 + 8 + 8 + 1)
+  local header = take(15)
+  if header ~= "\x1bLua\x54\0\x19\x93\r\n\x1a\n\4\8\8" then
+    die("drop_names: not a chunk of Lua 5.4 with 64-bit integers and numbers")
+  end
+  out[1] = header
+  keep(8 + 8 + 1)
   func()
   if pos ~= #chunk + 1 then die("drop_names: bytes after the main function") end
   return table.concat(out)

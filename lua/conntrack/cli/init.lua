@@ -66,9 +66,9 @@ end
 
 local function run(ctx, argv, argc, ready)
   if argc > 2 and (argv[1] == "-R" or argv[1] == "--load-file") then
-    local loadfile = require "conntrack.cli.loadfile"
+    local load_file = require "conntrack.cli.loadfile"
     ready()
-    return loadfile.run(ctx, argv, argc)
+    return load_file.run(ctx, argv, argc)
   end
   local cmd = require("conntrack.cli.parse").parse(ctx, argv, argc)
   ready()
