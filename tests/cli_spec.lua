@@ -611,11 +611,12 @@ end
 local function verdict_of(status) return status == 0 and "OK" or "BAD" end
 
 --- The listing lines with the IPv4 entries first, then the IPv6 ones, each in their order
--- (the family is read from the line: -o extended's first word, else the first address).
+-- (the family is read from the line: -o extended's first word, -o xml's layer3 element,
+-- else the first address).
 local function ipv4_first(lines)
   local v4, v6 = {}, {}
   for _, line in ipairs(lines) do
-    local family = line:match("^(ipv[46]) ")
+    local family = line:match("^(ipv[46]) ") or line:match('<layer3 [^>]*protoname="(ipv[46])"')
     local v6_line = family == "ipv6" or
                     (not family and (line:match("src=(%S+)") or ""):find(":", 1, true))
     table.insert(v6_line and v6 or v4, line)
