@@ -510,21 +510,10 @@ local function table_state(file)
   return table.concat(parts, "\n")
 end
 
--- Netlink sockets of the netfilter family bound to multicast groups, from
--- /proc/net/netlink: a listener is subscribed when its socket shows up here.
-local function listening_sockets()
-  local n = 0
-  for line in io.lines("/proc/net/netlink") do
-    local eth, groups = line:match("^%x+%s+(%d+)%s+%d+%s+(%x+)")
-    if eth == "12" and tonumber(groups, 16) ~= 0 then n = n + 1 end
-  end
-  return n
-end
-
 --- Runs both programs' -E ARGS at the same time, plays the case's sequence, stops both with
 -- SIGINT once their output is quiet; returns both results.
 local function run_listeners(file, case)
-  local base = listening_sockets()
+  local base = H.subscribed_sockets()
   local started = {}
   for i, p in ipairs(PROGRAMS) do
     run_count = run_count + 1
@@ -549,7 +538,7 @@ local function run_listeners(file, case)
   wait_until(function()
     local gone = 0
     for _, s in ipairs(started) do if exited(s) then gone = gone + 1 end end
-    return listening_sockets() >= base + #started - gone
+    return H.subscribed_sockets() >= base + #started - gone
   end, 1500)
   run_steps(file, case.during, true)   -- each change by its own process (requester)
   -- until both outputs are quiet for 150 ms and have as many lines (or are quiet for 1 s:

@@ -122,28 +122,18 @@ local function own_request_portids()
   return portids
 end
 
---- Netlink sockets of the netfilter family (12) that are in some multicast group.
-local function subscribed_sockets()
-  local n = 0
-  for line in io.lines("/proc/net/netlink") do
-    local eth, groups = line:match("^%x+%s+(%d+)%s+%d+%s+(%x+)")
-    if eth == "12" and tonumber(groups, 16) ~= 0 then n = n + 1 end
-  end
-  return n
-end
-
 --- conntrack -E ARGS (or PROGRAM -E ARGS) in the background, writing to a file. Returns
 -- once its event socket is in /proc/net/netlink with its groups (one more subscribed
 -- socket: call it before listening), so no event of the test precedes it. :stop() ends
 -- it and returns its event lines parsed.
 local function conntrack_events(args, program)
   local out = os.tmpname()
-  local before = subscribed_sockets()
+  local before = H.subscribed_sockets()
   local pid = H.must((program or H.CONNTRACK) .. " -E " .. args .. " >" .. out ..
                      " 2>&1 & echo $!"):match("%d+")
   local bound = false
   for _ = 1, 200 do
-    bound = subscribed_sockets() > before
+    bound = H.subscribed_sockets() > before
     if bound then break end
     sleep(0.01)
   end

@@ -7,9 +7,13 @@ local H = require "helpers"
 -- deleted by conntrack(8); returns its stdout lines.
 local function run_with_churn(example, seconds, changes)
   local out = os.tmpname()
+  local before = H.subscribed_sockets()
   local pid = H.must("./ct-lua " .. example .. " " .. seconds .. " > " .. out ..
                      " 2>&1 & echo $!"):match("%d+")
-  H.run("sleep 0.5")  -- it subscribes at start
+  -- it subscribes at start: no change before that (a fixed 0.5 s lost the first event on
+  -- a loaded machine)
+  H.eventually(5, example .. " to subscribe", function() return H.subscribed_sockets() > before end,
+               function() return H.read_file(out) end)
   for i = 1, changes do
     H.must(H.CONNTRACK .. " -I -p udp -s 10.3.0." .. i .. " -d 10.3.1.1 --sport 1 --dport 2 " ..
            "-t 60 2>/dev/null")

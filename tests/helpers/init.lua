@@ -265,6 +265,17 @@ function H.eventually(seconds, what, fn, describe)
   end
 end
 
+--- Netlink sockets of the netfilter family (12) in some multicast group, from this
+-- namespace's /proc/net/netlink: an event listener is subscribed once its socket counts.
+function H.subscribed_sockets()
+  local n = 0
+  for line in io.lines("/proc/net/netlink") do
+    local eth, groups = line:match("^%x+%s+(%d+)%s+%d+%s+(%x+)")
+    if eth == "12" and tonumber(groups, 16) ~= 0 then n = n + 1 end
+  end
+  return n
+end
+
 --- The content of a file, or "" when it cannot be read.
 function H.read_file(path)
   return H.file_text(path) or ""
