@@ -443,20 +443,20 @@ static int flow_format(lua_State *L)
 {
 	struct ct_entry entry;
 	struct ct_format fmt;
-	luaL_Buffer b;
-	char *out;
+	/* on the stack: a luaL_Buffer of this size boxed 8 KiB for the collector
+	 * per line (-D of 5,000 entries: 98 million instructions, now 84) */
+	char out[CT_FORMAT_MAX];
 	int len;
 
 	lua_settop(L, 2);
 	ct_format_parse(L, 2, NULL, &fmt);
-	out = luaL_buffinitsize(L, &b, CT_FORMAT_MAX);
 	ct_flow_entry(L, 1, &entry);
-	len = ct_format_print(out, CT_FORMAT_MAX, &entry, &fmt,
+	len = ct_format_print(out, sizeof(out), &entry, &fmt,
 			      fmt.labels ? flow_labelmap(L, 1) : NULL);
 	ct_entry_release(&entry);	/* what a printer that declined it parsed */
 	if (len < 0)
 		return luaL_error(L, "not enough memory");
-	luaL_pushresultsize(&b, (size_t)len);
+	lua_pushlstring(L, out, (size_t)len);
 	return 1;
 }
 

@@ -30,11 +30,13 @@ local function print_flow(ctx, cmd, place, f, kind)
   if cmd.output.xml and not cmd.output.save and (place == "list" or place == "event") then
     output.write_xml_start(ctx, "conntrack")
   end
-  local key = "format_" .. place
-  local format = cmd[key]
+  -- the formatter of each place, made at its first line
+  local formats = cmd.formats or {}
+  cmd.formats = formats
+  local format = formats[place]
   if not format then
     format = output.formatter(cmd.output, place)
-    cmd[key] = format
+    formats[place] = format
   end
   out:write(format(f, kind), "\n")
 end
