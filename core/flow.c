@@ -347,15 +347,22 @@ static int flow_tostring(lua_State *L)
 	return 1;
 }
 
-/* The message type of opts.event, for the [NEW] / [UPDATE] / [DESTROY] prefix. */
-unsigned int ct_format_event(lua_State *L, int opts)
+/* The message type of the event kind at idx, for the [NEW] / [UPDATE] / [DESTROY] prefix. */
+static unsigned int event_type(lua_State *L, int idx)
 {
 	static const char *const kinds[] = { "new", "update", "destroy", NULL };
 	static const unsigned int types[] = { NFCT_T_NEW, NFCT_T_UPDATE, NFCT_T_DESTROY };
+
+	return types[ct_check_choice(L, idx, 2, "event kind", NULL, kinds)];
+}
+
+/* The message type of opts.event (UNKNOWN when it has none). */
+unsigned int ct_format_event(lua_State *L, int opts)
+{
 	unsigned int type = NFCT_T_UNKNOWN;
 
 	if (lua_getfield(L, opts, "event") != LUA_TNIL)
-		type = types[ct_check_choice(L, -1, 2, "event kind", NULL, kinds)];
+		type = event_type(L, -1);
 	lua_pop(L, 1);
 	return type;
 }
@@ -377,14 +384,15 @@ bool ct_format_flag(lua_State *L, int opts, const char *name)
  */
 void ct_format_parse(lua_State *L, int idx, const char *const *extra, struct ct_format *fmt)
 {
-	static const char *const own[] = {
-		"xml", "extended", "id", "ktimestamp", "labels", "event"
+	enum { XML, EXTENDED, ID, KTIMESTAMP, LABELS, EVENT, OWN };
+	static const char *const own[OWN] = {
+		[XML] = "xml", [EXTENDED] = "extended", [ID] = "id", [KTIMESTAMP] = "ktimestamp",
+		[LABELS] = "labels", [EVENT] = "event"
 	};
-	const size_t nown = sizeof(own) / sizeof(own[0]);
 	const char *names[16];
 	size_t n = 0;
 
-	for (; n < nown; n++)
+	for (; n < OWN; n++)
 		names[n] = own[n];
 	for (size_t i = 0; extra && extra[i] && n < sizeof(names) / sizeof(names[0]) - 1; i++)
 		names[n++] = extra[i];
@@ -394,17 +402,29 @@ void ct_format_parse(lua_State *L, int idx, const char *const *extra, struct ct_
 	fmt->type = NFCT_T_UNKNOWN;
 	if (lua_isnoneornil(L, idx))
 		return;
-	ct_check_options(L, idx, idx, names);
-	fmt->type = ct_format_event(L, idx);
-	if (ct_format_flag(L, idx, "extended"))
-		fmt->flags |= NFCT_OF_SHOW_LAYER3;
-	if (ct_format_flag(L, idx, "id"))
-		fmt->flags |= NFCT_OF_ID;
-	if (ct_format_flag(L, idx, "ktimestamp"))
-		fmt->flags |= NFCT_OF_TIMESTAMP;
-	if (ct_format_flag(L, idx, "xml"))
-		fmt->output = NFCT_O_XML;
-	fmt->labels = ct_format_flag(L, idx, "labels");
+	idx = lua_absindex(L, idx);
+	luaL_checktype(L, idx, LUA_TTABLE);
+	/* one pass over the options given (a getfield per option was a fifth of
+	 * flow:format, called for every line of -D) */
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		int which = ct_check_choice(L, -2, idx, "option", NULL, names);
+		bool on = lua_toboolean(L, -1);
+
+		if (which == EVENT)
+			fmt->type = event_type(L, -1);
+		else if (which == EXTENDED && on)
+			fmt->flags |= NFCT_OF_SHOW_LAYER3;
+		else if (which == ID && on)
+			fmt->flags |= NFCT_OF_ID;
+		else if (which == KTIMESTAMP && on)
+			fmt->flags |= NFCT_OF_TIMESTAMP;
+		else if (which == XML && on)
+			fmt->output = NFCT_O_XML;
+		else if (which == LABELS)
+			fmt->labels = on;
+		lua_pop(L, 1);
+	}
 }
 
 /*
