@@ -274,6 +274,9 @@ local function resolve(v, ctx)
   return v
 end
 
+-- Whether run rb (conntrack's) failed where run ra (ours) did not.
+local function b_failed_alone(ra, rb) return rb.status ~= 0 and ra.status == 0 end
+
 -- Alternates a (ours) and b (theirs) over n pairs: A B, B A, A B, ...
 -- skip_a leaves a out (it failed its check). Returns per-side lists and the
 -- per-pair ratios of wall time. A pair in which b failed and a did not gives
@@ -300,7 +303,7 @@ local function run_pairs(ctx, n, a, b, prepare, skip_a)
       if side == "a" and not skip_a then ra = one("a", a)
       elseif side == "b" then rb = one("b", b) end
     end
-    if ra and rb.status ~= 0 and ra.status == 0 then
+    if ra and b_failed_alone(ra, rb) then
       res.b_failed = res.b_failed + 1
     elseif ra then
       res.ratio[#res.ratio + 1] = ra.wall / rb.wall
@@ -323,7 +326,7 @@ local function pairs_from_check(ro, rt, skip_a)
     return { wall = { r.wall }, cpu = { r.cpu }, sys = { r.sys }, rss = { r.rss },
              status = { r.status } }
   end
-  local failed = not skip_a and rt.status ~= 0 and ro.status == 0
+  local failed = not skip_a and b_failed_alone(ro, rt)
   return { a = skip_a and { wall = {}, cpu = {}, sys = {}, rss = {}, status = {} } or side(ro),
            b = side(rt),
            ratio = (skip_a or failed) and {} or { ro.wall / rt.wall },

@@ -30,15 +30,7 @@ local function print_flow(ctx, cmd, place, f, kind)
   if cmd.output.xml and not cmd.output.save and (place == "list" or place == "event") then
     output.write_xml_start(ctx, "conntrack")
   end
-  -- the formatter of each place, made at its first line
-  local formats = cmd.formats or {}
-  cmd.formats = formats
-  local format = formats[place]
-  if not format then
-    format = output.formatter(cmd.output, place)
-    formats[place] = format
-  end
-  out:write(format(f, kind), "\n")
+  out:write(output.command_formatter(cmd, place)(f, kind), "\n")
 end
 M.print_flow = print_flow
 

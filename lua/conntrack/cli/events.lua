@@ -54,8 +54,7 @@ local function print_event(ctx, cmd, ev)
       elseif o.timestamp then
         out:write(output.event_stamp(ev.time))
       end
-      cmd.format_event = cmd.format_event or output.formatter(o, "event")
-      line = cmd.format_event(ev.flow, ev.kind)
+      line = output.command_formatter(cmd, "event")(ev.flow, ev.kind)
     end
     if ev.portid then line = line .. output.userspace(ev.portid, progname(ev.portid)) end
     out:write(line, "\n")

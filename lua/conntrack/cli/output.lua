@@ -119,6 +119,21 @@ function M.formatter(out, place)
   end
 end
 
+--- cmd's formatter of flows printed from place, made at its first line and kept in cmd.
+function M.command_formatter(cmd, place)
+  local formats = cmd.formats
+  if not formats then
+    formats = {}
+    cmd.formats = formats
+  end
+  local format = formats[place]
+  if not format then
+    format = M.formatter(cmd.output, place)
+    formats[place] = format
+  end
+  return format
+end
+
 --- The text of one flow (see formatter).
 function M.flow(out, place, f, kind)
   return M.formatter(out, place)(f, kind)
